@@ -1,0 +1,1 @@
+"""Anomaly engine: backbones, adapters, prompts, memory bank, synthesis, adaptation, scoring, metrics. No Qt."""

@@ -1,0 +1,1 @@
+"""Qt widgets and the background worker. The only package that imports Qt widgets."""

@@ -1,0 +1,1 @@
+"""Exports: PDF heatmap report, CSV/JSON score tables, map volumes."""

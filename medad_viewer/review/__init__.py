@@ -1,0 +1,1 @@
+"""Review state: reference sets, per-slice decisions, annotations, session persistence. No Qt."""

@@ -1,0 +1,20 @@
+"""Shared fixtures: the sample data beside the checkout, and an offscreen Qt platform."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_DATA = Path(os.environ.get("MEDAD_SAMPLE_DATA", REPO.parent / "shared" / "sample-data"))
+
+
+@pytest.fixture(scope="session")
+def sample_data() -> Path:
+    if not SAMPLE_DATA.is_dir():
+        pytest.fail(f"sample data not found at {SAMPLE_DATA} (set MEDAD_SAMPLE_DATA)")
+    return SAMPLE_DATA
