@@ -27,6 +27,12 @@ def ct_slice(sample_data: Path) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
+def ct_hu(sample_data: Path) -> np.ndarray:
+    files = sorted((sample_data / "ct-dicom").glob("*.dcm"))
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(files[len(files) // 2])))[0].astype(np.float32)
+
+
+@pytest.fixture(scope="module")
 def mr_slice(sample_data: Path) -> np.ndarray:
     vol = sitk.GetArrayFromImage(sitk.ReadImage(str(sample_data / "mr-brain" / "brain1_image.nrrd")))
     return _window(vol[12])  # 256x256 axial head through the ventricles
@@ -54,6 +60,18 @@ def test_ct_body_covers_centre_excludes_corners_and_table(ct_slice: np.ndarray) 
     assert np.nonzero(m.any(axis=1))[0].max() < 440
     assert _n_components(m) == 1
     assert 0.2 < m.mean() < 0.5
+
+
+@pytest.mark.parametrize("low, high", [(-160, 240), (-1350, 150), (0, 80), (-1000, 1000)])
+def test_ct_body_in_fixed_hu_windows(ct_hu: np.ndarray, low: float, high: float) -> None:
+    # The engine windows CT in fixed HU (soft tissue, lung, brain, ...), not by percentiles. In the
+    # narrow brain window fat is as black as air, so the outline must be closed before filling.
+    img = np.clip((ct_hu - low) / (high - low), 0, 1).astype(np.float32)
+    m = body_mask(img)
+    assert _n_components(m) == 1
+    assert m[240:280, 236:276].all()
+    assert not m[440:].any()
+    assert 0.25 < m.mean() < 0.45
 
 
 def test_ct_body_fills_internal_air(ct_slice: np.ndarray) -> None:

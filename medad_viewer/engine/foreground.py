@@ -69,8 +69,11 @@ def body_mask(img: np.ndarray, min_component_frac: float = 0.01, threshold: floa
 
     # Filling first makes the body a solid blob so the opening cannot eat thin body walls or the
     # MR scalp ring, while it still removes thin unenclosed things like the table or blanket folds.
-    fg = fill_holes(fg)
     radius = max(1, int(round(min(h, w) / 64)))
+    # A closing first bridges small gaps in the outline (thin skin over fat in a narrow CT window,
+    # MR scalp with signal drop-out) so the hole filling sees a closed body.
+    fg = cv2.morphologyEx(fg.astype(np.uint8), cv2.MORPH_CLOSE, _ellipse(radius)).astype(bool)
+    fg = fill_holes(fg)
     opened = cv2.morphologyEx(fg.astype(np.uint8), cv2.MORPH_OPEN, _ellipse(radius))
 
     n, labels, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=8)
