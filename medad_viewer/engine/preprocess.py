@@ -1,0 +1,106 @@
+"""From a slice in modality units to the engine's input: intensities in [0, 1], square, backbone-sized, with a body mask.
+
+CT: a fixed window suited to the organ (soft tissue by default), so HU keep their meaning across studies.
+MR: no absolute units, so each volume is standardised by percentiles of its own foreground.
+X-ray and plain images: a robust percentile window per image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .foreground import body_mask
+
+CT_WINDOWS_HU = {"soft tissue": (40.0, 400.0), "brain": (40.0, 80.0), "lung": (-600.0, 1500.0),
+                 "liver": (90.0, 150.0), "bone": (480.0, 2500.0), "wide": (40.0, 1000.0)}
+DEFAULT_CT_WINDOW = "soft tissue"
+
+
+@dataclass
+class IntensityNormalizer:
+    """Maps modality units to [0, 1]; one per series, so every slice of a volume gets the same mapping."""
+
+    low: float | None = None  # fixed bounds (CT window, MR volume percentiles); None = per-slice percentiles
+    high: float | None = None
+    per_slice_pct: tuple[float, float] = (0.5, 99.5)
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        px = np.asarray(pixels, dtype=np.float32)
+        lo, hi = self.low, self.high
+        if lo is None or hi is None:
+            lo, hi = _foreground_percentiles(px, self.per_slice_pct)
+        if hi <= lo:
+            hi = lo + 1.0
+        return np.clip((px - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+    def describe(self) -> str:
+        if self.low is None:
+            return f"per-slice percentiles {self.per_slice_pct}"
+        return f"fixed [{self.low:.1f}, {self.high:.1f}]"
+
+
+def _foreground_percentiles(px: np.ndarray, pct: tuple[float, float]) -> tuple[float, float]:
+    flat = px[np.isfinite(px)].ravel()
+    if flat.size == 0:
+        return 0.0, 1.0
+    if flat.size > 200_000:  # percentiles of a subsample are as good and far cheaper
+        flat = flat[:: flat.size // 200_000 + 1]
+    # Ignore the background mode (air / zero padding) when it dominates: percentiles of what's above it.
+    lo0 = float(flat.min())
+    fg = flat[flat > lo0 + 1e-6 * max(1.0, abs(lo0))]
+    if fg.size > 0.05 * flat.size:
+        flat = fg
+    lo, hi = np.percentile(flat, pct)
+    return float(lo), float(hi)
+
+
+def normalizer_for_series(series, ct_window: str = DEFAULT_CT_WINDOW, sample_slices: int = 12) -> IntensityNormalizer:
+    """One intensity mapping for a whole series (see the module docstring)."""
+    modality = (getattr(series, "modality", "OT") or "OT").upper()
+    if modality == "CT":
+        centre, width = CT_WINDOWS_HU[ct_window]
+        return IntensityNormalizer(centre - width / 2, centre + width / 2)
+    n = int(getattr(series, "num_slices", 1))
+    if modality == "MR" and n > 1:
+        idx = np.unique(np.linspace(0, n - 1, min(sample_slices, n)).round().astype(int))
+        stack = np.stack([np.asarray(series.slice(int(i)), dtype=np.float32) for i in idx])
+        lo, hi = _foreground_percentiles(stack, (1.0, 99.5))
+        return IntensityNormalizer(lo, hi)
+    return IntensityNormalizer()
+
+
+@dataclass
+class PreparedSlice:
+    """A slice ready for the backbone, and how to map results back to the original pixel grid."""
+
+    image: np.ndarray  # (S, S) float32 in [0, 1]
+    body: np.ndarray  # (S, S) bool
+    original_shape: tuple[int, int]
+    pad: tuple[int, int, int, int]  # top, bottom, left, right, in original pixels, before resizing
+
+
+def prepare(pixels01: np.ndarray, size: int) -> PreparedSlice:
+    """Pad to square (keeps the aspect ratio) and resize to `size`."""
+    img = np.asarray(pixels01, dtype=np.float32)
+    h, w = img.shape
+    side = max(h, w)
+    top = (side - h) // 2
+    left = (side - w) // 2
+    pad = (top, side - h - top, left, side - w - left)
+    sq = cv2.copyMakeBorder(img, pad[0], pad[1], pad[2], pad[3], cv2.BORDER_CONSTANT, value=0.0)
+    interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+    resized = cv2.resize(sq, (size, size), interpolation=interp)
+    resized = np.clip(resized, 0.0, 1.0).astype(np.float32)
+    return PreparedSlice(resized, body_mask(resized), (h, w), pad)
+
+
+def restore(map_sq: np.ndarray, prepared: PreparedSlice) -> np.ndarray:
+    """A (S, S) map back onto the slice's own (rows, columns)."""
+    h, w = prepared.original_shape
+    top, bottom, left, right = prepared.pad
+    side = max(h, w)
+    full = cv2.resize(np.asarray(map_sq, dtype=np.float32), (side, side), interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(full[top: top + h, left: left + w])

@@ -1,0 +1,95 @@
+"""Scoring whole series: references named as SOURCE[:SLICES], a fitted detector, per-slice maps and scores."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .detector import AnomalyDetector, ScoredImage
+from .jobs import CancelToken, no_progress
+from .preprocess import IntensityNormalizer, normalizer_for_series
+
+
+def parse_slices(spec: str, num_slices: int) -> list[int]:
+    """'0,3,7-9' -> [0, 3, 7, 8, 9]; negative indices count from the end; empty -> every slice."""
+    if not spec.strip():
+        return list(range(num_slices))
+    out: list[int] = []
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "-" in part[1:]:
+            a, b = part.split("-", 1) if not part.startswith("-") else ("-" + part[1:].split("-", 1)[0],
+                                                                      part[1:].split("-", 1)[1])
+            lo, hi = int(a), int(b)
+            lo, hi = (lo + num_slices if lo < 0 else lo), (hi + num_slices if hi < 0 else hi)
+            if hi < lo:
+                raise ValueError(f"slice range {part!r} runs backwards")
+            out.extend(range(lo, hi + 1))
+        else:
+            i = int(part)
+            out.append(i + num_slices if i < 0 else i)
+    bad = [i for i in out if not 0 <= i < num_slices]
+    if bad:
+        raise ValueError(f"slice {bad[0]} is out of range: the series has {num_slices} slices (0-{num_slices - 1})")
+    return sorted(dict.fromkeys(out))
+
+
+def split_reference_spec(spec: str) -> tuple[str, str]:
+    """'path/to/study:0,3,7-9' -> ('path/to/study', '0,3,7-9'). A Windows drive letter is not a separator."""
+    head, sep, tail = spec.rpartition(":")
+    if sep and head and tail and all(c.isdigit() or c in ",- " for c in tail):
+        return head, tail
+    return spec, ""
+
+
+@dataclass
+class SliceScore:
+    index: int
+    score: float
+    percentile: float
+    map: np.ndarray  # (rows, columns) float32, same grid as the slice
+
+
+@dataclass
+class SeriesScores:
+    results: dict[int, SliceScore] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def ranked(self) -> list[SliceScore]:
+        return sorted(self.results.values(), key=lambda r: r.score, reverse=True)
+
+
+def normalized_slices(series, indices: Sequence[int], normalizer: IntensityNormalizer | None = None) -> list[np.ndarray]:
+    norm = normalizer or normalizer_for_series(series)
+    return [norm(series.slice(i)) for i in indices]
+
+
+def score_series(detector: AnomalyDetector, series, indices: Sequence[int] | None = None,
+                 normalizer: IntensityNormalizer | None = None, batch_size: int = 8,
+                 progress: Callable[[float, str], None] = no_progress, cancel: CancelToken | None = None,
+                 on_result: Callable[[SliceScore], None] | None = None) -> SeriesScores:
+    """Score slices of a series batch by batch, reading each slice only when its batch comes up.
+    Results already delivered through `on_result` stay valid when the job is cancelled."""
+    cancel = cancel or CancelToken()
+    norm = normalizer or normalizer_for_series(series)
+    idx = list(range(series.num_slices)) if indices is None else list(indices)
+    out = SeriesScores()
+    t0 = time.monotonic()
+    for start in range(0, len(idx), batch_size):
+        cancel.raise_if_cancelled()
+        chunk = idx[start: start + batch_size]
+        imgs = [norm(series.slice(i)) for i in chunk]
+        scored: list[ScoredImage] = detector.score(imgs, batch_size=batch_size)
+        for i, r in zip(chunk, scored):
+            s = SliceScore(i, r.score, r.percentile, r.map)
+            out.results[i] = s
+            if on_result is not None:
+                on_result(s)
+        progress(len(out.results) / len(idx), f"Scored {len(out.results)} of {len(idx)} slices")
+    out.seconds = time.monotonic() - t0
+    return out
