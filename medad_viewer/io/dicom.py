@@ -1,0 +1,746 @@
+"""DICOM loading with SimpleITK/GDCM: headers, grouping into series, slice order, HU, geometry.
+
+Each file is read on its own (headers first, then pixels into one preallocated array) so a
+damaged file costs only its own slice. Orientation rule for single-frame series with a known
+plane: axial slices are flipped in-plane as needed so row 0 is anterior and column 0 is the
+patient's right (radiological view); coronal and sagittal slices are shown head up, with the
+patient's right (coronal) or anterior (sagittal) on the image left. Slices are ordered along the
+slice normal, pointed so its main component is positive (axial: inferior to superior).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import struct
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+
+from ._util import ReadFailure, SliceStack, check_size, compact_dtype, natural_key, owned_view, storage_dtype_for
+from .deid import IDENTIFYING_TAGS
+from .series import LoadError, Series
+
+log = logging.getLogger(__name__)
+
+DICOM_EXTENSIONS = frozenset({".dcm", ".dicom", ".dic", ".ima"})
+
+# Non-identifying header fields copied into Series.metadata under their DICOM keywords.
+METADATA_TAGS: dict[str, str] = {
+    "0008|0008": "ImageType",
+    "0008|0016": "SOPClassUID",
+    "0008|0060": "Modality",
+    "0008|0070": "Manufacturer",
+    "0008|1090": "ManufacturerModelName",
+    "0018|0015": "BodyPartExamined",
+    "0018|0050": "SliceThickness",
+    "0018|0060": "KVP",
+    "0018|0080": "RepetitionTime",
+    "0018|0081": "EchoTime",
+    "0018|0087": "MagneticFieldStrength",
+    "0018|0088": "SpacingBetweenSlices",
+    "0018|1150": "ExposureTime",
+    "0018|1151": "XRayTubeCurrent",
+    "0018|1164": "ImagerPixelSpacing",
+    "0018|1210": "ConvolutionKernel",
+    "0018|5100": "PatientPosition",
+    "0018|5101": "ViewPosition",
+    "0020|0011": "SeriesNumber",
+    "0020|0020": "PatientOrientation",
+    "0020|0060": "Laterality",
+    "0020|0062": "ImageLaterality",
+    "0028|0004": "PhotometricInterpretation",
+    "0028|0030": "PixelSpacing",
+    "0028|0100": "BitsAllocated",
+    "0028|0101": "BitsStored",
+    "0028|0103": "PixelRepresentation",
+    "0028|1050": "WindowCenter",
+    "0028|1051": "WindowWidth",
+    "0028|1052": "RescaleIntercept",
+    "0028|1053": "RescaleSlope",
+    "0028|1054": "RescaleType",
+}
+_INT_METADATA = frozenset({"BitsAllocated", "BitsStored", "PixelRepresentation", "SeriesNumber"})
+
+# SOP classes that hold no pixels (reports, presentation states, RT structures and plans,
+# encapsulated documents, waveforms, registrations): skipped without complaint.
+_NON_IMAGE_SOP_PREFIXES = (
+    "1.2.840.10008.5.1.4.1.1.88.",
+    "1.2.840.10008.5.1.4.1.1.11.",
+    "1.2.840.10008.5.1.4.1.1.104.",
+    "1.2.840.10008.5.1.4.1.1.9.",
+    "1.2.840.10008.5.1.4.1.1.66",
+    "1.2.840.10008.5.1.4.1.1.481.3",
+    "1.2.840.10008.5.1.4.1.1.481.4",
+    "1.2.840.10008.5.1.4.1.1.481.5",
+    "1.2.840.10008.5.1.4.1.1.481.6",
+    "1.2.840.10008.5.1.4.1.1.481.7",
+    "1.2.840.10008.5.1.4.1.1.481.8",
+    "1.2.840.10008.5.1.4.1.1.481.9",
+    "1.2.840.10008.1.3.10",  # DICOMDIR
+)
+_SEGMENTATION_SOP = "1.2.840.10008.5.1.4.1.1.66.4"
+
+_VOLUME_MODALITIES = frozenset({"CT", "MR", "PT"})
+# Positions closer than this (mm) are the same slice.
+_SAME_POSITION_MM = 0.01
+
+_SITK_TO_NUMPY = {
+    sitk.sitkUInt8: np.uint8,
+    sitk.sitkInt8: np.int8,
+    sitk.sitkUInt16: np.uint16,
+    sitk.sitkInt16: np.int16,
+    sitk.sitkUInt32: np.uint32,
+    sitk.sitkInt32: np.int32,
+    sitk.sitkUInt64: np.uint64,
+    sitk.sitkInt64: np.int64,
+    sitk.sitkFloat32: np.float32,
+    sitk.sitkFloat64: np.float64,
+    sitk.sitkVectorUInt8: np.uint8,
+    sitk.sitkVectorInt8: np.int8,
+    sitk.sitkVectorUInt16: np.uint16,
+    sitk.sitkVectorInt16: np.int16,
+    sitk.sitkVectorUInt32: np.uint32,
+    sitk.sitkVectorInt32: np.int32,
+    sitk.sitkVectorFloat32: np.float32,
+    sitk.sitkVectorFloat64: np.float64,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Recognising DICOM files
+
+
+def has_dicom_magic(path: str) -> bool:
+    """True when the file has the 'DICM' marker after the 128-byte preamble (Part 10 files)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def read_file_meta(path: str) -> dict[str, str]:
+    """The group 0002 file-meta elements of a Part 10 file (always explicit VR little endian).
+
+    Read by hand because GDCM refuses files it cannot fully parse, and this is what tells a
+    report (no pixels, skip) from a damaged image (report).
+    """
+    out: dict[str, str] = {}
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(16384)
+    except OSError:
+        return out
+    pos = 132
+    long_vrs = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+    while pos + 8 <= len(data):
+        group, elem = struct.unpack_from("<HH", data, pos)
+        if group != 0x0002:
+            break
+        vr = data[pos + 4 : pos + 6]
+        if vr in long_vrs:
+            if pos + 12 > len(data):
+                break
+            (length,) = struct.unpack_from("<I", data, pos + 8)
+            pos += 12
+        else:
+            (length,) = struct.unpack_from("<H", data, pos + 6)
+            pos += 8
+        if length == 0xFFFFFFFF or pos + length > len(data):
+            break
+        value = data[pos : pos + length]
+        pos += length
+        if vr == b"UI" or vr in (b"SH", b"LO", b"AE", b"CS"):
+            out[f"{group:04x}|{elem:04x}"] = value.rstrip(b"\0 ").decode("ascii", "replace")
+    return out
+
+
+def is_non_image_sop_class(sop_class_uid: str) -> bool:
+    if not sop_class_uid or sop_class_uid == _SEGMENTATION_SOP:
+        return False
+    return sop_class_uid.startswith(_NON_IMAGE_SOP_PREFIXES)
+
+
+def probe_is_dicom(path: str) -> bool:
+    """Whether GDCM recognises a file with no 'DICM' marker (old or bare data sets)."""
+    try:
+        return sitk.ImageFileReader().GetImageIOFromFileName(path) == "GDCMImageIO"
+    except RuntimeError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Headers
+
+
+@dataclass
+class DicomHeader:
+    path: str
+    tags: dict[str, str]
+    columns: int
+    rows: int
+    frames: int
+    components: int
+    dtype: np.dtype
+    spacing: tuple[float, float, float]
+
+    def get(self, tag: str, default: str = "") -> str:
+        return self.tags.get(tag, default)
+
+    def floats(self, tag: str, count: int | None = None) -> list[float] | None:
+        return _parse_floats(self.tags.get(tag, ""), count)
+
+    def number(self, tag: str, default: float | None = None) -> float | None:
+        vals = self.floats(tag)
+        return vals[0] if vals else default
+
+
+def read_header(path: str) -> DicomHeader:
+    """Read one file's header (no pixel decoding); raise ReadFailure in plain words."""
+    reader = sitk.ImageFileReader()
+    reader.SetImageIO("GDCMImageIO")
+    reader.SetFileName(path)
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise ReadFailure(_gdcm_reason(exc)) from None
+    size = reader.GetSize()
+    tags = {key: reader.GetMetaData(key).strip(" \0") for key in reader.GetMetaDataKeys()}
+    frames = size[2] if len(size) > 2 else 1
+    dtype = np.dtype(_SITK_TO_NUMPY.get(reader.GetPixelID(), np.float64))
+    spacing = tuple(reader.GetSpacing()) + (1.0,) * (3 - len(reader.GetSpacing()))
+    return DicomHeader(
+        path=path,
+        tags=tags,
+        columns=int(size[0]),
+        rows=int(size[1]),
+        frames=int(frames),
+        components=int(reader.GetNumberOfComponents()),
+        dtype=dtype,
+        spacing=(float(spacing[0]), float(spacing[1]), float(spacing[2])),
+    )
+
+
+def _gdcm_reason(exc: Exception) -> str:
+    text = str(exc)
+    if "Unable to determine ImageIO" in text:
+        return "it could not be parsed as DICOM (the file may be truncated or damaged)"
+    last = text.strip().splitlines()[-1] if text.strip() else ""
+    return f"it could not be read as a DICOM image ({last.split('ERROR:')[-1].strip()[:200]})"
+
+
+def _parse_floats(text: str, count: int | None = None) -> list[float] | None:
+    if not text:
+        return None
+    try:
+        vals = [float(v) for v in text.replace(",", ".").split("\\") if v.strip()]
+    except ValueError:
+        return None
+    if count is not None and len(vals) != count:
+        return None
+    if not all(np.isfinite(vals)):
+        return None
+    return vals
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_dicom_files(
+    candidates: Iterable[tuple[str, bool]],
+    *,
+    tick: Callable[[], None] | None = None,
+) -> tuple[list[Series], list[LoadError]]:
+    """Load (path, named_like_dicom) candidates into series; errors in plain words, never raises."""
+    tick = tick or (lambda: None)
+    headers: list[DicomHeader] = []
+    damaged: list[tuple[str, str]] = []
+    errors: list[LoadError] = []
+    for path, named_dicom in candidates:
+        magic = has_dicom_magic(path)
+        if magic:
+            sop_class = read_file_meta(path).get("0002|0002", "")
+            if is_non_image_sop_class(sop_class):
+                log.debug("skipping non-image DICOM %s (%s)", path, sop_class)
+                tick()
+                continue
+        try:
+            headers.append(read_header(path))
+        except ReadFailure as exc:
+            name = os.path.basename(path)
+            if magic:
+                damaged.append((path, f"{name}: {exc}"))
+            elif named_dicom:
+                if os.path.getsize(path) == 0:
+                    errors.append(LoadError(path, f"{name}: the file is empty"))
+                else:
+                    errors.append(
+                        LoadError(path, f"{name}: named like a DICOM file but is not DICOM (no DICOM header found)")
+                    )
+            else:
+                log.debug("ignoring %s: not DICOM", path)
+        tick()
+
+    series: list[Series] = []
+    for group_uid, group in _group(headers):
+        try:
+            series.extend(_build_group(group_uid, group, errors, tick))
+        except MemoryError:
+            errors.append(LoadError(_group_source(group), f"{_describe(group)}: not enough memory to open this series"))
+        except ReadFailure as exc:
+            errors.append(LoadError(_group_source(group), str(exc)))
+
+    # A damaged file in a folder holding exactly one series is almost surely one of its slices.
+    by_folder: dict[str, list[Series]] = defaultdict(list)
+    for s in series:
+        folder = s.source if os.path.isdir(s.source) else os.path.dirname(s.source)
+        by_folder[os.path.normpath(folder)].append(s)
+    for path, message in damaged:
+        owners = by_folder.get(os.path.normpath(os.path.dirname(path)), [])
+        if len(owners) == 1:
+            owners[0].warnings.append(f"slice file {os.path.basename(path)} could not be read and was skipped: "
+                                      + message.split(": ", 1)[1])
+        else:
+            errors.append(LoadError(path, message))
+    return series, errors
+
+
+def _group(headers: list[DicomHeader]) -> list[tuple[str, list[DicomHeader]]]:
+    """Group by series (SeriesInstanceUID, or folder + identifying fields when it is missing),
+    then split by image size, colour and orientation; each multi-frame file stands alone."""
+    by_key: dict[tuple, list[DicomHeader]] = defaultdict(list)
+    for h in headers:
+        if h.frames > 1:
+            base: tuple = ("multiframe", h.path)
+        else:
+            uid = h.get("0020|000e")
+            base = (uid,) if uid else (
+                "no-uid",
+                os.path.realpath(os.path.dirname(h.path)),
+                h.get("0020|000d"),
+                h.get("0020|0052"),
+                h.get("0020|0011"),
+                h.get("0008|103e"),
+                h.get("0008|0060"),
+            )
+        iop = h.floats("0020|0037", 6)
+        iop_key = tuple(round(v, 3) for v in iop) if iop else None
+        by_key[(base, h.rows, h.columns, h.components > 1, iop_key)].append(h)
+
+    by_base: dict[tuple, list[list[DicomHeader]]] = defaultdict(list)
+    for key, group in by_key.items():
+        by_base[key[0]].append(group)
+    out: list[tuple[str, list[DicomHeader]]] = []
+    for base, groups in by_base.items():
+        groups.sort(key=lambda g: (-len(g), natural_key(g[0].path)))
+        if base[0] == "multiframe":
+            uid = groups[0][0].get("0020|000e") or _hash_uid(base)
+        elif base[0] == "no-uid":
+            uid = _hash_uid(base)
+        else:
+            uid = base[0]
+        for i, group in enumerate(groups):
+            out.append((uid if i == 0 else f"{uid}#{i + 1}", group))
+    return out
+
+
+def _hash_uid(base: tuple) -> str:
+    return "dicom:" + hashlib.sha1(repr(base).encode("utf-8", "surrogateescape")).hexdigest()[:24]
+
+
+def _group_source(group: list[DicomHeader]) -> str:
+    if len(group) == 1:
+        return os.path.abspath(group[0].path)
+    return os.path.abspath(os.path.commonpath([os.path.dirname(os.path.abspath(h.path)) for h in group]))
+
+
+def _describe(group: list[DicomHeader]) -> str:
+    h = group[0]
+    desc = h.get("0008|103e") or f"{h.get('0008|0060') or 'DICOM'} series"
+    return f"series '{desc}' in {_group_source(group)}"
+
+
+def _build_group(
+    uid: str, group: list[DicomHeader], errors: list[LoadError], tick: Callable[[], None]
+) -> list[Series]:
+    if group[0].frames > 1:
+        series = _build_multiframe(uid, group[0])
+        tick()
+        return [series]
+    stacks, notes = _order_and_split(group)
+    out = []
+    for i, (stack, positions, geometry) in enumerate(stacks):
+        stack_uid = uid if i == 0 else f"{uid}.{i + 1}"
+        series = _build_single_frame_series(stack_uid, stack, positions, geometry, tick)
+        if series is None:
+            errors.append(
+                LoadError(_group_source(stack), f"{_describe(stack)}: none of its {len(stack)} files could be read")
+            )
+            continue
+        series.warnings[:0] = notes
+        out.append(series)
+    return out
+
+
+@dataclass
+class _Geometry:
+    row_dir: np.ndarray  # direction of increasing column index, as stored (IOP first triplet)
+    col_dir: np.ndarray  # direction of increasing row index, as stored
+    normal: np.ndarray
+    flip_columns: bool
+    flip_rows: bool
+
+
+def _order_and_split(
+    group: list[DicomHeader],
+) -> tuple[list[tuple[list[DicomHeader], np.ndarray | None, _Geometry | None]], list[str]]:
+    """Sort a series along its normal; split into stacks when several images share a position."""
+    notes: list[str] = []
+    first = group[0]
+    iop = first.floats("0020|0037", 6)
+    ipps = [h.floats("0020|0032", 3) for h in group]
+    if iop is None or any(p is None for p in ipps):
+        ordered = sorted(group, key=lambda h: (h.number("0020|0013", 0.0), natural_key(h.path)))
+        return [(ordered, None, None)], notes
+
+    row_dir = np.array(iop[:3], dtype=np.float64)
+    col_dir = np.array(iop[3:], dtype=np.float64)
+    row_dir /= np.linalg.norm(row_dir) or 1.0
+    col_dir /= np.linalg.norm(col_dir) or 1.0
+    normal = np.cross(row_dir, col_dir)
+    norm = np.linalg.norm(normal)
+    if norm < 1e-6:
+        ordered = sorted(group, key=lambda h: (h.number("0020|0013", 0.0), natural_key(h.path)))
+        return [(ordered, None, None)], ["image orientation in the files is invalid; slices are in file order"]
+    normal /= norm
+    if normal[np.argmax(np.abs(normal))] < 0:
+        normal = -normal
+    flip_c, flip_r = _display_flips(row_dir, col_dir, normal)
+    geometry = _Geometry(row_dir, col_dir, normal, flip_c, flip_r)
+
+    keyed = sorted(
+        ((float(np.dot(ipp, normal)), h) for ipp, h in zip(ipps, group)),
+        key=lambda ph: (ph[0], ph[1].number("0018|0086", 0.0), ph[1].number("0020|0013", 0.0), natural_key(ph[1].path)),
+    )
+    # Same SOP instance twice (a copied file) is one image, not two.
+    seen_sop: set[str] = set()
+    unique = []
+    for pos, h in keyed:
+        sop = h.get("0008|0018")
+        if sop and sop in seen_sop:
+            notes.append(f"file {os.path.basename(h.path)} duplicates another image of this series and was skipped")
+            continue
+        seen_sop.add(sop)
+        unique.append((pos, h))
+
+    # The k-th image at each position goes to stack k (echoes, phases, repeated acquisitions).
+    stacks: list[list[tuple[float, DicomHeader]]] = []
+    i = 0
+    while i < len(unique):
+        j = i
+        while j + 1 < len(unique) and unique[j + 1][0] - unique[i][0] < _SAME_POSITION_MM:
+            j += 1
+        for k, item in enumerate(unique[i : j + 1]):
+            if k == len(stacks):
+                stacks.append([])
+            stacks[k].append(item)
+        i = j + 1
+    if len(stacks) > 1:
+        notes.append(
+            f"several images share slice positions; the series was split into {len(stacks)} stacks"
+        )
+    return [([h for _, h in st], np.array([p for p, _ in st]), geometry) for st in stacks], notes
+
+
+def _display_flips(row_dir: np.ndarray, col_dir: np.ndarray, normal: np.ndarray) -> tuple[bool, bool]:
+    """In-plane flips (columns, rows) that give the standard view of an axial/coronal/sagittal
+    plane; oblique-enough or rotated planes are left as stored."""
+    plane = int(np.argmax(np.abs(normal)))
+    across, down = int(np.argmax(np.abs(row_dir))), int(np.argmax(np.abs(col_dir)))
+    if plane == 2 and (across, down) == (0, 1):  # axial: patient's right on image left, anterior up
+        return bool(row_dir[0] < 0), bool(col_dir[1] < 0)
+    if plane == 1 and (across, down) == (0, 2):  # coronal: patient's right on image left, head up
+        return bool(row_dir[0] < 0), bool(col_dir[2] > 0)
+    if plane == 0 and (across, down) == (1, 2):  # sagittal: anterior on image left, head up
+        return bool(row_dir[1] < 0), bool(col_dir[2] > 0)
+    return False, False
+
+
+def _build_single_frame_series(
+    uid: str,
+    stack: list[DicomHeader],
+    positions: np.ndarray | None,
+    geometry: _Geometry | None,
+    tick: Callable[[], None],
+) -> Series | None:
+    first = stack[0]
+    check_size(_describe(stack), (len(stack), first.rows, first.columns), 2)
+    planned = storage_dtype_for(first.dtype) if first.components == 1 else np.dtype(np.int16)
+    out = SliceStack(len(stack), first.rows, first.columns, planned)
+    warnings: list[str] = []
+    kept: list[int] = []
+    for idx, h in enumerate(stack):
+        try:
+            plane = _read_plane(h)
+            if geometry is not None:
+                if geometry.flip_rows:
+                    plane = plane[::-1, :]
+                if geometry.flip_columns:
+                    plane = plane[:, ::-1]
+            out.append(plane)
+            kept.append(idx)
+        except ReadFailure as exc:
+            warnings.append(f"slice file {os.path.basename(h.path)} could not be read and was skipped: {exc}")
+        except RuntimeError as exc:
+            warnings.append(
+                f"slice file {os.path.basename(h.path)} could not be read and was skipped: {_gdcm_reason(exc)}"
+            )
+        tick()
+    if not kept:
+        return None
+    volume = out.result()
+    headers = [stack[i] for i in kept]
+    ref = headers[0]
+
+    spacing_x, spacing_y = ref.spacing[0], ref.spacing[1]
+    thickness = ref.number("0018|0050")
+    if geometry is not None and positions is not None:
+        pos = positions[kept]
+        diffs = np.diff(pos)
+        spacing_z = float(np.median(diffs)) if len(diffs) else float(
+            ref.number("0018|0088") or thickness or 1.0
+        )
+        if len(diffs) and diffs.max() > 1.5 * spacing_z:
+            gaps = int(np.sum(diffs > 1.5 * spacing_z))
+            warnings.append(
+                f"slice spacing is irregular: {gaps} gap(s), the largest {diffs.max():.2f} mm where "
+                f"{spacing_z:.2f} mm is usual; slices may be missing"
+            )
+        col_axis = -geometry.row_dir if geometry.flip_columns else geometry.row_dir
+        row_axis = -geometry.col_dir if geometry.flip_rows else geometry.col_dir
+        ipp0 = np.array(ref.floats("0020|0032", 3), dtype=np.float64)
+        # After a flip the first displayed pixel is the stored last one.
+        origin = ipp0.copy()
+        if geometry.flip_columns:
+            origin += (ref.columns - 1) * spacing_x * geometry.row_dir
+        if geometry.flip_rows:
+            origin += (ref.rows - 1) * spacing_y * geometry.col_dir
+        # The slice axis runs from the first slice's position: with gantry tilt this is
+        # the normal, and positions along it stay the measured ones.
+        origin = origin + (pos[0] - float(np.dot(ipp0, geometry.normal))) * geometry.normal
+        matrix = np.column_stack([col_axis, row_axis, geometry.normal])
+        direction = tuple(float(v) for v in matrix.ravel())
+        three_d = True
+    else:
+        spacing_z = float(ref.number("0018|0088") or thickness or 1.0)
+        pos = np.arange(volume.shape[0], dtype=np.float64) * spacing_z
+        origin = np.array(ref.floats("0020|0032", 3) or (0.0, 0.0, 0.0), dtype=np.float64)
+        direction = _direction_from_iop(ref)
+        three_d = False
+
+    return _make_series(
+        uid=uid,
+        headers=headers,
+        volume=volume,
+        positions=pos,
+        spacing=(spacing_x, spacing_y, spacing_z),
+        origin=tuple(float(v) for v in origin),
+        direction=direction,
+        three_d=three_d and volume.shape[0] > 1,
+        warnings=warnings,
+    )
+
+
+def _direction_from_iop(h: DicomHeader) -> tuple[float, ...]:
+    iop = h.floats("0020|0037", 6)
+    if iop is None:
+        return (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    r, c = np.array(iop[:3]), np.array(iop[3:])
+    n = np.cross(r, c)
+    if np.linalg.norm(n) < 1e-6:
+        return (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    return tuple(float(v) for v in np.column_stack([r, c, n / np.linalg.norm(n)]).ravel())
+
+
+def _read_plane(h: DicomHeader) -> np.ndarray:
+    """One file's pixels as a 2-D array in modality units, MONOCHROME1 inverted, colour as grey."""
+    image = sitk.ReadImage(h.path, imageIO="GDCMImageIO")
+    arr = sitk.GetArrayViewFromImage(image)
+    if arr.ndim == 2 + (image.GetNumberOfComponentsPerPixel() > 1):
+        arr = arr[np.newaxis]
+    if arr.shape[0] != 1:
+        raise ReadFailure(f"expected one frame, found {arr.shape[0]}")
+    plane = _to_grey(arr[0])
+    if plane.shape != (h.rows, h.columns):
+        raise ReadFailure(f"its image size {plane.shape[1]} x {plane.shape[0]} differs from the header")
+    plane = _invert_if_monochrome1(plane, h)
+    # Copy out of the SimpleITK buffer before `image` is freed.
+    return np.array(plane, copy=True)
+
+
+def _to_grey(arr: np.ndarray) -> np.ndarray:
+    if arr.ndim == 2:
+        return arr
+    if arr.shape[-1] >= 3:
+        grey = arr[..., 0] * 0.299 + arr[..., 1] * 0.587 + arr[..., 2] * 0.114
+        if arr.dtype.kind in "iu":
+            grey = np.rint(grey).astype(arr.dtype)
+        return grey
+    return arr[..., 0]
+
+
+def _monochrome1_range(h: DicomHeader) -> tuple[float, float]:
+    bits = int(h.number("0028|0101") or h.dtype.itemsize * 8)
+    signed = int(h.number("0028|0103") or 0) == 1
+    raw_lo, raw_hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    slope = h.number("0028|1053", 1.0) or 1.0
+    intercept = h.number("0028|1052", 0.0) or 0.0
+    a, b = raw_lo * slope + intercept, raw_hi * slope + intercept
+    return min(a, b), max(a, b)
+
+
+def _invert_if_monochrome1(plane: np.ndarray, h: DicomHeader) -> np.ndarray:
+    # MONOCHROME1 means "low values are white"; inverting within the stored range keeps the
+    # numbers in the same range while making bone bright like every other image.
+    if h.get("0028|0004").upper() != "MONOCHROME1":
+        return plane
+    lo, hi = _monochrome1_range(h)
+    if plane.dtype.kind in "iu" and float(lo).is_integer() and float(hi).is_integer():
+        return (int(lo + hi) - plane.astype(np.int64)).astype(np.int64)
+    return (lo + hi) - plane.astype(np.float64)
+
+
+def _build_multiframe(uid: str, h: DicomHeader) -> Series:
+    """A multi-frame file: frames become slices, in stored order, with SimpleITK's geometry."""
+    check_size(f"{os.path.basename(h.path)}", (h.frames, h.rows, h.columns), 2)
+    try:
+        image = sitk.ReadImage(h.path, imageIO="GDCMImageIO")
+    except RuntimeError as exc:
+        raise ReadFailure(f"{os.path.basename(h.path)}: {_gdcm_reason(exc)}") from None
+    arr = owned_view(image)
+    if arr.ndim == 4 or h.get("0028|0004").upper() == "MONOCHROME1":
+        stack = SliceStack(arr.shape[0], h.rows, h.columns, storage_dtype_for(arr.dtype))
+        for frame in arr:
+            stack.append(_invert_if_monochrome1(_to_grey(frame), h))
+        volume = stack.result()
+    else:
+        volume = arr
+        target = compact_dtype(volume)
+        if volume.dtype != target:
+            volume = volume.astype(target)
+    del arr, image
+    spacing = tuple(float(s) for s in image.GetSpacing())
+    origin = tuple(float(s) for s in image.GetOrigin())
+    direction = tuple(float(s) for s in image.GetDirection())
+    normal = np.array(direction).reshape(3, 3)[:, 2]
+    positions = float(np.dot(origin, normal)) + np.arange(volume.shape[0]) * spacing[2]
+    modality = h.get("0008|0060").upper()
+    series = _make_series(
+        uid=uid,
+        headers=[h],
+        volume=volume,
+        positions=positions,
+        spacing=spacing,  # type: ignore[arg-type]
+        origin=origin,  # type: ignore[arg-type]
+        direction=direction,
+        three_d=modality in _VOLUME_MODALITIES,
+        warnings=[],
+    )
+    series.metadata["NumberOfFrames"] = h.frames
+    return series
+
+
+def _make_series(
+    *,
+    uid: str,
+    headers: list[DicomHeader],
+    volume: np.ndarray,
+    positions: np.ndarray,
+    spacing: tuple[float, float, float],
+    origin: tuple[float, float, float],
+    direction: tuple[float, ...],
+    three_d: bool,
+    warnings: list[str],
+) -> Series:
+    ref = headers[0]
+    modality = ref.get("0008|0060").upper() or "OT"
+    photometric = ref.get("0028|0004").upper() or "MONOCHROME2"
+    if ref.components > 1:
+        warnings.append("colour image converted to greyscale")
+    metadata: dict = {"format": "DICOM", "NumberOfFiles": len(headers)}
+    for tag, keyword in METADATA_TAGS.items():
+        value = ref.get(tag)
+        if value:
+            metadata[keyword] = _maybe_int(value) if keyword in _INT_METADATA else value
+    identifiers: dict = {"SourceFiles": [os.path.basename(h.path) for h in headers]}
+    for tag, value in ref.tags.items():
+        if not value:
+            continue
+        if tag in IDENTIFYING_TAGS:
+            identifiers[IDENTIFYING_TAGS[tag]] = value
+        elif tag.startswith("0010|"):
+            identifiers[tag] = value
+    window = _file_window(ref)
+    series_number = ref.get("0020|0011")
+    description = ref.get("0008|103e") or (
+        f"{modality} series {series_number}" if series_number else f"{modality} image"
+    )
+    source = _group_source(headers)
+    return Series(
+        uid=uid,
+        modality=modality,
+        description=description,
+        source=source,
+        num_slices=int(volume.shape[0]),
+        rows=int(volume.shape[1]),
+        columns=int(volume.shape[2]),
+        spacing=spacing,
+        origin=origin,
+        direction=direction,
+        slice_thickness=ref.number("0018|0050"),
+        file_window=window,
+        photometric=photometric,
+        metadata=metadata,
+        identifiers=identifiers,
+        warnings=warnings,
+        _volume=volume,
+        _positions=positions,
+        _three_d=three_d,
+    )
+
+
+def _file_window(h: DicomHeader) -> tuple[float, float] | None:
+    centres, widths = h.floats("0028|1050"), h.floats("0028|1051")
+    if not centres or not widths or widths[0] <= 0:
+        return None
+    centre, width = centres[0], widths[0]
+    if h.get("0028|0004").upper() == "MONOCHROME1":
+        lo, hi = _monochrome1_range(h)
+        centre = lo + hi - centre
+    return (float(centre), float(width))
+
+
+def _maybe_int(value: str) -> int | str:
+    try:
+        return int(value)
+    except ValueError:
+        return value
+
+
+__all__ = [
+    "DICOM_EXTENSIONS",
+    "DicomHeader",
+    "has_dicom_magic",
+    "is_non_image_sop_class",
+    "load_dicom_files",
+    "probe_is_dicom",
+    "read_file_meta",
+    "read_header",
+]

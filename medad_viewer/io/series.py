@@ -1,0 +1,169 @@
+"""The loaded-data model: Series (one browsable stack of slices), Study and LoadError. No Qt."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+IDENTITY_DIRECTION: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+
+@dataclass
+class LoadError:
+    """A file or folder that could not be loaded; `message` names the file and says what is wrong."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(eq=False)
+class Series:
+    """One stack of 2D slices, browsable by index, with its geometry and metadata.
+
+    Pixel data lives in a single stored array (see `volume()`): int16 when the values fit, uint16
+    for 16-bit data above 32767, float32 for non-integer data. `slice()` converts one slice at a
+    time to float32 in modality units (HU for CT), so a whole float copy is never held.
+
+    Display orientation: for volumes and DICOM series, row 0 is anterior and column 0 is the
+    patient's right on axial slices (radiological convention); coronal and sagittal DICOM series
+    are shown head up. `spacing`, `origin` and `direction` (ITK convention, LPS, direction
+    row-major with one column per array axis x=columns, y=rows, z=slices) describe the
+    *displayed* array, so `origin + direction @ (c*sx, r*sy, k*sz)` is the LPS position in mm of
+    voxel `volume()[k, r, c]`.
+
+    Equality is identity (eq=False): two loads of the same file are different objects, and a
+    Series can key a dict.
+    """
+
+    uid: str
+    modality: str
+    description: str
+    source: str
+    num_slices: int
+    rows: int
+    columns: int
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    direction: tuple[float, ...] = IDENTITY_DIRECTION
+    slice_thickness: float | None = None
+    file_window: tuple[float, float] | None = None
+    photometric: str = "MONOCHROME2"
+    metadata: dict[str, Any] = field(default_factory=dict)
+    identifiers: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    _volume: np.ndarray | None = field(default=None, repr=False)
+    _positions: np.ndarray | None = field(default=None, repr=False)
+    _three_d: bool = field(default=False, repr=False)
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self._volume is None:
+            raise ValueError("Series needs its pixel array (_volume); use Series.from_array")
+        vol = self._volume
+        if vol.ndim != 3:
+            raise ValueError(f"Series volume must be 3-D (slices, rows, columns), got shape {vol.shape}")
+        if vol.shape != (self.num_slices, self.rows, self.columns):
+            raise ValueError(
+                f"Series shape fields {(self.num_slices, self.rows, self.columns)} "
+                f"do not match the volume {vol.shape}"
+            )
+        # The stored array is shared by every caller; read-only stops one of them silently
+        # changing what the others see.
+        if vol.flags.writeable:
+            vol.flags.writeable = False
+        if self._positions is None:
+            self._positions = np.arange(self.num_slices, dtype=np.float64) * float(self.spacing[2])
+        else:
+            self._positions = np.asarray(self._positions, dtype=np.float64)
+            if self._positions.shape != (self.num_slices,):
+                raise ValueError("one slice position per slice is needed")
+        self.spacing = tuple(float(s) for s in self.spacing)  # type: ignore[assignment]
+        self.origin = tuple(float(s) for s in self.origin)  # type: ignore[assignment]
+        self.direction = tuple(float(s) for s in self.direction)
+        if len(self.direction) != 9:
+            raise ValueError("direction must hold 9 floats (3x3, row-major)")
+
+    @classmethod
+    def from_array(
+        cls,
+        volume: np.ndarray,
+        *,
+        uid: str,
+        modality: str = "OT",
+        description: str = "",
+        source: str = "",
+        spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+        origin: tuple[float, float, float] = (0.0, 0.0, 0.0),
+        direction: tuple[float, ...] = IDENTITY_DIRECTION,
+        is_volume: bool | None = None,
+        positions: np.ndarray | None = None,
+        **kwargs: Any,
+    ) -> Series:
+        """Wrap an array of shape (slices, rows, columns) or (rows, columns) without copying it.
+
+        Meant for synthetic data and tests; the array is marked read-only.
+        """
+        vol = np.asarray(volume)
+        if vol.ndim == 2:
+            vol = vol[np.newaxis]
+        if is_volume is None:
+            is_volume = vol.shape[0] > 1
+        if positions is None:
+            normal = np.asarray(direction, dtype=np.float64).reshape(3, 3)[:, 2]
+            start = float(np.dot(np.asarray(origin, dtype=np.float64), normal))
+            positions = start + np.arange(vol.shape[0], dtype=np.float64) * float(spacing[2])
+        return cls(
+            uid=uid,
+            modality=modality,
+            description=description,
+            source=source,
+            num_slices=int(vol.shape[0]),
+            rows=int(vol.shape[1]),
+            columns=int(vol.shape[2]),
+            spacing=spacing,
+            origin=origin,
+            direction=direction,
+            _volume=vol,
+            _positions=positions,
+            _three_d=bool(is_volume),
+            **kwargs,
+        )
+
+    @property
+    def is_volume(self) -> bool:
+        """True for more than one slice from a 3D source (CT/MR series, NIfTI, NRRD, ...)."""
+        return self.num_slices > 1 and self._three_d
+
+    def slice(self, index: int) -> np.ndarray:
+        """A new float32 (rows, columns) array of slice `index`, in modality units and display orientation."""
+        index = self._check_index(index)
+        return self._volume[index].astype(np.float32, order="C")  # type: ignore[index]
+
+    def slice_position(self, index: int) -> float:
+        """Position of slice `index` in mm along the slice normal; strictly increasing with index."""
+        index = self._check_index(index)
+        return float(self._positions[index])  # type: ignore[index]
+
+    def volume(self) -> np.ndarray:
+        """The stored (slices, rows, columns) array itself: read-only, not a copy, possibly strided."""
+        return self._volume  # type: ignore[return-value]
+
+    def _check_index(self, index: int) -> int:
+        index = int(index)
+        if not 0 <= index < self.num_slices:
+            raise IndexError(f"slice index {index} out of range for {self.num_slices} slices")
+        return index
+
+
+@dataclass
+class Study:
+    """Everything found at one path: the series that loaded and the files that did not."""
+
+    series: list[Series]
+    errors: list[LoadError]
+    source: str
