@@ -42,7 +42,7 @@ class DetectorSettings:
     levels: tuple[int, ...] | None = None  # None: CNN strides 4/8/16, CLIP all hooked blocks
     metric: str = "cosine"
     aggregate_kernel: int = 3
-    bank_max_per_level: int = 8192
+    bank_max_per_level: int = 16384
     ref_augmentations: int = 3  # augmented copies of each reference, for the bank and the calibration
     smoothing_sigma: float = 4.0  # in pixels of a 256-pixel input
     image_score: str = "topk"  # "topk" (mean of the top 1% of in-body pixels) or "max"
@@ -99,6 +99,7 @@ class AnomalyDetector:
                 heads = "text"
             else:
                 heads = "linear"
+        torch.manual_seed(settings.adapt.seed)  # adapter and head initialisation: same seed, same model
         self.model = AnomalyModel(backbone, self.levels, adapters=settings.method == "adapted", heads=heads,
                                   text_embeddings=text).to(device)
         self.bank = MemoryBank(settings.metric, settings.bank_max_per_level, settings.aggregate_kernel) \

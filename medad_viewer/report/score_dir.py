@@ -1,0 +1,94 @@
+"""The folder a scoring run leaves behind: scores.csv, maps.npy and run.json, written atomically.
+
+    scores.csv  slice_index, position_mm, raw_score, percentile   (one row per scored slice, in slice order)
+    maps.npy    float32 (num_scored, rows, columns), rows in the order of scores.csv
+    run.json    backbone, weights, method, device, references, target series (geometry, no identifiers), timings
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def series_record(series) -> dict:
+    """What a run records of its target series: geometry and description, never identifying data."""
+    return {"source": str(series.source), "uid": series.uid, "modality": series.modality,
+            "description": series.description, "num_slices": int(series.num_slices), "rows": int(series.rows),
+            "columns": int(series.columns), "spacing": [float(v) for v in series.spacing],
+            "origin": [float(v) for v in series.origin], "direction": [float(v) for v in series.direction]}
+
+
+@dataclass
+class ScoreRun:
+    indices: np.ndarray  # (N,) slice indices
+    positions_mm: np.ndarray  # (N,)
+    scores: np.ndarray  # (N,) raw image scores
+    percentiles: np.ndarray  # (N,) percentile of normal
+    maps: np.ndarray  # (N, rows, columns) float32
+    run: dict
+
+
+def write_score_dir(out_dir: str | Path, run: ScoreRun) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["slice_index", "position_mm", "raw_score", "percentile"])
+    for i, p, s, q in zip(run.indices, run.positions_mm, run.scores, run.percentiles):
+        w.writerow([int(i), f"{float(p):.3f}", f"{float(s):.6f}", f"{float(q):.2f}"])
+    npy = io.BytesIO()
+    np.save(npy, np.ascontiguousarray(run.maps, dtype=np.float32))
+    atomic_write_bytes(out / "maps.npy", npy.getvalue())
+    atomic_write_bytes(out / "scores.csv", buf.getvalue().encode())
+    # run.json last: its presence marks a complete folder.
+    atomic_write_bytes(out / "run.json", json.dumps(run.run, indent=2, default=_json_default).encode())
+    return out
+
+
+def read_score_dir(path: str | Path) -> ScoreRun:
+    root = Path(path)
+    if not (root / "run.json").is_file():
+        raise FileNotFoundError(f"{root} is not a finished scoring run (no run.json)")
+    run = json.loads((root / "run.json").read_text())
+    rows = list(csv.DictReader((root / "scores.csv").read_text().splitlines()))
+    maps = np.load(root / "maps.npy")
+    if maps.shape[0] != len(rows):
+        raise ValueError(f"{root}: maps.npy holds {maps.shape[0]} maps for {len(rows)} rows of scores.csv")
+    return ScoreRun(np.array([int(r["slice_index"]) for r in rows]),
+                    np.array([float(r["position_mm"]) for r in rows]),
+                    np.array([float(r["raw_score"]) for r in rows]),
+                    np.array([float(r["percentile"]) for r in rows]), maps, run)
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
