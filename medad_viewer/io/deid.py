@@ -76,10 +76,12 @@ OTHER_IDENTIFYING_KEYS: frozenset[str] = frozenset({"SourceFiles"})
 IDENTIFYING_KEYS: frozenset[str] = frozenset(IDENTIFYING_TAGS.values()) | frozenset(IDENTIFYING_TAGS) | FREE_TEXT_KEYS | OTHER_IDENTIFYING_KEYS
 
 _LOWER_KEYS = frozenset(k.lower() for k in IDENTIFYING_KEYS)
-# Keyword shapes that are identifying whatever the exact tag: dates, UIDs (a harmless SOPClassUID
-# goes too: being strict costs nothing), and anything in the DICOM patient group (0010). Not
-# "...Time": EchoTime and ExposureTime are acquisition parameters; clock times are listed above.
+# Keyword shapes that are identifying whatever the exact tag: dates, UIDs, and anything in the
+# DICOM patient group (0010). Not "...Time": EchoTime and ExposureTime are acquisition
+# parameters; clock times are listed above.
 _PATTERN = re.compile(r"(date|datetime|uid)$|^0010\|", re.IGNORECASE)
+# UIDs that name a kind of object or encoding, fixed by the standard, not an instance.
+_STANDARD_UIDS = frozenset({"sopclassuid", "mediastoragesopclassuid", "transfersyntaxuid"})
 
 # Fixed so that pseudonyms are the same on every machine and every run: a report made today and
 # one made next month call the same study by the same name.
@@ -88,7 +90,10 @@ _DEFAULT_SALT = "medad-viewer/pseudonym/v1"
 
 def is_identifying(key: str) -> bool:
     """Whether a metadata key (DICOM keyword, 'gggg|eeee' tag or free-text field) may identify."""
-    return key.lower() in _LOWER_KEYS or bool(_PATTERN.search(key))
+    lower = key.lower()
+    if lower in _STANDARD_UIDS:
+        return False
+    return lower in _LOWER_KEYS or bool(_PATTERN.search(key))
 
 
 def pseudonym(uid: str, *, prefix: str = "Study", salt: str | None = None) -> str:

@@ -22,6 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ._util import ReadFailure, SliceStack, check_size, compact_dtype, natural_key, owned_view, storage_dtype_for
+from ._dicomscan import scan_dicom
 from .deid import IDENTIFYING_TAGS
 from .series import LoadError, Series
 
@@ -229,7 +230,7 @@ def read_header(path: str) -> DicomHeader:
 
 def _gdcm_reason(exc: Exception) -> str:
     text = str(exc)
-    if "Unable to determine ImageIO" in text:
+    if "Unable to determine ImageIO" in text or "Cannot read requested file" in text:
         return "it could not be parsed as DICOM (the file may be truncated or damaged)"
     last = text.strip().splitlines()[-1] if text.strip() else ""
     return f"it could not be read as a DICOM image ({last.split('ERROR:')[-1].strip()[:200]})"
@@ -261,22 +262,30 @@ def load_dicom_files(
     """Load (path, named_like_dicom) candidates into series; errors in plain words, never raises."""
     tick = tick or (lambda: None)
     headers: list[DicomHeader] = []
-    damaged: list[tuple[str, str]] = []
+    damaged: list[tuple[str, str, dict[str, str]]] = []
     errors: list[LoadError] = []
     for path, named_dicom in candidates:
+        name = os.path.basename(path)
         magic = has_dicom_magic(path)
+        scan_values: dict[str, str] = {}
         if magic:
             sop_class = read_file_meta(path).get("0002|0002", "")
             if is_non_image_sop_class(sop_class):
                 log.debug("skipping non-image DICOM %s (%s)", path, sop_class)
                 tick()
                 continue
+            scan = scan_dicom(path)
+            scan_values = scan.values
+            if scan.truncated:
+                # Checked before GDCM, which can take many seconds over a truncated file.
+                damaged.append((path, f"{name}: the file is truncated (it ends before its data does)", scan_values))
+                tick()
+                continue
         try:
             headers.append(read_header(path))
         except ReadFailure as exc:
-            name = os.path.basename(path)
             if magic:
-                damaged.append((path, f"{name}: {exc}"))
+                damaged.append((path, f"{name}: {exc}", scan_values))
             elif named_dicom:
                 if os.path.getsize(path) == 0:
                     errors.append(LoadError(path, f"{name}: the file is empty"))
@@ -289,47 +298,62 @@ def load_dicom_files(
         tick()
 
     series: list[Series] = []
-    for group_uid, group in _group(headers):
+    by_base: dict[tuple, Series] = {}
+    for group_uid, base, group in _group(headers):
         try:
-            series.extend(_build_group(group_uid, group, errors, tick))
+            built = _build_group(group_uid, group, errors, tick)
         except MemoryError:
             errors.append(LoadError(_group_source(group), f"{_describe(group)}: not enough memory to open this series"))
+            continue
         except ReadFailure as exc:
             errors.append(LoadError(_group_source(group), str(exc)))
+            continue
+        series.extend(built)
+        if built and base not in by_base:
+            by_base[base] = built[0]
 
-    # A damaged file in a folder holding exactly one series is almost surely one of its slices.
     by_folder: dict[str, list[Series]] = defaultdict(list)
     for s in series:
         folder = s.source if os.path.isdir(s.source) else os.path.dirname(s.source)
         by_folder[os.path.normpath(folder)].append(s)
-    for path, message in damaged:
-        owners = by_folder.get(os.path.normpath(os.path.dirname(path)), [])
-        if len(owners) == 1:
-            owners[0].warnings.append(f"slice file {os.path.basename(path)} could not be read and was skipped: "
-                                      + message.split(": ", 1)[1])
+    for path, message, values in damaged:
+        owner = by_base.get(_base_key(lambda tag: values.get(tag, ""), path))
+        if owner is None:
+            # Tags unreadable: a folder holding exactly one series is almost surely its owner.
+            in_folder = by_folder.get(os.path.normpath(os.path.dirname(path)), [])
+            owner = in_folder[0] if len(in_folder) == 1 else None
+        if owner is not None:
+            owner.warnings.append(
+                f"slice file {os.path.basename(path)} could not be read and was skipped: {message.split(': ', 1)[1]}"
+            )
         else:
             errors.append(LoadError(path, message))
     return series, errors
 
 
-def _group(headers: list[DicomHeader]) -> list[tuple[str, list[DicomHeader]]]:
-    """Group by series (SeriesInstanceUID, or folder + identifying fields when it is missing),
-    then split by image size, colour and orientation; each multi-frame file stands alone."""
+def _base_key(get: Callable[[str], str], path: str) -> tuple:
+    """What makes two single-frame files the same series: the SeriesInstanceUID, or when it is
+    missing, the folder plus study, frame of reference, number, description and modality."""
+    uid = get("0020|000e")
+    if uid:
+        return (uid,)
+    return (
+        "no-uid",
+        os.path.realpath(os.path.dirname(path)),
+        get("0020|000d"),
+        get("0020|0052"),
+        get("0020|0011"),
+        get("0008|103e"),
+        get("0008|0060"),
+    )
+
+
+def _group(headers: list[DicomHeader]) -> list[tuple[str, tuple, list[DicomHeader]]]:
+    """Group by series (see _base_key), then split by image size, colour and orientation; each
+    multi-frame file stands alone. Returns (uid, series key, headers) per group."""
     by_key: dict[tuple, list[DicomHeader]] = defaultdict(list)
     for h in headers:
-        if h.frames > 1:
-            base: tuple = ("multiframe", h.path)
-        else:
-            uid = h.get("0020|000e")
-            base = (uid,) if uid else (
-                "no-uid",
-                os.path.realpath(os.path.dirname(h.path)),
-                h.get("0020|000d"),
-                h.get("0020|0052"),
-                h.get("0020|0011"),
-                h.get("0008|103e"),
-                h.get("0008|0060"),
-            )
+        base = ("multiframe", h.path) if h.frames > 1 else _base_key(h.get, h.path)
         iop = h.floats("0020|0037", 6)
         iop_key = tuple(round(v, 3) for v in iop) if iop else None
         by_key[(base, h.rows, h.columns, h.components > 1, iop_key)].append(h)
@@ -337,7 +361,7 @@ def _group(headers: list[DicomHeader]) -> list[tuple[str, list[DicomHeader]]]:
     by_base: dict[tuple, list[list[DicomHeader]]] = defaultdict(list)
     for key, group in by_key.items():
         by_base[key[0]].append(group)
-    out: list[tuple[str, list[DicomHeader]]] = []
+    out: list[tuple[str, tuple, list[DicomHeader]]] = []
     for base, groups in by_base.items():
         groups.sort(key=lambda g: (-len(g), natural_key(g[0].path)))
         if base[0] == "multiframe":
@@ -347,7 +371,7 @@ def _group(headers: list[DicomHeader]) -> list[tuple[str, list[DicomHeader]]]:
         else:
             uid = base[0]
         for i, group in enumerate(groups):
-            out.append((uid if i == 0 else f"{uid}#{i + 1}", group))
+            out.append((uid if i == 0 else f"{uid}#{i + 1}", base, group))
     return out
 
 
@@ -624,6 +648,9 @@ def _build_multiframe(uid: str, h: DicomHeader) -> Series:
         image = sitk.ReadImage(h.path, imageIO="GDCMImageIO")
     except RuntimeError as exc:
         raise ReadFailure(f"{os.path.basename(h.path)}: {_gdcm_reason(exc)}") from None
+    spacing = tuple(float(s) for s in image.GetSpacing())
+    origin = tuple(float(s) for s in image.GetOrigin())
+    direction = tuple(float(s) for s in image.GetDirection())
     arr = owned_view(image)
     if arr.ndim == 4 or h.get("0028|0004").upper() == "MONOCHROME1":
         stack = SliceStack(arr.shape[0], h.rows, h.columns, storage_dtype_for(arr.dtype))
@@ -636,9 +663,6 @@ def _build_multiframe(uid: str, h: DicomHeader) -> Series:
         if volume.dtype != target:
             volume = volume.astype(target)
     del arr, image
-    spacing = tuple(float(s) for s in image.GetSpacing())
-    origin = tuple(float(s) for s in image.GetOrigin())
-    direction = tuple(float(s) for s in image.GetDirection())
     normal = np.array(direction).reshape(3, 3)[:, 2]
     positions = float(np.dot(origin, normal)) + np.arange(volume.shape[0]) * spacing[2]
     modality = h.get("0008|0060").upper()

@@ -1,0 +1,177 @@
+"""A small structural scan of a DICOM file: finds truncation fast and reads a few text tags.
+
+GDCM can spend many seconds on a truncated file before giving up; this walk over the element
+lengths (no values decoded except the few asked for) notices an element or pixel-data item
+running past the end of the file in well under a millisecond. It also reads the series tags of
+a file GDCM cannot read, so a damaged slice can be reported against the right series.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from dataclasses import dataclass, field
+
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+_UNDEFINED = 0xFFFFFFFF
+_ITEM, _ITEM_END, _SEQ_END = (0xFFFE, 0xE000), (0xFFFE, 0xE00D), (0xFFFE, 0xE0DD)
+_PIXEL_DATA = (0x7FE0, 0x0010)
+_IMPLICIT_LE = "1.2.840.10008.1.2"
+_EXPLICIT_BE = "1.2.840.10008.1.2.2"
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+_MAX_DEPTH = 16
+
+# Text tags read at the top level of the data set.
+WANTED = frozenset({
+    (0x0008, 0x0060), (0x0008, 0x103E), (0x0020, 0x000D), (0x0020, 0x000E),
+    (0x0020, 0x0011), (0x0020, 0x0052), (0x0020, 0x0032), (0x0020, 0x0037),
+})
+
+
+class _Truncated(Exception):
+    pass
+
+
+class _Unparsable(Exception):
+    pass
+
+
+@dataclass
+class ScanResult:
+    values: dict[str, str] = field(default_factory=dict)  # 'gggg|eeee' (lower case) -> text
+    truncated: bool = False
+    has_pixel_data: bool = False
+    parsed: bool = True  # False when the layout was not understood (e.g. deflated): no verdict
+
+
+def scan_dicom(path: str) -> ScanResult:
+    """Walk the element structure of a DICOM file; never raises."""
+    try:
+        size = os.path.getsize(path)
+        if size == 0:
+            return ScanResult(truncated=True)
+        with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            return _Scanner(buf, size).run()
+    except (OSError, ValueError):
+        return ScanResult(parsed=False)
+
+
+class _Scanner:
+    def __init__(self, buf: mmap.mmap, size: int) -> None:
+        self.buf = buf
+        self.size = size
+        self.result = ScanResult()
+        self.little = True
+        self.explicit = True
+
+    def run(self) -> ScanResult:
+        try:
+            pos = self._start()
+            self._elements(pos, self.size, depth=0, top=True)
+        except _Truncated:
+            self.result.truncated = True
+        except (_Unparsable, struct.error):
+            self.result.parsed = False
+        return self.result
+
+    def _need(self, pos: int, n: int) -> None:
+        if pos + n > self.size:
+            raise _Truncated
+
+    def _start(self) -> int:
+        if self.size >= 132 and self.buf[128:132] == b"DICM":
+            pos, syntax = 132, ""
+            while pos + 8 <= self.size:
+                group, elem = struct.unpack_from("<HH", self.buf, pos)
+                if group != 0x0002:
+                    break
+                vr = self.buf[pos + 4 : pos + 6]
+                if vr in _LONG_VRS:
+                    self._need(pos, 12)
+                    (length,) = struct.unpack_from("<I", self.buf, pos + 8)
+                    pos += 12
+                else:
+                    (length,) = struct.unpack_from("<H", self.buf, pos + 6)
+                    pos += 8
+                self._need(pos, length)
+                if (group, elem) == (0x0002, 0x0010):
+                    syntax = bytes(self.buf[pos : pos + length]).rstrip(b"\0 ").decode("ascii", "replace")
+                pos += length
+            if syntax == _DEFLATED:
+                raise _Unparsable
+            self.explicit = syntax != _IMPLICIT_LE
+            self.little = syntax != _EXPLICIT_BE
+            return pos
+        # No preamble: guess explicit VR from the bytes where a VR would be.
+        self.explicit = self.size >= 6 and self.buf[4:6].isalpha() and self.buf[4:6].isupper()
+        return 0
+
+    def _header(self, pos: int) -> tuple[int, int, bytes, int, int]:
+        """(group, element, vr, value length, value position) of the element at `pos`."""
+        self._need(pos, 8)
+        fmt = "<" if self.little else ">"
+        group, elem = struct.unpack_from(fmt + "HH", self.buf, pos)
+        if group == 0xFFFE:  # item / delimiters carry no VR
+            (length,) = struct.unpack_from(fmt + "I", self.buf, pos + 4)
+            return group, elem, b"", length, pos + 8
+        if self.explicit:
+            vr = bytes(self.buf[pos + 4 : pos + 6])
+            if vr in _LONG_VRS:
+                self._need(pos, 12)
+                (length,) = struct.unpack_from(fmt + "I", self.buf, pos + 8)
+                return group, elem, vr, length, pos + 12
+            if not vr.isalpha():
+                raise _Unparsable
+            (length,) = struct.unpack_from(fmt + "H", self.buf, pos + 6)
+            return group, elem, vr, length, pos + 8
+        (length,) = struct.unpack_from(fmt + "I", self.buf, pos + 4)
+        return group, elem, b"", length, pos + 8
+
+    def _elements(self, pos: int, end: int, depth: int, top: bool = False) -> int:
+        """Walk elements from `pos` to `end` (or an item delimiter); return the position after."""
+        if depth > _MAX_DEPTH:
+            raise _Unparsable
+        while pos < end:
+            group, elem, vr, length, value = self._header(pos)
+            if (group, elem) == _ITEM_END:
+                return value
+            if top and (group, elem) == _PIXEL_DATA:
+                self.result.has_pixel_data = True
+                if length == _UNDEFINED:
+                    return self._encapsulated(value)
+                self._need(value, length)
+                return value + length
+            if length == _UNDEFINED:
+                pos = self._sequence(value, depth + 1)
+                continue
+            self._need(value, length)
+            if top and (group, elem) in WANTED:
+                text = bytes(self.buf[value : value + length]).rstrip(b"\0 ").strip()
+                self.result.values[f"{group:04x}|{elem:04x}"] = text.decode("latin-1")
+            pos = value + length
+        return pos
+
+    def _sequence(self, pos: int, depth: int) -> int:
+        while True:
+            group, elem, _vr, length, value = self._header(pos)
+            if (group, elem) == _SEQ_END:
+                return value
+            if (group, elem) != _ITEM:
+                raise _Unparsable
+            if length == _UNDEFINED:
+                pos = self._elements(value, self.size, depth)
+            else:
+                self._need(value, length)
+                pos = value + length
+
+    def _encapsulated(self, pos: int) -> int:
+        # Compressed frames: items of known length up to the sequence delimiter.
+        while True:
+            group, elem, _vr, length, value = self._header(pos)
+            if (group, elem) == _SEQ_END:
+                return value
+            if (group, elem) != _ITEM or length == _UNDEFINED:
+                raise _Unparsable
+            self._need(value, length)
+            pos = value + length

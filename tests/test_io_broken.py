@@ -1,0 +1,159 @@
+"""Bad input: damaged, misnamed, empty, oversized and unsupported files load what they can and
+report the rest in plain words, never with an exception. Sample files are copied, never changed."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from medad_viewer.io import load_study
+
+
+def _copy_ct(sample_data: Path, dest: Path) -> Path:
+    shutil.copytree(sample_data / "ct-dicom", dest)
+    for p in dest.iterdir():
+        p.chmod(0o644)  # the sample tree is read-only; the copies must be writable
+    return dest
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_truncated_slice_drops_only_that_slice(sample_data: Path, tmp_path: Path) -> None:
+    folder = _copy_ct(sample_data, tmp_path / "ct")
+    victim = sorted(folder.glob("*.dcm"))[4]
+    _truncate(victim)
+    (folder / "README.txt").write_text("notes")
+    (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    start = time.perf_counter()
+    study = load_study(folder)
+    assert time.perf_counter() - start < 10  # a truncated file must not stall the scan
+    assert study.errors == []  # README and .DS_Store are ignored silently
+    (s,) = study.series
+    assert s.num_slices == 19
+    assert any(victim.name in w and "skipped" in w for w in s.warnings)
+    assert any("gap" in w for w in s.warnings)  # and the hole it leaves is pointed out
+    assert s.spacing[2] == pytest.approx(2.0)
+    assert np.all(np.diff([s.slice_position(i) for i in range(19)]) > 0)
+
+
+def test_text_file_named_dcm_is_reported(sample_data: Path, tmp_path: Path) -> None:
+    folder = _copy_ct(sample_data, tmp_path / "ct")
+    (folder / "bad.dcm").write_text("this is not an image\n")
+    study = load_study(folder)
+    assert [s.num_slices for s in study.series] == [20]
+    (err,) = study.errors
+    assert err.path.endswith("bad.dcm") and "bad.dcm" in err.message and "not DICOM" in err.message
+    alone = load_study(folder / "bad.dcm")
+    assert alone.series == [] and "bad.dcm" in alone.errors[0].message
+
+
+def test_empty_folder(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    study = load_study(tmp_path / "empty")
+    assert study.series == []
+    (err,) = study.errors
+    assert "holds no images" in err.message
+
+
+def test_folder_of_non_images_is_reported_as_empty(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "data").write_bytes(bytes(range(256)) * 10)  # no extension, not DICOM
+    study = load_study(tmp_path)
+    assert study.series == [] and len(study.errors) == 1 and "holds no images" in study.errors[0].message
+
+
+def test_two_series_in_one_folder_with_subfolder(sample_data: Path, tmp_path: Path) -> None:
+    folder = _copy_ct(sample_data, tmp_path / "mixed")
+    (folder / "xr").mkdir()
+    shutil.copy(sample_data / "xray" / "Fake_MONOHR1.dcm", folder / "xr" / "IM0001")  # no extension
+    study = load_study(folder)
+    assert study.errors == []
+    assert sorted((s.modality, s.num_slices) for s in study.series) == [("CR", 1), ("CT", 20)]
+
+
+def test_truncated_slice_is_attributed_even_beside_another_series(sample_data: Path, tmp_path: Path) -> None:
+    folder = _copy_ct(sample_data, tmp_path / "mixed")
+    shutil.copy(sample_data / "xray" / "Fake_MONOHR1.dcm", folder / "xray.dcm")
+    victim = sorted(folder.glob("CT*.dcm"))[0]
+    _truncate(victim)
+    study = load_study(folder)
+    assert study.errors == []
+    ct = next(s for s in study.series if s.modality == "CT")
+    assert ct.num_slices == 19 and any(victim.name in w for w in ct.warnings)
+
+
+def test_random_bytes_png_and_unsupported_files(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    (tmp_path / "noise.png").write_bytes(rng.integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "empty.dcm").write_bytes(b"")
+    study = load_study(tmp_path)
+    assert study.series == []
+    messages = sorted(e.message for e in study.errors)
+    assert len(messages) == 2
+    assert "empty.dcm" in messages[0] and "empty" in messages[0]
+    assert "noise.png" in messages[1] and "could not be decoded" in messages[1]
+    single = load_study(tmp_path / "noise.png")
+    assert single.series == [] and "noise.png" in single.errors[0].message
+    txt = load_study(tmp_path / "notes.txt")
+    assert txt.series == [] and "not a supported image file" in txt.errors[0].message
+
+
+def test_missing_path_and_programmer_errors(tmp_path: Path) -> None:
+    study = load_study(tmp_path / "nope")
+    assert study.series == [] and "no such file or folder" in study.errors[0].message
+    with pytest.raises(TypeError):
+        load_study(None)  # type: ignore[arg-type]
+
+
+def test_oversized_inputs_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "huge.mhd").write_text(
+        "ObjectType = Image\nNDims = 3\nDimSize = 2048 2048 1024\nElementType = MET_SHORT\n"
+        "ElementDataFile = huge.raw\n"
+    )
+    study = load_study(tmp_path / "huge.mhd")
+    assert study.series == [] and "too large" in study.errors[0].message
+    assert cv2.imwrite(str(tmp_path / "wide.png"), np.zeros((1, 16385), np.uint8))
+    study = load_study(tmp_path / "wide.png")
+    assert study.series == [] and "too large" in study.errors[0].message and "16385" in study.errors[0].message
+
+
+def _element(group: int, elem: int, vr: bytes, value: bytes) -> bytes:
+    if len(value) % 2:
+        value += b"\0"
+    if vr in (b"OB", b"UN", b"SQ", b"UT"):
+        return struct.pack("<HH", group, elem) + vr + b"\0\0" + struct.pack("<I", len(value)) + value
+    return struct.pack("<HH", group, elem) + vr + struct.pack("<H", len(value)) + value
+
+
+def test_non_image_dicom_is_skipped_silently(tmp_path: Path) -> None:
+    sr_class = b"1.2.840.10008.5.1.4.1.1.88.11"
+    meta = (
+        _element(2, 1, b"OB", b"\0\1")
+        + _element(2, 2, b"UI", sr_class)
+        + _element(2, 3, b"UI", b"1.2.3.4")
+        + _element(2, 0x10, b"UI", b"1.2.840.10008.1.2.1")
+    )
+    meta = _element(2, 0, b"UL", struct.pack("<I", len(meta))) + meta
+    body = _element(8, 0x16, b"UI", sr_class) + _element(8, 0x60, b"CS", b"SR")
+    (tmp_path / "report.dcm").write_bytes(b"\0" * 128 + b"DICM" + meta + body)
+    study = load_study(tmp_path)
+    assert study.series == [] and len(study.errors) == 1 and "holds no images" in study.errors[0].message
+    single = load_study(tmp_path / "report.dcm")
+    assert "holds no image" in single.errors[0].message
+
+
+def test_progress_is_reported(sample_data: Path) -> None:
+    calls: list[tuple[int, int]] = []
+    load_study(sample_data / "mr-brain", progress=lambda done, total: calls.append((done, total)))
+    assert calls and calls[-1][0] == calls[-1][1] == 4
+    assert all(done <= total for done, total in calls)
