@@ -3,6 +3,7 @@ report the rest in plain words, never with an exception. Sample files are copied
 
 from __future__ import annotations
 
+import gzip
 import shutil
 import struct
 import time
@@ -157,3 +158,24 @@ def test_progress_is_reported(sample_data: Path) -> None:
     load_study(sample_data / "mr-brain", progress=lambda done, total: calls.append((done, total)))
     assert calls and calls[-1][0] == calls[-1][1] == 4
     assert all(done <= total for done, total in calls)
+
+
+def test_truncated_volumes_and_images_are_reported(sample_data: Path, tmp_path: Path) -> None:
+    # ITK reads a truncated NIfTI without complaint, zero-filling the rest: the loader must not.
+    nifti = sample_data / "ct-nifti" / "example_ct_sm.nii.gz"
+    data = nifti.read_bytes()
+    (tmp_path / "half.nii.gz").write_bytes(data[: len(data) // 2])
+    raw = gzip.decompress(data)
+    (tmp_path / "half.nii").write_bytes(raw[: len(raw) // 2])
+    (tmp_path / "whole.nii").write_bytes(raw)
+    png = (sample_data / "xray" / "00000001_000.png").read_bytes()
+    (tmp_path / "half.png").write_bytes(png[: len(png) // 2])
+    nrrd = (sample_data / "mr-brain" / "brain1_image.nrrd").read_bytes()
+    (tmp_path / "half.nrrd").write_bytes(nrrd[: len(nrrd) // 2])
+    study = load_study(tmp_path)
+    assert [s.description for s in study.series] == ["whole.nii"]
+    reported = {Path(e.path).name: e.message for e in study.errors}
+    assert set(reported) == {"half.nii.gz", "half.nii", "half.png", "half.nrrd"}
+    for name, message in reported.items():
+        assert message.startswith(name + ":"), message
+    assert "truncated" in reported["half.nii.gz"] and "truncated" in reported["half.nii"]

@@ -123,26 +123,30 @@ def load_image_files(
     for gi, ((rows, cols, depth), group) in enumerate(ordered):
         stack = SliceStack(len(group), rows, cols, storage_dtype_for(np.float32 if depth == "float" else np.uint8))
         kept: list[_Probe] = []
-        warnings: list[str] = []
+        failures: list[tuple[str, str]] = []
         colour = 0
         for p in group:
             try:
                 grey = p.decoded if p.decoded is not None else decode_image(p.path)
                 p.decoded = None
                 if grey.shape != (rows, cols):
-                    raise ReadFailure(f"its decoded size {grey.shape[1]} x {grey.shape[0]} differs from its header")
+                    raise ReadFailure(f"{os.path.basename(p.path)}: its decoded size {grey.shape[1]} x "
+                                      f"{grey.shape[0]} differs from its header")
                 stack.append(grey)
                 kept.append(p)
                 colour += p.channels > 1
             except ReadFailure as exc:
-                warnings.append(f"image file {os.path.basename(p.path)} could not be read and was skipped: "
-                                + str(exc).split(": ", 1)[-1])
+                failures.append((p.path, str(exc)))
             except MemoryError:
-                warnings.append(f"image file {os.path.basename(p.path)} was skipped: not enough memory")
+                failures.append((p.path, f"{os.path.basename(p.path)}: not enough memory to open this image"))
             tick()
         if not kept:
-            errors.extend(LoadError(p.path, w) for p, w in zip(group, warnings))
+            errors.extend(LoadError(path, message) for path, message in failures)
             continue
+        warnings = [
+            f"image file {os.path.basename(path)} could not be read and was skipped: {message.split(': ', 1)[-1]}"
+            for path, message in failures
+        ]
         volume = stack.result()
         if len(kept) == 1:
             source = os.path.abspath(kept[0].path)

@@ -12,8 +12,11 @@ else 'MR'.
 
 from __future__ import annotations
 
+import gzip
 import os
 import re
+import struct
+import zlib
 
 import numpy as np
 import SimpleITK as sitk
@@ -74,6 +77,8 @@ def read_volume(path: str) -> tuple[np.ndarray, Geometry, dict]:
         reader.SetExtractIndex([0, 0, 0, 0])
         reader.SetExtractSize([size[0], size[1], size[2], 0])
         size = size[:3]
+    if _FORMATS.get(volume_suffix(path) or "") == "NIfTI":
+        _check_nifti_complete(path, reader)
     native = np.dtype(_SITK_TO_NUMPY.get(reader.GetPixelID(), np.float64))
     shape = tuple(reversed(size)) if len(size) == 3 else (1, size[1], size[0])
     check_size(name, shape, max(storage_dtype_for(native).itemsize, 2))
@@ -197,6 +202,41 @@ def load_volume_series(path: str, modality: str | None = None) -> Series:
         _positions=positions,
         _three_d=True,
     )
+
+
+def _check_nifti_complete(path: str, reader: sitk.ImageFileReader) -> None:
+    """Raise ReadFailure for a truncated NIfTI file: ITK reads those without complaint and fills
+    the missing part with zeros, which would look like a real (half-empty) volume."""
+    name = os.path.basename(path)
+    try:
+        ndim = int(float(reader.GetMetaData("dim[0]")))
+        voxels = 1
+        for i in range(1, ndim + 1):
+            voxels *= max(int(float(reader.GetMetaData(f"dim[{i}]"))), 1)
+        expected = int(float(reader.GetMetaData("vox_offset"))) + voxels * int(float(reader.GetMetaData("bitpix"))) // 8
+    except (RuntimeError, ValueError):
+        return  # header fields missing: nothing to check against
+    truncated = f"{name}: the file is truncated (it ends before its data does)"
+    if not path.lower().endswith(".gz"):
+        if os.path.getsize(path) < expected:
+            raise ReadFailure(truncated)
+        return
+    # gzip ends with the uncompressed size mod 2**32: a cheap first check; a full decompression
+    # confirms, so a multi-member gzip is not mistaken for a damaged one.
+    with open(path, "rb") as fh:
+        fh.seek(-4, os.SEEK_END)
+        (isize,) = struct.unpack("<I", fh.read(4))
+    if isize == expected % 2**32:
+        return
+    try:
+        with gzip.open(path, "rb") as gz:
+            total = 0
+            while chunk := gz.read(1 << 22):
+                total += len(chunk)
+    except (OSError, EOFError, zlib.error):
+        raise ReadFailure(truncated) from None
+    if total < expected:
+        raise ReadFailure(truncated)
 
 
 def _cal_window(image: sitk.Image) -> tuple[float, float] | None:
