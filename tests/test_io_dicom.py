@@ -251,10 +251,10 @@ def test_two_series_and_duplicate_positions(tmp_path: Path) -> None:
     study = load_study(tmp_path)
     assert study.errors == []
     by_uid = {s.uid: s for s in study.series}
-    assert set(by_uid) == {"1.2.3.1", "1.2.3.2", "1.2.3.3", "1.2.3.3.2"}
+    assert set(by_uid) == {"1.2.3.1", "1.2.3.2", "1.2.3.3", "1.2.3.3#stack2"}
     assert by_uid["1.2.3.1"].num_slices == 3
     assert by_uid["1.2.3.3"].num_slices == 2
-    assert by_uid["1.2.3.3"].slice(0)[0, 0] == 1 and by_uid["1.2.3.3.2"].slice(0)[0, 0] == 2
+    assert by_uid["1.2.3.3"].slice(0)[0, 0] == 1 and by_uid["1.2.3.3#stack2"].slice(0)[0, 0] == 2
     assert any("split" in w for w in by_uid["1.2.3.3"].warnings)
 
 
@@ -273,3 +273,14 @@ def test_multiframe_dicom_frames_become_slices(tmp_path: Path) -> None:
     np.testing.assert_array_equal(s.volume(), vol)
     assert s.spacing == pytest.approx((0.5, 0.6, 2.0))
     assert np.all(np.diff([s.slice_position(k) for k in range(4)]) > 0)
+
+
+def test_localizer_of_another_size_is_a_separate_part(tmp_path: Path) -> None:
+    for k in range(3):
+        _write_slice(tmp_path / f"ax{k}.dcm", np.full((4, 4), k, np.int16),
+                     _series_tags("1.2.3.5", "1\\0\\0\\0\\1\\0", (0, 0, float(k)), k + 2))
+    _write_slice(tmp_path / "scout.dcm", np.zeros((6, 8), np.int16),
+                 _series_tags("1.2.3.5", "1\\0\\0\\0\\0\\-1", (0, 0, 0), 1))
+    study = load_study(tmp_path)
+    assert study.errors == []
+    assert sorted((s.uid, s.num_slices) for s in study.series) == [("1.2.3.5", 3), ("1.2.3.5#part2", 1)]

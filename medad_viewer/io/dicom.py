@@ -266,6 +266,13 @@ def load_dicom_files(
     errors: list[LoadError] = []
     for path, named_dicom in candidates:
         name = os.path.basename(path)
+        try:
+            with open(path, "rb") as fh:
+                empty = not fh.read(1)
+        except OSError as exc:
+            errors.append(LoadError(path, f"{name}: could not be opened ({exc.strerror or exc})"))
+            tick()
+            continue
         magic = has_dicom_magic(path)
         scan_values: dict[str, str] = {}
         if magic:
@@ -287,7 +294,7 @@ def load_dicom_files(
             if magic:
                 damaged.append((path, f"{name}: {exc}", scan_values))
             elif named_dicom:
-                if os.path.getsize(path) == 0:
+                if empty:
                     errors.append(LoadError(path, f"{name}: the file is empty"))
                 else:
                     errors.append(
@@ -307,6 +314,11 @@ def load_dicom_files(
             continue
         except ReadFailure as exc:
             errors.append(LoadError(_group_source(group), str(exc)))
+            continue
+        except Exception as exc:  # noqa: BLE001 - one odd series must not stop the others loading
+            log.exception("unexpected error building %s", _describe(group))
+            errors.append(LoadError(_group_source(group), f"{_describe(group)}: unexpected error while loading "
+                                                          f"({type(exc).__name__}: {exc})"))
             continue
         series.extend(built)
         if built and base not in by_base:
@@ -371,7 +383,7 @@ def _group(headers: list[DicomHeader]) -> list[tuple[str, tuple, list[DicomHeade
         else:
             uid = base[0]
         for i, group in enumerate(groups):
-            out.append((uid if i == 0 else f"{uid}#{i + 1}", base, group))
+            out.append((uid if i == 0 else f"{uid}#part{i + 1}", base, group))
     return out
 
 
@@ -401,12 +413,12 @@ def _build_group(
     stacks, notes = _order_and_split(group)
     out = []
     for i, (stack, positions, geometry) in enumerate(stacks):
-        stack_uid = uid if i == 0 else f"{uid}.{i + 1}"
-        series = _build_single_frame_series(stack_uid, stack, positions, geometry, tick)
-        if series is None:
-            errors.append(
-                LoadError(_group_source(stack), f"{_describe(stack)}: none of its {len(stack)} files could be read")
-            )
+        # '#' cannot occur in a DICOM UID, so these never collide with a real series.
+        stack_uid = uid if i == 0 else f"{uid}#stack{i + 1}"
+        try:
+            series = _build_single_frame_series(stack_uid, stack, positions, geometry, tick)
+        except ReadFailure as exc:
+            errors.append(LoadError(_group_source(stack), str(exc)))
             continue
         series.warnings[:0] = notes
         out.append(series)
@@ -503,7 +515,7 @@ def _build_single_frame_series(
     positions: np.ndarray | None,
     geometry: _Geometry | None,
     tick: Callable[[], None],
-) -> Series | None:
+) -> Series:
     first = stack[0]
     check_size(_describe(stack), (len(stack), first.rows, first.columns), 2)
     planned = storage_dtype_for(first.dtype) if first.components == 1 else np.dtype(np.int16)
@@ -528,7 +540,9 @@ def _build_single_frame_series(
             )
         tick()
     if not kept:
-        return None
+        raise ReadFailure(
+            f"{_describe(stack)}: none of its {len(stack)} files could be read ({warnings[0].split(': ', 1)[-1]})"
+        )
     volume = out.result()
     headers = [stack[i] for i in kept]
     ref = headers[0]

@@ -36,6 +36,12 @@ class Series:
     *displayed* array, so `origin + direction @ (c*sx, r*sy, k*sz)` is the LPS position in mm of
     voxel `volume()[k, r, c]`.
 
+    `uid` is the SeriesInstanceUID for DICOM ('#partN' appended for further groups of another
+    size or orientation in the same series, '#stackN' for further stacks when images share slice
+    positions); 'dicom:<hash>' of folder and series fields when the files carry no UID;
+    'file:<sha1 of the resolved path>' for other files and image folders ('#<size>' appended when
+    a folder's images form several series). The same input always gives the same uid.
+
     Equality is identity (eq=False): two loads of the same file are different objects, and a
     Series can key a dict.
     """

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import defaultdict
+from collections.abc import Callable
 
 from ._util import ProgressCallback, ReadFailure, natural_key
 from .dicom import DICOM_EXTENSIONS, has_dicom_magic, load_dicom_files, probe_is_dicom
@@ -159,11 +160,11 @@ class _Loader:
 
         self.total = 2 * len(dicom) + len(volumes) + sum(len(v) for v in images.values())
         if dicom:
-            self._absorb(load_dicom_files(dicom, tick=self.tick))
+            self._guarded(folder, lambda: load_dicom_files(dicom, tick=self.tick))
         for path in volumes:
             self._load_volume(path)
         for root, paths in images.items():
-            self._absorb(load_image_files(paths, folder=root, modality=self.modality, tick=self.tick))
+            self._guarded(root, lambda: load_image_files(paths, folder=root, modality=self.modality, tick=self.tick))
         if not self.series and not self.errors:
             self.errors.append(
                 LoadError(folder, f"{folder}: the folder holds no images that can be opened "
@@ -184,6 +185,15 @@ class _Loader:
             self.errors.append(LoadError(path, f"{os.path.basename(path)}: unexpected error while loading "
                                                f"({type(exc).__name__}: {exc})"))
         self.tick()
+
+    def _guarded(self, where: str, load: Callable[[], tuple[list[Series], list[LoadError]]]) -> None:
+        # One kind of file failing unexpectedly must not lose what the others loaded.
+        try:
+            self._absorb(load())
+        except Exception as exc:  # noqa: BLE001
+            log.exception("unexpected error loading files in %s", where)
+            self.errors.append(LoadError(where, f"{where}: unexpected error while loading "
+                                                f"({type(exc).__name__}: {exc})"))
 
     def _absorb(self, result: tuple[list[Series], list[LoadError]]) -> None:
         series, errors = result
