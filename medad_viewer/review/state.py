@@ -244,5 +244,25 @@ def next_flagged(percentiles: Mapping[int, float], threshold_pct: float, current
     return before[-1] if before else (marks[-1] if wrap else None)
 
 
+def annotations_mask(annotations: Iterable[Annotation], shape: tuple[int, int]) -> "np.ndarray":
+    """Rasterise ellipses (filled) and brush strokes (round brush) into a boolean mask of `shape` (rows, cols)."""
+    import cv2
+    import numpy as np
+
+    m = np.zeros(shape, np.uint8)
+    for a in annotations:
+        if isinstance(a, Ellipse):
+            cv2.ellipse(m, (int(round(a.cx)), int(round(a.cy))), (max(1, int(round(a.rx))), max(1, int(round(a.ry)))),
+                        0, 0, 360, 1, thickness=-1)
+            continue
+        pts = np.round(np.asarray(a.points, np.float64)).astype(np.int32).reshape(-1, 1, 2)
+        thick = max(1, int(round(a.width)))
+        if len(pts) == 1:
+            cv2.circle(m, (int(pts[0, 0, 0]), int(pts[0, 0, 1])), max(1, thick // 2), 1, thickness=-1)
+        else:
+            cv2.polylines(m, [pts], False, 1, thickness=thick)
+    return m.astype(bool)
+
+
 def decisions_by_index(state: ReviewState, series_uid: str, indices: Iterable[int]) -> dict[int, Decision]:
     return {i: state.get(series_uid, i).decision for i in indices}

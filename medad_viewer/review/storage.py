@@ -16,6 +16,11 @@ import numpy as np
 APP_NAME = "medad-viewer"
 DATA_DIR_ENV = "MEDAD_VIEWER_DATA_DIR"
 
+# mkstemp makes owner-only files; finished files get the usual permissions (read once, at import, while
+# nothing else runs: os.umask can only be read by setting it).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def data_dir() -> Path:
     """The app data folder: $MEDAD_VIEWER_DATA_DIR, else the platform's per-user data location."""
@@ -43,6 +48,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        try:
+            mode = path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_UMASK
+            os.chmod(tmp, mode)
+        except OSError:
+            pass
         os.replace(tmp, path)
     except BaseException:
         try:

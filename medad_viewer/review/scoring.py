@@ -1,0 +1,205 @@
+"""Adapt & score as one job: read the reference slices, fit a detector (or reuse a cached fit), score a series.
+
+Runs in a worker thread; Qt-free so it can be tested and scripted alone. The engine is imported lazily, so the
+viewer starts without loading torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .adaptation_cache import AdaptationCache, cache_key
+from .references import ReferenceSet, ReferenceSlice
+from .results import ScoreResults
+
+Progress = Callable[[float, str], None]
+
+# Loaded backbones are reused across jobs: loading one costs seconds (and, for CLIP, hundreds of MB).
+_BACKBONES: dict[tuple, Any] = {}
+_BACKBONES_LOCK = threading.Lock()
+
+
+class ReferenceUnavailable(ValueError):
+    """A reference slice could not be read (study moved, series missing, index out of range)."""
+
+
+@dataclass
+class ScoreJob:
+    """Everything the job needs, fixed when the user presses Adapt & score."""
+
+    reference_set: ReferenceSet
+    series: Any  # io.Series to score
+    settings: Any  # DetectorSettings or its dict
+    device: str = "auto"
+    indices: Sequence[int] | None = None
+    studies: dict[str, Any] = field(default_factory=dict)  # already loaded studies by path (the open one)
+    cache: AdaptationCache | None = None
+    threads: int | None = None  # torch threads for this job; None leaves torch's default
+    batch_size: int | None = None
+    save: Callable[[ScoreResults], Any] | None = None  # persists results (done here, off the UI thread)
+
+
+@dataclass
+class ScoreOutcome:
+    results: ScoreResults
+    detector: dict
+    from_cache: bool
+    fit_seconds: float
+    score_seconds: float
+    adapt_report: dict | None = None
+
+
+def _series_for(ref: ReferenceSlice, job: ScoreJob, load_study: Callable[[str], Any]) -> Any:
+    if job.series is not None and ref.series_uid == job.series.uid:
+        return job.series
+    study = job.studies.get(ref.source)
+    if study is None:
+        study = load_study(ref.source)
+        job.studies[ref.source] = study
+    for s in study.series:
+        if s.uid == ref.series_uid:
+            return s
+    # A set kept beside its study (the demo's) may come from a copy at another path, where path-based uids differ:
+    # fall back to the one series of the same description, or the only series.
+    same = [s for s in study.series if ref.description and s.description == ref.description]
+    if len(same) == 1:
+        return same[0]
+    if len(study.series) == 1:
+        return study.series[0]
+    where = f"{ref.source}" if study.series else f"{ref.source} ({'; '.join(e.message for e in study.errors) or 'nothing loaded'})"
+    raise ReferenceUnavailable(f"reference slice {ref.index + 1} of series '{ref.description or ref.series_uid}' "
+                          f"was not found in {where}")
+
+
+def reference_images(job: ScoreJob, load_study: Callable[[str], Any] | None = None
+                     ) -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
+    """Normal references and (image, mask) abnormal examples, in [0, 1] as the engine expects."""
+    from ..engine.preprocess import normalizer_for_series
+
+    if load_study is None:
+        from ..io import load_study as _load
+        load_study = _load
+    normalizers: dict[int, Any] = {}
+    normals, abnormals = [], []
+    for ref in job.reference_set.references:
+        series = _series_for(ref, job, load_study)
+        if not 0 <= ref.index < series.num_slices:
+            raise ReferenceUnavailable(f"reference slice {ref.index + 1} is beyond the {series.num_slices} slices of "
+                                  f"'{series.description}'")
+        norm = normalizers.get(id(series))
+        if norm is None:
+            norm = normalizers[id(series)] = normalizer_for_series(series)
+        img = norm(series.slice(ref.index))
+        if ref.kind == "abnormal":
+            if ref.mask is not None and ref.mask.shape == img.shape and ref.mask.any():
+                abnormals.append((img, ref.mask.astype(np.float32)))
+        else:
+            normals.append(img)
+    return normals, abnormals
+
+
+def get_backbone(name: str, weights: str | None, device, input_size: int | None = None):
+    from ..engine.backbones import load_backbone
+
+    cnn = name in ("efficientnet-lite2", "efficientnet_lite2", "default", "")
+    key = (name, weights, str(device), input_size if cnn else None)
+    with _BACKBONES_LOCK:
+        bb = _BACKBONES.get(key)
+        if bb is None:
+            kwargs = {"input_size": input_size} if (cnn and input_size) else {}
+            bb = load_backbone(name, weights, device=device, **kwargs)
+            _BACKBONES.clear()  # one at a time: a second CLIP model could double the memory in use
+            _BACKBONES[key] = bb
+        return bb
+
+
+def run_score_job(job: ScoreJob, progress: Progress, cancel, on_result: Callable[[Any], None] | None = None,
+                  on_detector: Callable[[dict], None] | None = None) -> ScoreOutcome:
+    """Fit (or load from the cache) and score. Raises engine.jobs.Cancelled when cancelled; results already passed
+    to `on_result` stay valid."""
+    import torch
+
+    from ..engine.backbones import resolve_device
+    from ..engine.detector import AnomalyDetector, DetectorSettings
+    from ..engine.score import score_series
+
+    if job.threads:
+        # On a small CPU the UI needs a core of its own; torch's pool is process-wide, so set it per job.
+        torch.set_num_threads(int(job.threads))
+    settings = job.settings if isinstance(job.settings, DetectorSettings) else DetectorSettings.from_dict(job.settings)
+    device = resolve_device(job.device)
+    cache = job.cache or AdaptationCache()
+
+    progress(0.0, "Reading the reference slices")
+    normals, abnormals = reference_images(job)
+    if settings.method != "zero" and not normals:
+        raise ValueError("Add at least one normal reference slice (key R) before Adapt & score.")
+    cancel.raise_if_cancelled()
+
+    progress(0.01, f"Loading the {settings.backbone} backbone")
+    backbone = get_backbone(settings.backbone, settings.weights, device, settings.input_size)
+    cancel.raise_if_cancelled()
+
+    pixels = [hashlib.sha1(np.ascontiguousarray(im, np.float32).tobytes()).hexdigest()[:16]
+              for im in normals + [a for a, _ in abnormals] + [m for _, m in abnormals]]
+    key = cache_key(job.reference_set.content_hash(), backbone.weights_id, settings.to_dict(), pixels)
+    t0 = time.monotonic()
+    det = cache.load(key, backbone=backbone, device=device)
+    from_cache = det is not None
+    fit_end = 0.05
+    if det is None:
+        fit_end = 0.85
+        det = AnomalyDetector(settings, backbone, device)
+
+        def fit_progress(f: float, msg: str) -> None:
+            progress(0.02 + (fit_end - 0.02) * min(max(f, 0.0), 1.0), msg)
+
+        det.fit(normals, fit_progress, cancel, abnormal=abnormals)
+        cancel.raise_if_cancelled()
+        cache.store(key, det)
+    else:
+        progress(fit_end, "Reusing the adaptation cached for these references")
+    fit_s = time.monotonic() - t0
+    info = det.describe()
+    info["from_cache"] = from_cache
+    if on_detector is not None:
+        on_detector(info)
+
+    series = job.series
+    results = ScoreResults(series.uid, series.num_slices, info,
+                           None if det.calibration is None else np.asarray(det.calibration.pixel_quantiles))
+
+    def got(slice_score) -> None:
+        results.add(slice_score.index, slice_score.score, slice_score.percentile, slice_score.map)
+        if on_result is not None:
+            on_result(slice_score)
+
+    def score_progress(f: float, msg: str) -> None:
+        progress(fit_end + (1.0 - fit_end) * f, msg)
+
+    # Small batches on a CPU: maps arrive one by one and Cancel is honoured within a batch's time.
+    batch = job.batch_size or (8 if device.type != "cpu" else 2)
+    t1 = time.monotonic()
+    try:
+        score_series(det, series, job.indices, batch_size=batch, progress=score_progress, cancel=cancel,
+                     on_result=got)
+    finally:
+        # Cancelled or failed half-way: the slices already scored are kept for the next opening too.
+        results.complete = len(results) == (series.num_slices if job.indices is None else len(job.indices))
+        results.seconds = time.monotonic() - t1
+        if job.save is not None and len(results):
+            try:
+                job.save(results)
+            except OSError:
+                pass
+    report = None
+    if det.adapt_report is not None:
+        from dataclasses import asdict
+        report = asdict(det.adapt_report)
+    return ScoreOutcome(results, info, from_cache, fit_s, results.seconds, report)
