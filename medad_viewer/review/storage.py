@@ -84,10 +84,16 @@ def atomic_write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
 
 
 def is_writable_dir(folder: str | os.PathLike) -> bool:
-    """Whether files can be created in `folder` (created if missing). Tries for real: permission bits lie on
-    network shares and read-only mounts."""
+    """Whether files can be created in `folder` (created if missing). A folder whose mode has no write bit at all
+    counts as read-only even for root (someone meant it so); otherwise it is tried for real, because permission bits
+    lie on network shares and read-only mounts."""
     folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
     try:
+        if existing.stat().st_mode & 0o222 == 0:
+            return False
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".probe.", dir=str(folder))
         os.close(fd)

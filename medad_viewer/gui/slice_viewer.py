@@ -1,0 +1,420 @@
+"""SliceViewer: one slice with window/level, the anomaly overlay with its colour bar, annotations and corner text.
+
+The viewer only displays and forwards gestures; the main window decides what slice, window and overlay to show.
+Scene coordinates are millimetres (each image item is scaled by the pixel spacing), so the aspect is always true.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QPoint, QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QBrush, QColor, QPainterPath, QPen, QTransform
+from PySide6.QtWidgets import (QGraphicsEllipseItem, QGraphicsPathItem, QLabel, QSizePolicy, QVBoxLayout,
+                               QWidget)
+
+from ..review.state import Ellipse, Stroke
+
+DEFAULT_COLORMAP = "inferno"
+COLORMAPS = ("inferno", "viridis", "magma", "plasma", "cividis", "turbo")
+
+ANNOTATION_COLOR = QColor(80, 220, 255)
+
+
+class ViewerBox(pg.ViewBox):
+    """ViewBox with the viewer's gestures: wheel scrolls slices (Ctrl+wheel zooms), left-drag windows or draws,
+    right-drag zooms, middle-drag pans, double-click fits, right-click asks for the context menu."""
+
+    wheelSlices = Signal(int)
+    windowDrag = Signal(float, float)  # screen pixels moved: dx (width), dy (level)
+    draw = Signal(str, object)  # phase ("start", "move", "finish"), QPointF in scene coordinates
+    contextRequested = Signal(object)  # QPoint, screen position
+    fitRequested = Signal()
+
+    def __init__(self) -> None:
+        super().__init__(lockAspect=True, invertY=True, enableMenu=False, defaultPadding=0.02)
+        self.tool = "window"  # "window" | "ellipse" | "brush"
+        self._wheel_acc = 0.0
+
+    def wheelEvent(self, ev, axis=None) -> None:
+        if ev.modifiers() & Qt.KeyboardModifier.ControlModifier:
+            super().wheelEvent(ev, axis)
+            return
+        delta = ev.delta() if hasattr(ev, "delta") else ev.angleDelta().y()
+        # Trackpads send small deltas: accumulate to whole notches (120 units each).
+        self._wheel_acc += delta
+        steps = int(self._wheel_acc / 120)
+        if steps:
+            self._wheel_acc -= steps * 120
+            self.wheelSlices.emit(-steps)  # wheel towards the user = next slice
+        ev.accept()
+
+    def mouseDragEvent(self, ev, axis=None) -> None:
+        if ev.button() != Qt.MouseButton.LeftButton:
+            super().mouseDragEvent(ev, axis)  # middle pans, right zooms: pyqtgraph's own
+            return
+        ev.accept()
+        if self.tool in ("ellipse", "brush"):
+            phase = "start" if ev.isStart() else ("finish" if ev.isFinish() else "move")
+            if phase == "start":
+                self.draw.emit("start", ev.buttonDownScenePos())
+            self.draw.emit("finish" if phase == "finish" else "move", ev.scenePos())
+            return
+        d = ev.screenPos() - ev.lastScreenPos()
+        self.windowDrag.emit(float(d.x()), float(d.y()))
+
+    def mouseClickEvent(self, ev) -> None:
+        if ev.double():
+            ev.accept()
+            self.fitRequested.emit()
+        elif ev.button() == Qt.MouseButton.RightButton:
+            ev.accept()
+            sp = ev.screenPos()
+            self.contextRequested.emit(QPoint(int(sp.x()), int(sp.y())))
+        elif ev.button() == Qt.MouseButton.LeftButton and self.tool == "brush":
+            ev.accept()  # a click is a single dab
+            self.draw.emit("start", ev.scenePos())
+            self.draw.emit("finish", ev.scenePos())
+        else:
+            super().mouseClickEvent(ev)
+
+
+class _Corner(QLabel):
+    def __init__(self, parent: QWidget, align: Qt.AlignmentFlag) -> None:
+        super().__init__(parent)
+        self.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        self.setTextFormat(Qt.TextFormat.RichText)
+        self.setAlignment(align)
+        self.setStyleSheet("QLabel { color: #f0f0f0; background: rgba(0,0,0,110); padding: 3px 6px;"
+                           " border-radius: 3px; font-size: 12px; }")
+        self.hide()
+
+    def set(self, html: str) -> None:
+        self.setText(html)
+        self.setVisible(bool(html))
+        self.adjustSize()
+
+
+class SliceViewer(QWidget):
+    """Displays a slice and its overlay. Signals forward the user's gestures."""
+
+    scrollRequested = Signal(int)  # slice steps
+    windowChanged = Signal(float, float)  # centre, width (after a drag)
+    contextMenuRequested = Signal(object)  # QPoint
+    annotationDrawn = Signal(object)  # Ellipse | Stroke in slice pixel coordinates
+    cursorMoved = Signal(object)  # (row, col) or None
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
+        self.glw = pg.GraphicsLayoutWidget()
+        self.glw.setBackground("#101010")
+        self.glw.ci.setContentsMargins(2, 2, 2, 2)
+        self.vb = ViewerBox()
+        self.glw.addItem(self.vb, 0, 0)
+        self.image = pg.ImageItem()
+        self.overlay = pg.ImageItem()
+        self.overlay.setZValue(10)
+        self.contour = pg.PlotCurveItem(pen=pg.mkPen((255, 255, 255, 230), width=1.5), connect="pairs")
+        self.contour.setZValue(20)
+        self.annotations = pg.ItemGroup()
+        self.annotations.setZValue(30)
+        for item in (self.image, self.overlay, self.contour, self.annotations):
+            self.vb.addItem(item)
+        self._live: QGraphicsPathItem | QGraphicsEllipseItem | None = None
+        self._live_points: list[tuple[float, float]] = []
+        self._draw_start: tuple[float, float] | None = None
+        self.brush_width = 6.0  # pixels of the slice
+
+        self.colorbar = pg.ColorBarItem(values=(1.0, 3.0), width=14, colorMap=pg.colormap.get(DEFAULT_COLORMAP),
+                                        interactive=False, colorMapMenu=False)
+        self.colorbar.axis.setTickFont(self.font())
+        self.glw.addItem(self.colorbar, 0, 1)
+        # The scale's unit: map values are multiples of the normal references' 99th percentile.
+        self.colorbar_title = pg.LabelItem("× normal<br>p99", size="8pt", color="#cccccc", justify="center")
+        self.glw.addItem(self.colorbar_title, 1, 1)
+        self.colorbar.hide()
+        self.colorbar_title.hide()
+
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.glw)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.setMinimumSize(320, 280)
+
+        self.top_left = _Corner(self, Qt.AlignmentFlag.AlignLeft)
+        self.top_right = _Corner(self, Qt.AlignmentFlag.AlignRight)
+        self.bottom_left = _Corner(self, Qt.AlignmentFlag.AlignLeft)
+        self.bottom_right = _Corner(self, Qt.AlignmentFlag.AlignRight)
+        self.placeholder = QLabel(self)
+        self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.placeholder.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        self.placeholder.setStyleSheet("QLabel { color: #9a9a9a; font-size: 15px; }")
+        self.placeholder.setText("Open a study: File → Open folder… / Open file…, or drop it here.\n\n"
+                                 "Or try the demo: medad-viewer --demo")
+
+        self._pixels: np.ndarray | None = None
+        self._map: np.ndarray | None = None
+        self._spacing = (1.0, 1.0)
+        self._shape = (0, 0)
+        self.window = (0.0, 1.0)
+        self.units = ""
+        self.map_percentile = None  # callable value -> percentile, for the cursor readout
+        self._cursor: tuple[int, int] | None = None
+        self._info_left = ""
+        self._info_right = ""
+        self._window_name = ""
+
+        self.vb.wheelSlices.connect(self.scrollRequested)
+        self.vb.windowDrag.connect(self._on_window_drag)
+        self.vb.contextRequested.connect(self.contextMenuRequested)
+        self.vb.fitRequested.connect(self.fit)
+        self.vb.draw.connect(self._on_draw)
+        self.glw.scene().sigMouseMoved.connect(self._on_mouse_moved)
+
+    # ---------------------------------------------------------------------------------------------- layout
+    def resizeEvent(self, ev) -> None:
+        super().resizeEvent(ev)
+        self._place_corners()
+        self.placeholder.setGeometry(self.rect())
+
+    def _place_corners(self) -> None:
+        m = 8
+        w, h = self.width(), self.height()
+        cb = 70 if self.colorbar.isVisible() else 0
+        for lab in (self.top_left, self.top_right, self.bottom_left, self.bottom_right):
+            lab.adjustSize()
+        self.top_left.move(m, m)
+        self.top_right.move(w - self.top_right.width() - m - cb, m)
+        self.bottom_left.move(m, h - self.bottom_left.height() - m)
+        self.bottom_right.move(w - self.bottom_right.width() - m - cb, h - self.bottom_right.height() - m)
+
+    # ------------------------------------------------------------------------------------------------ content
+    def clear(self) -> None:
+        self._pixels = None
+        self._map = None
+        self._shape = (0, 0)
+        self.image.clear()
+        self.overlay.clear()
+        self.contour.setData([], [])
+        self.set_annotations(())
+        self.colorbar.hide()
+        self.colorbar_title.hide()
+        for lab in (self.top_left, self.top_right, self.bottom_left, self.bottom_right):
+            lab.set("")
+        self.placeholder.show()
+
+    def set_geometry(self, spacing_xy: tuple[float, float]) -> None:
+        """Pixel spacing (x = columns, y = rows) in mm: each item is scaled so the scene is in mm."""
+        sx, sy = (float(v) if v and v > 0 else 1.0 for v in spacing_xy)
+        self._spacing = (sx, sy)
+        tr = QTransform.fromScale(sx, sy)
+        for item in (self.image, self.overlay, self.contour, self.annotations):
+            item.setTransform(tr)
+
+    def set_pixels(self, pixels: np.ndarray, window: tuple[float, float], fit: bool = False) -> None:
+        self.placeholder.hide()
+        new_shape = pixels.shape != self._shape
+        self._pixels = pixels
+        self._shape = pixels.shape
+        self.window = (float(window[0]), float(window[1]))
+        self.image.setImage(pixels, levels=self._levels(), autoLevels=False)
+        if fit or new_shape:
+            self.fit()
+        self._update_cursor_text()
+
+    def _levels(self) -> tuple[float, float]:
+        c, w = self.window
+        w = max(w, 1e-6)
+        return (c - w / 2.0, c + w / 2.0)
+
+    def set_window(self, center: float, width: float, name: str = "") -> None:
+        self.window = (float(center), max(float(width), 1e-6))
+        self._window_name = name
+        if self._pixels is not None:
+            self.image.setLevels(self._levels())
+        self._update_window_text()
+
+    def fit(self) -> None:
+        if self._shape[0]:
+            h, w = self._shape
+            sx, sy = self._spacing
+            self.vb.setRange(QRectF(0, 0, w * sx, h * sy), padding=0.02)
+
+    def set_overlay(self, amap: np.ndarray | None, threshold: float = 1.0, vmax: float = 3.0, opacity: float = 0.6,
+                    colormap: str = DEFAULT_COLORMAP, contour: bool = False, visible: bool = True) -> None:
+        """Map values at or below `threshold` are transparent; the colour scale runs threshold..vmax."""
+        self._map = amap
+        show = amap is not None and visible
+        vmax = max(float(vmax), float(threshold) + 1e-3)
+        if not show:
+            self.overlay.clear()
+            self.contour.setData([], [])
+            self.colorbar.hide()
+            self.colorbar_title.hide()
+            self._place_corners()
+            self._update_cursor_text()
+            return
+        cmap = pg.colormap.get(colormap)
+        lut = cmap.getLookupTable(0.0, 1.0, 256, alpha=True)
+        lut[:, 3] = 255
+        lut[0, 3] = 0  # everything at or below the threshold clips to entry 0: transparent
+        self.overlay.setImage(amap, levels=(float(threshold), vmax), lut=lut, autoLevels=False)
+        self.overlay.setOpacity(float(opacity))
+        self.colorbar.setColorMap(cmap)
+        self.colorbar.setLevels((float(threshold), vmax))
+        self.colorbar.show()
+        self.colorbar_title.show()
+        if contour:
+            self._draw_contour(amap >= threshold)
+        else:
+            self.contour.setData([], [])
+        self._place_corners()
+        self._update_cursor_text()
+
+    def _draw_contour(self, mask: np.ndarray) -> None:
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        xs, ys = [], []
+        for c in contours:
+            pts = c[:, 0, :].astype(np.float64) + 0.5  # pixel centres
+            if len(pts) < 2:
+                continue
+            closed = np.vstack([pts, pts[:1]])
+            seg = np.repeat(closed, 2, axis=0)[1:-1]  # consecutive pairs for connect="pairs"
+            xs.append(seg[:, 0])
+            ys.append(seg[:, 1])
+        if xs:
+            self.contour.setData(np.concatenate(xs), np.concatenate(ys), connect="pairs")
+        else:
+            self.contour.setData([], [])
+
+    def set_annotations(self, annotations) -> None:
+        for child in list(self.annotations.childItems()):
+            child.setParentItem(None)
+            if child.scene() is not None:
+                child.scene().removeItem(child)
+        for a in annotations:
+            self._annotation_item(a).setParentItem(self.annotations)
+
+    def _annotation_item(self, a):
+        if isinstance(a, Ellipse):
+            item = QGraphicsEllipseItem(a.cx - a.rx, a.cy - a.ry, 2 * a.rx, 2 * a.ry)
+            pen = QPen(ANNOTATION_COLOR, 2)
+            pen.setCosmetic(True)
+            item.setPen(pen)
+            item.setBrush(QBrush(Qt.BrushStyle.NoBrush))
+            return item
+        path = QPainterPath()
+        pts = a.points
+        path.moveTo(QPointF(*pts[0]))
+        for p in pts[1:]:
+            path.lineTo(QPointF(*p))
+        if len(pts) == 1:
+            path.lineTo(QPointF(pts[0][0] + 0.01, pts[0][1]))
+        item = QGraphicsPathItem(path)
+        c = QColor(ANNOTATION_COLOR)
+        c.setAlpha(120)
+        pen = QPen(c, a.width, Qt.PenStyle.SolidLine, Qt.PenCapStyle.RoundCap, Qt.PenJoinStyle.RoundJoin)
+        item.setPen(pen)
+        return item
+
+    # ------------------------------------------------------------------------------------------- corner text
+    def set_info(self, top_left: str, top_right: str = "") -> None:
+        self.top_left.set(top_left)
+        self.top_right.set(top_right)
+        self._place_corners()
+
+    def _update_window_text(self) -> None:
+        c, w = self.window
+        name = f" · {self._window_name}" if self._window_name else ""
+        self.bottom_left.set(f"W {w:.0f} &nbsp;L {c:.0f}{name}" if self._pixels is not None else "")
+        self._place_corners()
+
+    def _update_cursor_text(self) -> None:
+        self._update_window_text()
+        if self._cursor is None or self._pixels is None:
+            self.bottom_right.set("")
+            return
+        r, c = self._cursor
+        v = float(self._pixels[r, c])
+        units = f" {self.units}" if self.units else ""
+        text = f"x {c}, y {r} &nbsp;<b>{v:.0f}{units}</b>" if abs(v) >= 100 or self.units == "HU" \
+            else f"x {c}, y {r} &nbsp;<b>{v:.4g}{units}</b>"
+        if self._map is not None and self._map.shape == self._pixels.shape:
+            m = float(self._map[r, c])
+            pct = f" ({self.map_percentile(m):.1f}th pct)" if self.map_percentile is not None else ""
+            text += f"<br>anomaly {m:.2f}{pct}"
+        self.bottom_right.set(text)
+        self._place_corners()
+
+    def pixel_at(self, scene_pos: QPointF) -> tuple[int, int] | None:
+        if self._pixels is None:
+            return None
+        p = self.image.mapFromScene(scene_pos)
+        r, c = int(math.floor(p.y())), int(math.floor(p.x()))
+        if 0 <= r < self._shape[0] and 0 <= c < self._shape[1]:
+            return r, c
+        return None
+
+    def _on_mouse_moved(self, scene_pos: QPointF) -> None:
+        cur = self.pixel_at(scene_pos)
+        if cur != self._cursor:
+            self._cursor = cur
+            self._update_cursor_text()
+            self.cursorMoved.emit(cur)
+
+    # --------------------------------------------------------------------------------------------- gestures
+    def _on_window_drag(self, dx: float, dy: float) -> None:
+        if self._pixels is None:
+            return
+        c, w = self.window
+        # A drag across ~500 screen pixels doubles the width: fine control for narrow windows, fast for wide.
+        w = max(w * math.exp(dx / 500.0), 1e-3)
+        c = c - dy * w / 300.0
+        self.set_window(c, w, "")
+        self.windowChanged.emit(c, w)
+
+    def set_tool(self, tool: str) -> None:
+        self.vb.tool = tool
+        self.vb.setCursor(Qt.CursorShape.CrossCursor if tool in ("ellipse", "brush") else Qt.CursorShape.ArrowCursor)
+
+    def _on_draw(self, phase: str, scene_pos: QPointF) -> None:
+        if self._pixels is None:
+            return
+        p = self.image.mapFromScene(scene_pos)
+        x = min(max(p.x(), 0.0), float(self._shape[1]))
+        y = min(max(p.y(), 0.0), float(self._shape[0]))
+        if phase == "start":
+            self._remove_live()
+            self._draw_start = (x, y)
+            self._live_points = [(x, y)]
+            return
+        if self._draw_start is None:
+            return
+        if self.vb.tool == "brush":
+            if not self._live_points or (x, y) != self._live_points[-1]:
+                self._live_points.append((x, y))
+            shape = Stroke(tuple(self._live_points), self.brush_width)
+        else:
+            x0, y0 = self._draw_start
+            shape = Ellipse((x0 + x) / 2, (y0 + y) / 2, abs(x - x0) / 2, abs(y - y0) / 2)
+        self._remove_live()
+        self._live = self._annotation_item(shape)
+        self._live.setParentItem(self.annotations)
+        if phase == "finish":
+            self._remove_live()
+            self._draw_start = None
+            if isinstance(shape, Ellipse) and (shape.rx < 1 or shape.ry < 1):
+                return  # a click, not an ellipse
+            self.annotationDrawn.emit(shape)
+
+    def _remove_live(self) -> None:
+        if self._live is not None:
+            self._live.setParentItem(None)
+            if self._live.scene() is not None:
+                self._live.scene().removeItem(self._live)
+            self._live = None

@@ -1,0 +1,327 @@
+"""The real main window, driven as a user would: open the CT series, scroll, presets, references with R, adapt &
+score (EfficientNet-Lite2 with a tiny budget), cancel, review with keys, undo/redo, reopen and find it all again."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QPoint, QPointF, QSettings, Qt
+from PySide6.QtGui import QWheelEvent
+from PySide6.QtWidgets import QApplication
+
+from medad_viewer.engine.adapt import AdaptSettings
+from medad_viewer.engine.detector import DetectorSettings
+from medad_viewer.gui.main_window import MainWindow
+from medad_viewer.io.windowing import CT_PRESETS
+from medad_viewer.review.state import Decision, Ellipse
+
+TINY = dict(input_size=128, ref_augmentations=1, adapt=AdaptSettings(max_steps=3, val_every=3, pool_size=16))
+
+
+@pytest.fixture(autouse=True)
+def app_data(tmp_path, monkeypatch):
+    d = tmp_path / "appdata"
+    monkeypatch.setenv("MEDAD_VIEWER_DATA_DIR", str(d))
+    return d
+
+
+@pytest.fixture
+def ct_study(sample_data, tmp_path):
+    """A private copy, so sessions written beside the study never touch the shared sample data."""
+    dst = tmp_path / "ct"
+    shutil.copytree(sample_data / "ct-dicom", dst)
+    dst.chmod(0o755)  # the shared copy is read-only; this one stands for a writable study folder
+    return dst
+
+
+def make_window(qtbot, tmp_path, settings_name="settings.ini", **tiny) -> MainWindow:
+    w = MainWindow(QSettings(str(tmp_path / settings_name), QSettings.Format.IniFormat))
+    w.settings_hook = lambda d: DetectorSettings(modality=d["modality"], method=d["method"], **(tiny or TINY))
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitExposed(w)
+    w.activateWindow()
+    return w
+
+
+def open_study(qtbot, w: MainWindow, path) -> None:
+    with qtbot.waitSignal(w.studyOpened, timeout=30_000):
+        w.open_path(str(path))
+
+
+def key(qtbot, w: MainWindow, k, modifier=Qt.KeyboardModifier.NoModifier) -> None:
+    w.viewer.setFocus()
+    qtbot.keyClick(w.viewer, k, modifier)
+
+
+def wheel(w: MainWindow, notches: int) -> None:
+    vp = w.viewer.glw.viewport()
+    centre = QPointF(vp.width() / 2, vp.height() / 2)
+    ev = QWheelEvent(centre, QPointF(vp.mapToGlobal(centre.toPoint())), QPoint(0, 0), QPoint(0, 120 * notches),
+                     Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(vp, ev)
+
+
+def close_window(qtbot, w: MainWindow) -> None:
+    w.close()
+    qtbot.waitUntil(lambda: not w._loaders and w.job is None, timeout=30_000)
+
+
+def test_open_scroll_and_presets(qtbot, tmp_path, ct_study):
+    w = make_window(qtbot, tmp_path)
+    open_study(qtbot, w, ct_study)
+    assert w.browser.series_count() == 1
+    assert w.series.modality == "CT" and w.series.num_slices == 20
+    start = w.index
+    assert start == 10
+    wheel(w, -1)  # towards the user: next slice
+    assert w.index == start + 1
+    wheel(w, 2)
+    assert w.index == start - 1
+    key(qtbot, w, Qt.Key.Key_Down)
+    key(qtbot, w, Qt.Key.Key_Down)
+    assert w.index == start + 1
+    key(qtbot, w, Qt.Key.Key_Up)
+    assert w.index == start
+    key(qtbot, w, Qt.Key.Key_End)
+    assert w.index == 19
+    key(qtbot, w, Qt.Key.Key_Down)  # stays on the last slice
+    assert w.index == 19
+    key(qtbot, w, Qt.Key.Key_3)
+    lung = CT_PRESETS[2]
+    assert w.viewer.window == (lung.center, lung.width)
+    assert "Lung" in w.viewer.bottom_left.text()
+    key(qtbot, w, Qt.Key.Key_1)
+    assert w.viewer.window == (CT_PRESETS[0].center, CT_PRESETS[0].width)
+    # The cursor readout gives HU.
+    w.viewer._cursor = (256, 256)
+    w.viewer._update_cursor_text()
+    assert "HU" in w.viewer.bottom_right.text()
+    close_window(qtbot, w)
+
+
+def test_references_adapt_score_review_and_reopen(qtbot, tmp_path, ct_study):
+    w = make_window(qtbot, tmp_path)
+    open_study(qtbot, w, ct_study)
+    for i in (2, 5, 15):
+        w.show_slice(i)
+        key(qtbot, w, Qt.Key.Key_R)
+    assert [r.index for r in w.session.reference_set] == [2, 5, 15]
+    assert w.tray.card_count() == 3
+    key(qtbot, w, Qt.Key.Key_R)  # the same slice twice is still one reference
+    assert w.tray.card_count() == 3
+
+    partials = []
+    w.ranking.list.model().rowsInserted.connect(lambda *a: partials.append(w.ranking.list.count()))
+    with qtbot.waitSignal(w.scoringFinished, timeout=120_000) as blocker:
+        w.analysis.run_button.click()
+        assert not w.analysis.run_button.isEnabled() and w.analysis.cancel_button.isEnabled()
+    outcome = blocker.args[0]
+    assert not outcome.from_cache
+    res = w.results[w.series.uid]
+    assert sorted(res.results) == list(range(20))
+    assert all(r.map.shape == (512, 512) for r in res.results.values())
+    ranked = w.ranking.ranked_indices()
+    scores = [res.results[i].score for i in ranked]
+    assert sorted(ranked) == list(range(20)) and scores == sorted(scores, reverse=True)
+    assert len(partials) >= 20  # rows arrived one by one while scoring
+    assert "efficientnet-lite2" in w.backbone_label.text()
+    assert w.analysis.run_button.isEnabled()
+    qtbot.waitUntil(lambda: w.job is None, timeout=10_000)
+
+    # The overlay shows on a scored slice with its colour bar; H hides it.
+    top = ranked[0]
+    w.analysis.set_threshold_pct(50.0)
+    w.show_slice(top)
+    assert w.viewer.colorbar.isVisible()
+    key(qtbot, w, Qt.Key.Key_H)
+    assert not w.viewer.colorbar.isVisible()
+    key(qtbot, w, Qt.Key.Key_H)
+    assert w.viewer.colorbar.isVisible()
+
+    # Review with keys, undo / redo.
+    key(qtbot, w, Qt.Key.Key_A)
+    assert w.session.review.get(w.series.uid, top).decision == Decision.CONFIRMED
+    w.show_slice(ranked[1])
+    key(qtbot, w, Qt.Key.Key_D)
+    assert w.session.review.get(w.series.uid, ranked[1]).decision == Decision.DISMISSED
+    key(qtbot, w, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert w.session.review.get(w.series.uid, ranked[1]).decision == Decision.UNREVIEWED
+    key(qtbot, w, Qt.Key.Key_Y, Qt.KeyboardModifier.ControlModifier)
+    assert w.session.review.get(w.series.uid, ranked[1]).decision == Decision.DISMISSED
+    w.show_slice(ranked[2])
+    key(qtbot, w, Qt.Key.Key_A)
+    key(qtbot, w, Qt.Key.Key_U)
+    assert w.session.review.get(w.series.uid, ranked[2]).decision == Decision.UNREVIEWED
+    w.viewer.annotationDrawn.emit(Ellipse(100, 120, 20, 10))
+    w.review_panel.note.setPlainText("nodule?")
+    assert w.session.review.get(w.series.uid, ranked[2]).note == "nodule?"
+
+    # Next / previous flagged slice, at a threshold where some slices are flagged.
+    pct = res.percentiles()
+    w.analysis.set_threshold_pct(50.0)
+    flagged = sorted(i for i, p in pct.items() if p >= 50.0)
+    if flagged:
+        w.show_slice(0)
+        key(qtbot, w, Qt.Key.Key_N)
+        assert w.index == next((i for i in flagged if i > 0), flagged[0])
+        key(qtbot, w, Qt.Key.Key_P)
+        assert w.index in flagged
+
+    # A second run with the same references reuses the adaptation.
+    with qtbot.waitSignal(w.scoringFinished, timeout=120_000) as blocker:
+        w.run_scoring()
+    assert blocker.args[0].from_cache
+    qtbot.waitUntil(lambda: w.job is None, timeout=10_000)
+    last_index = w.index
+    close_window(qtbot, w)
+
+    # Reopening finds references, review, scores and the slice again.
+    w2 = make_window(qtbot, tmp_path)
+    open_study(qtbot, w2, ct_study)
+    uid = w2.series.uid
+    assert w2.index == last_index
+    assert [r.index for r in w2.session.reference_set] == [2, 5, 15]
+    assert w2.session.review.get(uid, top).decision == Decision.CONFIRMED
+    assert w2.session.review.get(uid, ranked[1]).decision == Decision.DISMISSED
+    assert w2.session.review.get(uid, ranked[2]).annotations == (Ellipse(100, 120, 20, 10),)
+    assert w2.session.review.get(uid, ranked[2]).note == "nodule?"
+    assert len(w2.results[uid]) == 20
+    assert w2.ranking.list.count() == 20
+    assert w2.session.scores_summary[uid]["complete"]
+    assert (ct_study / ".medad-viewer" / "session.json").is_file()
+    close_window(qtbot, w2)
+
+
+def test_cancel_keeps_app_usable(qtbot, tmp_path, ct_study):
+    long = dict(input_size=128, ref_augmentations=1,
+                adapt=AdaptSettings(max_steps=100_000, time_budget_s=120, val_every=1000, pool_size=32))
+    w = make_window(qtbot, tmp_path, **long)
+    open_study(qtbot, w, ct_study)
+    for i in (3, 12):
+        w.show_slice(i)
+        w.add_reference("normal")
+    stages = []
+    w.analysis.stage.setText("")
+    w.run_scoring()
+    job = w.job
+    job.progress.connect(lambda f, m: stages.append(m))
+    qtbot.waitUntil(lambda: any(m.startswith("Adapting") for m in stages), timeout=60_000)
+    t0 = time.monotonic()
+    w.analysis.cancel_button.click()
+    assert time.monotonic() - t0 < 0.5  # the click returns at once
+    assert not w.analysis.cancel_button.isEnabled()
+    with qtbot.waitSignal(w.scoringCancelled, timeout=10_000):
+        pass
+    assert time.monotonic() - t0 < 5.0
+    qtbot.waitUntil(lambda: w.job is None, timeout=10_000)
+    assert w.analysis.run_button.isEnabled()
+    assert "Cancelled" in w.analysis.stage.text()
+    # Still usable: scroll, review, and score again with a fast method, then cancel that during scoring.
+    w.show_slice(7)
+    key(qtbot, w, Qt.Key.Key_D)
+    assert w.session.review.get(w.series.uid, 7).decision == Decision.DISMISSED
+    w.settings_hook = lambda d: DetectorSettings(modality=d["modality"], method="memory", input_size=128,
+                                                 ref_augmentations=1)
+    got = []
+    w.run_scoring()
+    w.job.partial.connect(lambda item: got.append(item) if item[0] == "slice" else None)
+    qtbot.waitUntil(lambda: len(got) >= 2, timeout=60_000)
+    with qtbot.waitSignal(w.scoringCancelled, timeout=10_000):
+        w.cancel_job()
+    qtbot.waitUntil(lambda: w.job is None, timeout=10_000)
+    res = w.results[w.series.uid]
+    assert 2 <= len(res) < 20  # slices already scored keep their maps
+    assert w.ranking.list.count() == len(res)
+    close_window(qtbot, w)
+
+
+def test_close_during_job_cancels_and_keeps_session(qtbot, tmp_path, ct_study):
+    long = dict(input_size=128, ref_augmentations=1,
+                adapt=AdaptSettings(max_steps=100_000, time_budget_s=120, val_every=1000, pool_size=32))
+    w = make_window(qtbot, tmp_path, **long)
+    open_study(qtbot, w, ct_study)
+    w.show_slice(4)
+    w.add_reference("normal")
+    key(qtbot, w, Qt.Key.Key_A)
+    w.run_scoring()
+    qtbot.waitUntil(lambda: w.analysis.progress.value() > 0, timeout=60_000)
+    job = w.job
+    t0 = time.monotonic()
+    w.close()
+    assert time.monotonic() - t0 < 10.0
+    assert not job.is_running
+    w2 = make_window(qtbot, tmp_path)
+    open_study(qtbot, w2, ct_study)
+    assert w2.session.review.get(w2.series.uid, 4).decision == Decision.CONFIRMED
+    assert len(w2.session.reference_set) == 1
+    close_window(qtbot, w2)
+
+
+def test_bad_input_reports_without_crashing(qtbot, tmp_path):
+    w = make_window(qtbot, tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    open_study(qtbot, w, empty)
+    assert w.series is None
+    assert w.browser.errors.isVisible() and w.browser.errors.messages()
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "broken.dcm").write_bytes(b"not a dicom file at all")
+    open_study(qtbot, w, bad)
+    assert any("broken.dcm" in m for m in w.browser.errors.messages())
+    w.browser.errors.dismiss.click()
+    assert not w.browser.errors.isVisible()
+    # Nothing open: the actions explain instead of failing.
+    w.run_scoring()
+    assert "Open a study" in w.analysis.stage.text()
+    key(qtbot, w, Qt.Key.Key_R)
+    key(qtbot, w, Qt.Key.Key_A)
+    close_window(qtbot, w)
+
+
+def test_scoring_without_references_explains(qtbot, tmp_path, ct_study):
+    w = make_window(qtbot, tmp_path)
+    open_study(qtbot, w, ct_study)
+    w.run_scoring()
+    assert w.job is None
+    assert "normal reference" in w.analysis.stage.text()
+    close_window(qtbot, w)
+
+
+def test_demo_opens_with_references_ready(qtbot, tmp_path, monkeypatch):
+    # The demo study lives in the checkout: keep its session out of it.
+    import medad_viewer.review.session as session_mod
+    monkeypatch.setattr(session_mod, "is_writable_dir", lambda p: "appdata" in str(p))
+    w = make_window(qtbot, tmp_path)
+    with qtbot.waitSignal(w.studyOpened, timeout=30_000):
+        w.open_demo()
+    assert w.series.modality == "MR" and w.series.num_slices == 25
+    rs = w.session.reference_set
+    assert len(rs.normals()) >= 3 and w.tray.card_count() == len(rs)
+    assert not set(r.index for r in rs) & set(range(11, 18))
+    assert w.analysis.run_button.isEnabled()
+    close_window(qtbot, w)
+
+
+def test_abnormal_example_uses_the_drawing(qtbot, tmp_path, ct_study):
+    w = make_window(qtbot, tmp_path)
+    open_study(qtbot, w, ct_study)
+    w.show_slice(9)
+    w.add_reference("abnormal")
+    assert len(w.session.reference_set) == 0  # nothing drawn yet: explained, not added
+    assert "draw" in w.analysis.stage.text().lower()
+    key(qtbot, w, Qt.Key.Key_E)
+    assert w.viewer.vb.tool == "ellipse"
+    w.viewer.annotationDrawn.emit(Ellipse(200, 220, 30, 20))
+    w.add_reference("abnormal")
+    ref = w.session.reference_set.references[0]
+    assert ref.kind == "abnormal" and ref.mask is not None and ref.mask.shape == (512, 512)
+    assert ref.mask[220, 200] and not ref.mask[0, 0]
+    assert w.tray.card_count() == 1
+    w.tray.removeRequested.emit(0)
+    assert len(w.session.reference_set) == 0
+    close_window(qtbot, w)
