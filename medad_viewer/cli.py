@@ -13,6 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__
@@ -122,12 +123,223 @@ def _print_table(study: Any, out: TextIO) -> None:
     out.write(text.encode(encoding, "replace").decode(encoding, "replace"))
 
 
+# ---------------------------------------------------------------------------------------------------- score / eval
+def _stderr_progress(prefix: str = ""):
+    """Progress lines on stderr, at most one per percent step, so logs stay readable."""
+    last = [-1]
+
+    def report(fraction: float, message: str) -> None:
+        pct = int(fraction * 100)
+        if pct != last[0]:
+            last[0] = pct
+            print(f"{prefix}[{pct:3d}%] {message}", file=sys.stderr, flush=True)
+    return report
+
+
+def _pick_series(study, selector: str | None, what: str):
+    if not study.series:
+        detail = "; ".join(f"{e.path}: {e.message}" for e in study.errors[:3]) or "no images found"
+        raise SystemExit(f"error: nothing could be loaded from {what} ({detail})")
+    if selector is None:
+        return study.series[0]
+    for i, s in enumerate(study.series):
+        if selector == str(i) or selector == s.uid:
+            return s
+    raise SystemExit(f"error: {what} has no series {selector!r} (it has {len(study.series)}: "
+                     + ", ".join(f"{i}={s.uid}" for i, s in enumerate(study.series)) + ")")
+
+
+def _add_score_parser(sub) -> None:
+    p = sub.add_parser("score", help="adapt on normal reference slices and score every slice of a series",
+                       description="Fit a detector on normal reference slices (SOURCE[:SLICES], e.g. study/:0,3,7-9) "
+                                   "and write DIR/scores.csv, DIR/maps.npy and DIR/run.json.")
+    p.add_argument("target", help="study (file or folder) to score")
+    p.add_argument("--refs", action="append", required=True, metavar="SOURCE[:SLICES]",
+                   help="normal references; repeat for several sources; SLICES like 0,3,7-9 (all slices if omitted)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--method", choices=("adapted", "memory", "zero"), default="adapted")
+    p.add_argument("--backbone", default="efficientnet-lite2",
+                   help="efficientnet-lite2 (default, offline), or an open_clip architecture such as ViT-B-16, "
+                        "ViT-L-14-336, hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224")
+    p.add_argument("--weights", default=None, help="pretrained tag (e.g. openai) or a local checkpoint file")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--series", default=None, help="which series of TARGET (index or UID; default the first)")
+    p.add_argument("--slices", default="", help="score only these slices of the target (default all)")
+    p.add_argument("--time-budget", type=float, default=None, help="adaptation time budget in seconds")
+    p.add_argument("--report", default=None, metavar="PDF", help="also write a PDF report here")
+    p.set_defaults(func=cmd_score)
+
+
+def cmd_score(args) -> int:
+    import time
+    from dataclasses import replace
+
+    import numpy as np
+
+    from .engine.backbones import WeightsUnavailable, describe_device, load_backbone, resolve_device
+    from .engine.detector import AnomalyDetector, DetectorSettings
+    from .engine.preprocess import normalizer_for_series
+    from .engine.score import parse_slices, score_series, split_reference_spec
+    from .io import load_study
+    from .report.score_dir import ScoreRun, series_record, write_score_dir
+
+    t_start = time.monotonic()
+    target_study = load_study(args.target)
+    target = _pick_series(target_study, args.series, args.target)
+    try:
+        indices = parse_slices(args.slices, target.num_slices)
+    except ValueError as exc:
+        raise SystemExit(f"error: --slices: {exc}")
+    studies = {}
+    ref_images, ref_records = [], []
+    for spec in args.refs:
+        source, slices = split_reference_spec(spec)
+        key = str(Path(source).resolve())
+        if key not in studies:
+            studies[key] = load_study(source)
+        series = _pick_series(studies[key], None, source)
+        try:
+            idx = parse_slices(slices, series.num_slices)
+        except ValueError as exc:
+            raise SystemExit(f"error: --refs {spec}: {exc}")
+        norm = normalizer_for_series(series)
+        for i in idx:
+            ref_images.append(norm(series.slice(i)))
+            ref_records.append({"source": str(series.source), "series_uid": series.uid, "index": int(i)})
+    if not 1 <= len(ref_images) <= 64:
+        raise SystemExit(f"error: {len(ref_images)} reference slices; pick between 1 and 16 normal slices (64 at most)")
+    try:
+        device = resolve_device(args.device)
+    except RuntimeError as exc:
+        raise SystemExit(f"error: {exc}")
+    settings = DetectorSettings(method=args.method, backbone=args.backbone, weights=args.weights,
+                                modality=target.modality)
+    settings = replace(settings, adapt=replace(settings.adapt, seed=args.seed,
+                                               **({"time_budget_s": args.time_budget} if args.time_budget else {})))
+    try:
+        backbone = load_backbone(settings.backbone, settings.weights, device=device)
+    except WeightsUnavailable as exc:
+        raise SystemExit(f"error: {exc}")
+    if not backbone.pretrained:
+        print(f"WARNING: {backbone.name} runs with {backbone.weights}: its maps mean nothing clinically.",
+              file=sys.stderr)
+    print(f"{backbone.name} ({backbone.weights}) on {describe_device(device)}; {len(ref_images)} references; "
+          f"method {settings.method}", file=sys.stderr)
+    try:
+        detector = AnomalyDetector(settings, backbone, device).fit(ref_images, _stderr_progress("adapt "))
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}")
+    t_fit = time.monotonic()
+    scores = score_series(detector, target, indices, progress=_stderr_progress("score "))
+    t_score = time.monotonic()
+    ordered = sorted(scores.results)
+    cal = detector.calibration
+    run = {
+        **detector.describe(),
+        "target": series_record(target),
+        "references": ref_records,
+        "settings": settings.to_dict(),
+        "threshold_percentile": 99.0,
+        "calibration": None if cal is None else {
+            "pixel_value_at": {str(p): cal.pixel_value_at(p) for p in (90, 95, 99, 99.9)},
+            "image_mean": cal.image_mean, "image_std": cal.image_std},
+        "adapt_report": None if detector.adapt_report is None else {
+            "steps": detector.adapt_report.steps, "best_step": detector.adapt_report.best_step,
+            "stopped_because": detector.adapt_report.stopped_because},
+        "timings": {"load_s": round(t_fit - t_start - detector.timings.get("fit_s", 0.0), 3),
+                    "fit_s": round(detector.timings.get("fit_s", 0.0), 3),
+                    "adapt_s": round(detector.timings.get("adapt_s", 0.0), 3),
+                    "score_s": round(t_score - t_fit, 3),
+                    "score_s_per_slice": round((t_score - t_fit) / max(1, len(ordered)), 4)},
+    }
+    out = write_score_dir(args.out, ScoreRun(
+        np.array(ordered), np.array([target.slice_position(i) for i in ordered]),
+        np.array([scores.results[i].score for i in ordered]), np.array([scores.results[i].percentile for i in ordered]),
+        np.stack([scores.results[i].map for i in ordered]).astype(np.float32), run))
+    top = sorted(ordered, key=lambda i: -scores.results[i].score)[:5]
+    print(f"wrote {out}/scores.csv, maps.npy, run.json; highest: "
+          + ", ".join(f"slice {i} ({scores.results[i].percentile:.1f} pct)" for i in top), file=sys.stderr)
+    if args.report:
+        from .report.commands import write_report_for_score_dir
+        write_report_for_score_dir(out, args.report)
+        print(f"wrote {args.report}", file=sys.stderr)
+    return 0
+
+
+def _add_eval_parser(sub) -> None:
+    p = sub.add_parser("eval", help="few-shot evaluation on a BMAD / MVFA-AD folder layout",
+                       description="Pick K references per seed from DATA_DIR/train/good/img, score DATA_DIR/test, "
+                                   "print image/pixel AUROC, AUPRO and F1-max (mean, min and max over seeds).")
+    p.add_argument("data_dir")
+    p.add_argument("--k", type=int, default=4)
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--method", choices=("adapted", "memory", "zero"), default="adapted")
+    p.add_argument("--backbone", default="efficientnet-lite2")
+    p.add_argument("--weights", default=None)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--modality", default="OT", help="modality of the images (CT, MR, CR, ...), for prompts")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args) -> int:
+    from .engine.backbones import WeightsUnavailable
+    from .engine.detector import DetectorSettings
+    from .engine.evaluate import METRIC_KEYS, evaluate
+
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise SystemExit(f"error: --seeds must be integers like 0,1,2, not {args.seeds!r}")
+    settings = DetectorSettings(method=args.method, backbone=args.backbone, weights=args.weights,
+                                modality=args.modality)
+    try:
+        result = evaluate(args.data_dir, args.k, seeds, settings, device=args.device, progress=_stderr_progress())
+    except (ValueError, FileNotFoundError, WeightsUnavailable, RuntimeError) as exc:
+        raise SystemExit(f"error: {exc}")
+    if args.json:
+        print(json.dumps(_nan_to_none(result), default=_json_safe, allow_nan=False))
+    else:
+        for key in METRIC_KEYS:
+            v = result[key]
+            spread = "" if v is None else f"  (min {result[key + '_min']:.3f}, max {result[key + '_max']:.3f})"
+            print(f"{key:12s} {'n/a' if v is None else f'{v:.3f}'}{spread}")
+        print(f"adapt {result['adapt_s']:.1f} s, score {result['score_s_per_image'] * 1000:.0f} ms/image; "
+              f"{result['backbone']} ({result['weights']}), method {result['method']}, k={result['k']}, "
+              f"seeds {result['seeds']}")
+    return 0
+
+
+def _nan_to_none(o):
+    """NaN is not JSON: metrics that cannot be computed (one class only) become null."""
+    import math
+    if isinstance(o, float):
+        return None if math.isnan(o) else o
+    if isinstance(o, dict):
+        return {k: _nan_to_none(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_nan_to_none(v) for v in o]
+    return o
+
+
+def _json_safe(o):
+    import math
+    if isinstance(o, float) and math.isnan(o):
+        return None
+    if hasattr(o, "item"):
+        return o.item()
+    return str(o)
+
+
 # ---------------------------------------------------------------------------------------------
 # registry and dispatch
 
 # Name -> parser registration. Other commands (score, eval, report) register here.
 SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "info": _add_info_parser,
+    "score": _add_score_parser,
+    "eval": _add_eval_parser,
 }
 
 
@@ -188,8 +400,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             build_parser().print_help()
             return 0
         return cmd_gui(build_gui_parser().parse_args(args_list))
-    except SystemExit as exc:  # argparse's --help, --version and usage errors
+    except SystemExit as exc:  # argparse's --help, --version and usage errors; our own "error: ..." exits
         code = exc.code
+        if isinstance(code, str):
+            print(f"{PROG}: {code}", file=sys.stderr)
+            return 2
         return code if isinstance(code, int) else (0 if code is None else 2)
     except KeyboardInterrupt:
         return 130

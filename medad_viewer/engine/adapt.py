@@ -122,7 +122,7 @@ def adapt(model: AnomalyModel, images: Sequence[np.ndarray], bodies: Sequence[np
     cached = not model.stream
 
     def to_device(x: np.ndarray, m: np.ndarray):
-        xt = model.backbone.preprocess(torch.from_numpy(x).unsqueeze(1).to(device))
+        xt = model.backbone.preprocess(torch.from_numpy(x).unsqueeze(1).to(device), model.input_size)
         mt = F.interpolate(torch.from_numpy(m).unsqueeze(1).to(device), size=(down, down), mode="area")
         return xt, mt
 
@@ -136,9 +136,11 @@ def adapt(model: AnomalyModel, images: Sequence[np.ndarray], bodies: Sequence[np
     if cached:
         chunks_f: list[list[torch.Tensor]] = []
         chunks_m = []
-        for start in range(0, settings.pool_size, 16):
+        # Small chunks on a CPU so that a cancel is honoured within a second.
+        chunk = 4 if device.type == "cpu" else 32
+        for start in range(0, settings.pool_size, chunk):
             cancel.raise_if_cancelled()
-            n_chunk = min(16, settings.pool_size - start)
+            n_chunk = min(chunk, settings.pool_size - start)
             x, m = _make_batch(train_imgs, train_bodies, n_chunk, rng, settings, positives)
             xt, mt = to_device(x, m)
             chunks_f.append(frozen(xt))

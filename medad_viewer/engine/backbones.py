@@ -76,13 +76,17 @@ class Backbone(nn.Module):
         """Short stable identifier of backbone + weights, for caches and run records."""
         return hashlib.sha1(f"{self.name}|{self.weights}".encode()).hexdigest()[:12]
 
-    def preprocess(self, slices: torch.Tensor) -> torch.Tensor:
-        """(B, 1, H, W) in [0, 1] -> (B, 3, S, S) normalised as the backbone expects."""
+    fixed_input_size = False  # ViTs: position embeddings fix the input size
+
+    def preprocess(self, slices: torch.Tensor, size: int | None = None) -> torch.Tensor:
+        """(B, 1, H, W) in [0, 1] -> (B, 3, S, S) normalised as the backbone expects; S = `size` where the
+        backbone allows any size (CNNs), else its own input size."""
         if slices.dim() == 3:
             slices = slices.unsqueeze(1)
         x = slices.float()
-        if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+        s = self.input_size if (size is None or self.fixed_input_size) else int(size)
+        if x.shape[-1] != s or x.shape[-2] != s:
+            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False)
         x = x.expand(-1, 3, -1, -1)
         mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
@@ -187,6 +191,7 @@ class OpenClipBackbone(Backbone):
     (for ViT-L/14: blocks 6, 12, 18, 24 as in MVFA-AD and MediCLIP) with forward hooks."""
 
     supports_stream_adapters = True
+    fixed_input_size = True
 
     def __init__(self, model: nn.Module, tokenizer, name: str, weights: str, pretrained: bool,
                  layers: Sequence[int] | None = None):

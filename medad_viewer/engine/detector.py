@@ -76,6 +76,7 @@ class ScoredImage:
 
 
 class AnomalyDetector:
+    cpu_batch = 4  # slices per forward pass on a CPU: small enough that a cancel is honoured within a second
     def __init__(self, settings: DetectorSettings, backbone: Backbone, device: torch.device):
         if settings.method not in METHODS:
             raise ValueError(f"unknown method {settings.method!r}; choose one of {', '.join(METHODS)}")
@@ -84,7 +85,8 @@ class AnomalyDetector:
         self.settings = settings
         self.backbone = backbone
         self.device = device
-        self.size = int(settings.input_size or backbone.input_size)
+        self.size = int(backbone.input_size if (backbone.fixed_input_size or not settings.input_size)
+                        else settings.input_size)
         levels = settings.levels
         if levels is None:
             levels = (0, 1, 2) if not backbone.is_vision_language else tuple(range(len(backbone.level_dims)))
@@ -102,6 +104,7 @@ class AnomalyDetector:
         torch.manual_seed(settings.adapt.seed)  # adapter and head initialisation: same seed, same model
         self.model = AnomalyModel(backbone, self.levels, adapters=settings.method == "adapted", heads=heads,
                                   text_embeddings=text).to(device)
+        self.model.input_size = self.size
         self.bank = MemoryBank(settings.metric, settings.bank_max_per_level, settings.aggregate_kernel) \
             if settings.method in ("adapted", "memory") else None
         # Each map component is put on the normal references' scale before fusing: (v - median) / (p99 - median).
@@ -169,9 +172,10 @@ class AnomalyDetector:
             return
         imgs, bodies, owners = self._augmented_references(prepared)
         seg_all: list[list[torch.Tensor]] = []
-        for start in range(0, len(imgs), 8):
+        chunk = self.cpu_batch if self.device.type == "cpu" else 32
+        for start in range(0, len(imgs), chunk):
             cancel.raise_if_cancelled()
-            x = self._to_input(imgs[start: start + 8])
+            x = self._to_input(imgs[start: start + chunk])
             seg_all.append([f.detach() for f in self.model.features(x).seg])
         seg = [torch.cat([b[l] for b in seg_all]) for l in range(len(self.levels))]
         body_t = torch.from_numpy(np.stack(bodies).astype(np.float32)).unsqueeze(1).to(self.device)
@@ -203,7 +207,7 @@ class AnomalyDetector:
     # ---------------------------------------------------------------------------------------------------- score
     def _to_input(self, imgs: Sequence[np.ndarray]) -> torch.Tensor:
         x = torch.from_numpy(np.stack(imgs).astype(np.float32)).unsqueeze(1).to(self.device)
-        return self.backbone.preprocess(x)
+        return self.backbone.preprocess(x, self.size)
 
     @torch.no_grad()
     def _raw_components(self, imgs: Sequence[np.ndarray], exclude_owner: int | None = None) -> dict[str, np.ndarray]:

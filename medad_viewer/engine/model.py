@@ -26,6 +26,7 @@ class AnomalyModel(nn.Module):
                  learnable_prompts: bool = True, reduction: int = 4):
         super().__init__()
         self.backbone = backbone
+        self.input_size = backbone.input_size  # the detector may choose a smaller one for CNNs
         self.levels = list(levels)
         dims = [backbone.level_dims[i] for i in self.levels]
         self.adapters = nn.ModuleList(LevelAdapter(d, reduction) for d in dims) if adapters else None
