@@ -35,11 +35,20 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def series_record(series) -> dict:
-    """What a run records of its target series: geometry and description, never identifying data."""
-    return {"source": str(series.source), "uid": series.uid, "modality": series.modality,
-            "description": series.description, "num_slices": int(series.num_slices), "rows": int(series.rows),
-            "columns": int(series.columns), "spacing": [float(v) for v in series.spacing],
-            "origin": [float(v) for v in series.origin], "direction": [float(v) for v in series.direction]}
+    """What a run records of its target series: geometry and description, never identifying data.
+
+    Geometry is the displayed array's (io reorients volumes to LPS); `file_direction`, present when io reoriented
+    the file, is the direction of the file's own grid, so exported volumes can be written back on that grid.
+    """
+    rec = {"source": str(series.source), "uid": series.uid, "modality": series.modality,
+           "description": series.description, "num_slices": int(series.num_slices), "rows": int(series.rows),
+           "columns": int(series.columns), "spacing": [float(v) for v in series.spacing],
+           "origin": [float(v) for v in series.origin], "direction": [float(v) for v in series.direction]}
+    meta = getattr(series, "metadata", None) or {}
+    file_direction = meta.get("original_direction")
+    if meta.get("reoriented") and file_direction is not None and len(file_direction) == 9:
+        rec["file_direction"] = [float(v) for v in file_direction]
+    return rec
 
 
 @dataclass

@@ -1,0 +1,110 @@
+"""Per-slice score tables as CSV and JSON, with the run's metadata; de-identified unless asked otherwise."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..engine.jobs import CancelToken, no_progress
+from .atomic import atomic_output
+from .data import DISCLAIMER, Progress, ReportData, format_identifier
+
+FORMAT = "medad-viewer-scores/1"
+CSV_COLUMNS = ["slice_index", "slice_number", "position_mm", "score", "percentile", "above_threshold",
+               "flagged", "decision", "annotations", "note"]
+
+
+def _num(v: float, digits: int) -> str:
+    return "" if not np.isfinite(v) else f"{v:.{digits}f}"
+
+
+def scores_json(data: ReportData) -> dict:
+    """The JSON document: header, the run's metadata (de-identified by default), and one entry per scored slice."""
+    doc: dict = {
+        "format": FORMAT,
+        "created": data.created.isoformat(timespec="seconds"),
+        "study": data.privacy.label,
+        "deidentified": not data.privacy.include_identifiers,
+        "threshold_percentile": data.threshold_pct,
+        "pixel_threshold": data.pixel_threshold,
+        "note": "slice_index counts from 0; slice_number from 1, as the viewer and the PDF report show slices. "
+                + DISCLAIMER,
+    }
+    if data.privacy.include_identifiers:
+        doc["patient"] = {key: format_identifier(key, data.privacy.identifiers.get(key) or "")
+                          for key in ("PatientName", "PatientID", "PatientBirthDate")}
+    doc["run"] = data.run_metadata()
+    doc["slices"] = [{
+        "slice_index": r.index, "slice_number": r.number, "position_mm": _finite_or_none(r.position_mm),
+        "score": _finite_or_none(r.score), "percentile": _finite_or_none(r.percentile),
+        "above_threshold": r.above_threshold, "flagged": r.flagged, "decision": r.review.decision.value,
+        "note": data.note_of(r), "annotations": [a.to_dict() for a in r.review.annotations],
+    } for r in data.rows]
+    return doc
+
+
+def scores_csv(data: ReportData) -> str:
+    """CSV text: '#' comment lines with the run's metadata, then one row per scored slice (read with comment='#')."""
+    meta = data.run_metadata()
+    buf = io.StringIO()
+    header = [
+        ("study", data.privacy.label),
+        *[(k.lower().replace(" ", "_"), v) for k, v in data.privacy.patient_lines()],
+        ("modality", (meta.get("target") or {}).get("modality", "")),
+        ("series", data.series_description()),
+        ("method", meta.get("method", "")), ("backbone", meta.get("backbone", "")),
+        ("weights", meta.get("weights", "")), ("device", meta.get("device", "")),
+        ("reference_set", meta.get("reference_set_name") or ""),
+        ("threshold_percentile", f"{data.threshold_pct:g}"), ("pixel_threshold", f"{data.pixel_threshold:.4f}"),
+        ("software", meta.get("software", "")), ("created", data.created.isoformat(timespec="seconds")),
+        ("note", DISCLAIMER),
+    ]
+    for key, value in header:
+        # One line each: a newline in a value would start a data row.
+        buf.write(f"# {key}: {' '.join(str(value if value is not None else '').split())}\n")
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for r in data.rows:
+        w.writerow([r.index, r.number, _num(r.position_mm, 3), _num(r.score, 6), _num(r.percentile, 2),
+                    int(r.above_threshold), int(r.flagged), r.review.decision.value, len(r.review.annotations),
+                    data.note_of(r)])
+    return buf.getvalue()
+
+
+def write_scores_csv(data: ReportData, path: str | os.PathLike, progress: Progress = no_progress,
+                     cancel: CancelToken | None = None) -> Path:
+    progress(0.0, "Writing the score table (CSV)")
+    text = scores_csv(data)
+    with atomic_output(path, cancel) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
+    progress(1.0, "Score table written")
+    return Path(path)
+
+
+def write_scores_json(data: ReportData, path: str | os.PathLike, progress: Progress = no_progress,
+                      cancel: CancelToken | None = None) -> Path:
+    progress(0.0, "Writing the score table (JSON)")
+    text = json.dumps(scores_json(data), indent=2, ensure_ascii=False, default=_default)
+    with atomic_output(path, cancel) as tmp:
+        Path(tmp).write_text(text + "\n", encoding="utf-8")
+    progress(1.0, "Score table written")
+    return Path(path)
+
+
+def _finite_or_none(v: float) -> float | None:
+    return float(v) if np.isfinite(v) else None
+
+
+def _default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
