@@ -325,3 +325,76 @@ def test_abnormal_example_uses_the_drawing(qtbot, tmp_path, ct_study):
     w.tray.removeRequested.emit(0)
     assert len(w.session.reference_set) == 0
     close_window(qtbot, w)
+
+
+def test_typing_a_note_does_not_trigger_review_keys(qtbot, tmp_path, ct_study):
+    w = make_window(qtbot, tmp_path)
+    open_study(qtbot, w, ct_study)
+    w.review_panel.note.setFocus()
+    qtbot.keyClicks(w.review_panel.note, "adu rnp")
+    rev = w.session.review.get(w.series.uid, w.index)
+    assert rev.note == "adu rnp" and rev.decision == Decision.UNREVIEWED
+    assert len(w.session.reference_set) == 0
+    # The whole burst of typing is one undo step.
+    w.undo()
+    assert w.session.review.get(w.series.uid, w.index).note == ""
+    close_window(qtbot, w)
+
+
+def test_missing_weights_is_a_clear_message(qtbot, tmp_path, ct_study):
+    w = make_window(qtbot, tmp_path)
+    w.settings_hook = lambda d: DetectorSettings(modality=d["modality"], weights=str(tmp_path / "nope.pt"), **TINY)
+    open_study(qtbot, w, ct_study)
+    w.add_reference("normal")
+    with qtbot.waitSignal(w.scoringFailed, timeout=60_000) as b:
+        w.run_scoring()
+    assert "nope.pt" in b.args[0] and "not found" in b.args[0]
+    assert w._message_box is not None and w._message_box.isVisible()
+    w._message_box.close()
+    qtbot.waitUntil(lambda: w.job is None, timeout=10_000)
+    assert w.analysis.run_button.isEnabled() and len(w.session.reference_set) == 1
+    close_window(qtbot, w)
+
+
+def test_untrained_vision_language_weights_warn(qtbot, tmp_path):
+    w = make_window(qtbot, tmp_path)
+    w.detector_info = {"backbone": "open_clip:tiny", "weights": "random initialisation (UNTRAINED)",
+                       "pretrained": False, "method": "adapted"}
+    w._update_backbone_label()
+    assert "UNTRAINED" in w.backbone_label.text() and "meaningless" in w.backbone_label.text()
+    close_window(qtbot, w)
+
+
+def test_settings_dialog_persists(qtbot, tmp_path):
+    from medad_viewer.gui.settings import AppSettings, SettingsDialog
+
+    q = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    s = AppSettings(q)
+    dlg = SettingsDialog(s)
+    qtbot.addWidget(dlg)
+    dlg.method.setCurrentIndex(dlg.method.findData("memory"))
+    dlg.budget.setValue(30)
+    dlg.weights.setText("/models/w.safetensors")
+    dlg.accept()
+    again = AppSettings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    d = again.detector_settings("CT")
+    assert d["method"] == "memory" and d["adapt"]["time_budget_s"] == 30.0
+    assert d["weights"] == "/models/w.safetensors" and d["modality"] == "CT"
+    again.add_recent(str(tmp_path))
+    assert again.recent() == [str(tmp_path.resolve())]
+
+
+def test_drop_a_folder_opens_it(qtbot, tmp_path, ct_study):
+    from PySide6.QtCore import QMimeData, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    w = make_window(qtbot, tmp_path)
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(ct_study))])
+    ev = QDropEvent(QPointF(50, 50), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                    Qt.KeyboardModifier.NoModifier)
+    with qtbot.waitSignal(w.studyOpened, timeout=30_000):
+        w.dropEvent(ev)
+    assert w.series is not None and w.series.num_slices == 20
+    assert str(ct_study.resolve()) in w.app_settings.recent()
+    close_window(qtbot, w)

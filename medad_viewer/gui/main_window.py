@@ -333,10 +333,14 @@ class MainWindow(QMainWindow):
 
         def probe(progress, cancel, emit):
             from ..engine.backbones import describe_device, resolve_device
+            # Import what Adapt & score needs now, while nothing runs: importing later, mid-job, creates masses
+            # of objects whose garbage collection pauses the UI thread too.
+            from ..engine import detector, score  # noqa: F401
             return describe_device(resolve_device(pref))
 
         w = Worker(probe, "device-probe", self)
         w.finished.connect(lambda text: self.device_label.setText(f"Device: {text}"))
+        w.finished.connect(_freeze_heap)
         w.failed.connect(lambda msg: self.device_label.setText(f"Device: ⚠ {msg}"))
         self._start_loader(w)
 
@@ -1097,6 +1101,15 @@ class MainWindow(QMainWindow):
     def _refresh_all(self) -> None:
         self._refresh_tray()
         self.review_panel.setEnabled(False)
+
+
+def _freeze_heap(*_args) -> None:
+    """Move everything alive after start-up (Qt wrappers, torch, numpy) out of the garbage collector's view: a full
+    collection then scans only what was made since, which keeps its pauses of the UI thread (which hold the GIL,
+    whichever thread triggers them) short while a job allocates."""
+    import gc
+
+    gc.freeze()
 
 
 def _esc(text: str) -> str:

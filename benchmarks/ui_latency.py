@@ -1,0 +1,147 @@
+"""UI responsiveness while Adapt & score runs: the main window (offscreen) on the demo study with its saved
+references, a 10 ms QTimer measuring event-loop stalls meanwhile.
+
+    python benchmarks/ui_latency.py [--budget SECONDS] [--threads N] [--method adapted|memory] [--scroll]
+
+Defaults: the app's own settings (EfficientNet-Lite2, adapted, 90 s adaptation budget), torch threads as the app
+sets them (cores - 1 on a small CPU). A fresh temporary data folder, so no cached adaptation is reused. --scroll
+also steps through slices every 50 ms, as a user browsing while the job runs. Prints JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--budget", type=float, default=None, help="adaptation time budget in s (default: the app's)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads for the job (default: the app's)")
+    p.add_argument("--method", default=None, help="adapted (default) or memory")
+    p.add_argument("--scroll", action="store_true", help="scroll through slices while the job runs")
+    p.add_argument("--timeout", type=float, default=900.0)
+    args = p.parse_args()
+
+    data = tempfile.mkdtemp(prefix="medad-bench-")
+    os.environ["MEDAD_VIEWER_DATA_DIR"] = data
+    import numpy as np
+    from PySide6.QtCore import QSettings, Qt, QTimer
+
+    import medad_viewer.review.session as session_mod
+    from medad_viewer.gui.app import create_app
+    from medad_viewer.gui.main_window import MainWindow
+
+    # Keep the session out of the checkout's resources/demo folder.
+    session_mod.is_writable_dir = lambda folder: str(folder).startswith(data)
+    app = create_app()
+    settings = QSettings(os.path.join(data, "settings.ini"), QSettings.Format.IniFormat)
+    win = MainWindow(settings)
+    if args.budget is not None:
+        win.app_settings.set("time_budget_s", args.budget)
+    if args.method:
+        win.app_settings.set("method", args.method)
+    if args.threads is not None:
+        win.job_threads = args.threads
+    win.show()
+
+    opened = []
+    win.studyOpened.connect(opened.append)
+    win.open_demo()
+    t0 = time.monotonic()
+    while not opened and time.monotonic() - t0 < 60:
+        app.processEvents()
+        time.sleep(0.005)
+    if not win.series:
+        print(json.dumps({"error": "the demo study did not open"}))
+        return 1
+
+    ticks: list[float] = []
+    stage = {"msg": "", "log": []}  # (time, job message) to say what the job was doing when a stall happened
+    timer = QTimer()
+    timer.setTimerType(Qt.TimerType.PreciseTimer)
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    scroller = QTimer()
+    scroller.setInterval(50)
+    step = [1]
+
+    def scroll() -> None:
+        if win.index in (0, win.series.num_slices - 1):
+            step[0] = -step[0]
+        win.show_slice(win.index + step[0])
+
+    scroller.timeout.connect(scroll)
+    state = {"done": None}
+    win.scoringFinished.connect(lambda o: state.update(done="finished"))
+    win.scoringFailed.connect(lambda m: state.update(done=f"failed: {m}"))
+    win.scoringCancelled.connect(lambda: state.update(done="cancelled"))
+
+    import gc
+
+    gc_pauses: list[tuple[float, float, int]] = []  # (start, ms, generation): GC holds the GIL in any thread
+    gc_start = {}
+
+    def on_gc(phase: str, info: dict) -> None:
+        if phase == "start":
+            gc_start["t"] = time.perf_counter()
+        elif "t" in gc_start:
+            gc_pauses.append((gc_start["t"], (time.perf_counter() - gc_start.pop("t")) * 1000, info["generation"]))
+
+    gc.callbacks.append(on_gc)
+    start = time.monotonic()
+    timer.start()
+    if args.scroll:
+        scroller.start()
+    win.run_scoring()
+    if win.job is not None:
+        win.job.progress.connect(lambda f, m: stage["log"].append((time.perf_counter(), m)))
+    while state["done"] is None and time.monotonic() - start < args.timeout:
+        app.processEvents()
+        time.sleep(0.001)  # the event loop is what's measured; this only yields the GIL between rounds
+    total = time.monotonic() - start
+    timer.stop()
+    scroller.stop()
+    if state["done"] is None:
+        win.cancel_job()
+    gaps = np.diff(np.array(ticks)) * 1000.0
+    stalls = np.maximum(gaps - 10.0, 0.0) if gaps.size else np.zeros(1)
+    res = win.results.get(win.series.uid)
+    worst = []
+    if gaps.size:
+        log = stage["log"]
+        for k in np.argsort(gaps)[::-1][:8]:
+            t_end = ticks[k + 1]
+            before = [m for t, m in log if t <= t_end]
+            worst.append({"stall_ms": round(float(gaps[k] - 10.0), 1), "at_s": round(ticks[k] - ticks[0], 1),
+                          "job_stage": before[-1] if before else "starting"})
+    out = {
+        "max_stall_ms": round(float(stalls.max()), 1),
+        "p99_stall_ms": round(float(np.percentile(stalls, 99)), 1),
+        "scored_slices": len(res) if res is not None else 0,
+        "total_slices": win.series.num_slices,
+        "total_s": round(total, 1),
+        "outcome": state["done"] or "timeout",
+        "ticks": int(gaps.size),
+        "job_threads": win.job_threads,
+        "settings": win.app_settings.detector_settings(win.series.modality),
+        "detector": win.detector_info,
+        "scroll": args.scroll,
+        "cpu_count": os.cpu_count(),
+        "worst_stalls": worst,
+        "longest_gc_ms": sorted(((round(ms, 1), g, round(t - ticks[0], 1)) for t, ms, g in gc_pauses),
+                                reverse=True)[:5] if ticks else [],
+    }
+    win.close()
+    print(json.dumps(out, indent=2))
+    return 0 if state["done"] == "finished" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
