@@ -167,6 +167,8 @@ def _add_score_parser(sub) -> None:
     p.add_argument("--series", default=None, help="which series of TARGET (index or UID; default the first)")
     p.add_argument("--slices", default="", help="score only these slices of the target (default all)")
     p.add_argument("--time-budget", type=float, default=None, help="adaptation time budget in seconds")
+    p.add_argument("--input-size", type=int, default=None,
+                   help="backbone input size for CNN backbones (default 256; smaller is faster and coarser)")
     p.add_argument("--report", default=None, metavar="PDF", help="also write a PDF report here")
     p.set_defaults(func=cmd_score)
 
@@ -214,7 +216,7 @@ def cmd_score(args) -> int:
     except RuntimeError as exc:
         raise SystemExit(f"error: {exc}")
     settings = DetectorSettings(method=args.method, backbone=args.backbone, weights=args.weights,
-                                modality=target.modality)
+                                modality=target.modality, input_size=args.input_size)
     settings = replace(settings, adapt=replace(settings.adapt, seed=args.seed,
                                                **({"time_budget_s": args.time_budget} if args.time_budget else {})))
     try:
@@ -279,6 +281,7 @@ def _add_eval_parser(sub) -> None:
     p.add_argument("--weights", default=None)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     p.add_argument("--modality", default="OT", help="modality of the images (CT, MR, CR, ...), for prompts")
+    p.add_argument("--input-size", type=int, default=None, help="backbone input size for CNN backbones")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=cmd_eval)
 
@@ -293,7 +296,7 @@ def cmd_eval(args) -> int:
     except ValueError:
         raise SystemExit(f"error: --seeds must be integers like 0,1,2, not {args.seeds!r}")
     settings = DetectorSettings(method=args.method, backbone=args.backbone, weights=args.weights,
-                                modality=args.modality)
+                                modality=args.modality, input_size=args.input_size)
     try:
         result = evaluate(args.data_dir, args.k, seeds, settings, device=args.device, progress=_stderr_progress())
     except (ValueError, FileNotFoundError, WeightsUnavailable, RuntimeError) as exc:

@@ -146,6 +146,8 @@ def adapt(model: AnomalyModel, images: Sequence[np.ndarray], bodies: Sequence[np
             chunks_f.append(frozen(xt))
             chunks_m.append(mt)
             progress(0.5 * (start + n_chunk) / settings.pool_size, "Synthesising anomalies on the references")
+            if time.monotonic() - t0 > 0.5 * settings.time_budget_s:
+                break  # a smaller pool, so that training still fits in the budget
         pool_feats = [torch.cat([c[l] for c in chunks_f]) for l in range(len(chunks_f[0]))]
         pool_masks = torch.cat(chunks_m)
 
