@@ -129,8 +129,8 @@ def test_references_adapt_score_review_and_reopen(qtbot, tmp_path, ct_study):
     assert sorted(ranked) == list(range(20)) and scores == sorted(scores, reverse=True)
     assert len(partials) >= 20  # rows arrived one by one while scoring
     assert "efficientnet-lite2" in w.backbone_label.text()
-    assert w.analysis.run_button.isEnabled()
     qtbot.waitUntil(lambda: w.job is None, timeout=10_000)
+    assert w.analysis.run_button.isEnabled()
 
     # The overlay shows on a scored slice with its colour bar; H hides it.
     top = ranked[0]
