@@ -37,6 +37,9 @@ def font(point_size: float, bold: bool = False, italic: bool = False) -> QFont:
     f.setPointSizeF(point_size)
     f.setBold(bold)
     f.setItalic(italic)
+    # No ligatures: 'fi' as one glyph copies and searches as 'ﬁ' in PDF readers ("efficientnet" not found).
+    for tag in ("liga", "clig"):
+        f.setFeature(QFont.Tag(tag), 0)
     return f
 
 

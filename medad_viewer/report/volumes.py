@@ -112,33 +112,46 @@ def write_map_volume(data: ReportData, path: str | os.PathLike, progress: Progre
 def rasterize(annotations: Iterable, rows: int, cols: int, label: int = ANNOTATION_LABEL) -> np.ndarray:
     """uint8 (rows, cols) mask of ellipses, brush strokes and polygons given in slice pixel coordinates.
 
-    Coordinates are continuous (pixel c spans [c, c+1), as the viewer draws them), so centres shift by half a pixel
-    for OpenCV; drawing uses 4 fractional bits so sub-pixel positions are kept.
+    Coordinates are continuous (pixel c spans [c, c+1), as the viewer draws them); a pixel is labelled when its
+    centre lies inside the ellipse, within half the brush width of a stroke, or inside a polygon. Ellipses and
+    strokes are tested exactly (OpenCV's drawing includes every pixel the outline touches, a few percent too much).
     """
     out = np.zeros((rows, cols), dtype=np.uint8)
-    shift, f = 4, 16.0
-
-    def fx(x: float, y: float) -> tuple[int, int]:
-        return int(round((x - 0.5) * f)), int(round((y - 0.5) * f))
-
     for a in annotations:
         kind = getattr(a, "kind", "")
-        if kind == "ellipse":
-            axes = (max(int(round(a.rx * f)), 1), max(int(round(a.ry * f)), 1))
-            cv2.ellipse(out, fx(a.cx, a.cy), axes, 0.0, 0.0, 360.0, int(label), -1, cv2.LINE_8, shift)
+        if kind == "ellipse" and a.rx > 0 and a.ry > 0:
+            sl, yy, xx = _window(a.cx - a.rx, a.cx + a.rx, a.cy - a.ry, a.cy + a.ry, rows, cols)
+            if sl is not None:
+                inside = ((xx - a.cx) / a.rx) ** 2 + ((yy - a.cy) / a.ry) ** 2 <= 1.0
+                out[sl][inside] = label
         elif kind == "stroke" and a.points:
-            pts = np.array([fx(x, y) for x, y in a.points], dtype=np.int32)
-            width = max(int(round(a.width)), 1)
-            if len(pts) == 1:
-                cv2.circle(out, tuple(int(v) for v in pts[0]), int(round(a.width / 2 * f)), int(label), -1,
-                           cv2.LINE_8, shift)
-            else:
-                # Thick OpenCV lines have round ends and joins: the viewer's round brush.
-                cv2.polylines(out, [pts.reshape(-1, 1, 2)], False, int(label), width, cv2.LINE_8, shift)
+            pts = np.asarray(a.points, dtype=np.float64).reshape(-1, 2)
+            r = max(float(a.width), 1.0) / 2.0
+            sl, yy, xx = _window(pts[:, 0].min() - r, pts[:, 0].max() + r, pts[:, 1].min() - r,
+                                 pts[:, 1].max() + r, rows, cols)
+            if sl is not None:
+                segs = np.concatenate([pts[:1], pts]) if len(pts) == 1 else pts
+                near = np.zeros(xx.shape, dtype=bool)
+                for (x0, y0), (x1, y1) in zip(segs[:-1], segs[1:]):
+                    dx, dy = x1 - x0, y1 - y0
+                    t = np.clip(((xx - x0) * dx + (yy - y0) * dy) / max(dx * dx + dy * dy, 1e-12), 0.0, 1.0)
+                    near |= (xx - x0 - t * dx) ** 2 + (yy - y0 - t * dy) ** 2 <= r * r
+                out[sl][near] = label
         elif kind == "polygon" and len(getattr(a, "points", ())) >= 3:
-            pts = np.array([fx(x, y) for x, y in a.points], dtype=np.int32)
-            cv2.fillPoly(out, [pts.reshape(-1, 1, 2)], int(label), cv2.LINE_8, shift)
+            # 4 fractional bits keep sub-pixel vertices; -0.5 moves continuous coordinates onto pixel centres.
+            pts = np.round((np.asarray(a.points, dtype=np.float64) - 0.5) * 16).astype(np.int32)
+            cv2.fillPoly(out, [pts.reshape(-1, 1, 2)], int(label), cv2.LINE_8, 4)
     return out
+
+
+def _window(x0: float, x1: float, y0: float, y1: float, rows: int, cols: int):
+    """The pixel block covering [x0, x1] x [y0, y1] (clipped), and its pixel-centre coordinates."""
+    c0, c1 = max(int(np.floor(x0)), 0), min(int(np.ceil(x1)) + 1, cols)
+    r0, r1 = max(int(np.floor(y0)), 0), min(int(np.ceil(y1)) + 1, rows)
+    if c0 >= c1 or r0 >= r1:
+        return None, None, None
+    yy, xx = np.mgrid[r0:r1, c0:c1].astype(np.float64) + 0.5
+    return (slice(r0, r1), slice(c0, c1)), yy, xx
 
 
 def annotation_volume(geometry: Geometry, reviews: Mapping[int, SliceReview], progress: Progress = no_progress,
