@@ -7,6 +7,7 @@ import argparse
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -149,6 +150,9 @@ def test_csv_and_json(ct, tmp_path):
     data = ReportData.build(run, ct, _review(ct.uid, 5))
     csv_path = write_scores_csv(data, tmp_path / "scores.csv")
     json_path = write_scores_json(data, tmp_path / "scores.json")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert csv_path.stat().st_mode & 0o777 == 0o666 & ~umask  # a normal file, not mkstemp's owner-only one
     text = csv_path.read_text()
     meta = [line for line in text.splitlines() if line.startswith("#")]
     assert any(line.startswith(f"# study: {data.privacy.label}") for line in meta)

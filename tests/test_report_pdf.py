@@ -110,6 +110,11 @@ def test_ct_report_pages_and_text(ct_pdf, tmp_path):
     assert f"Pages:           {expected}" in _pdfinfo(path)
     assert len(_page_pngs(path, tmp_path / "png")) == expected
     assert fractions[0] == 0.0 and fractions[-1] == 1.0 and fractions == sorted(fractions)
+    images = subprocess.run(["pdfimages", "-list", str(path)], check=True, capture_output=True, text=True).stdout
+    rows = [line.split() for line in images.splitlines()[2:]]
+    assert rows and all(r[8] != "jpeg" for r in rows)  # slices stored losslessly
+    slices = [r for r in rows if (int(r[3]), int(r[4])) == (512, 512)]
+    assert len(slices) >= 2 * len(flagged) and all(float(r[12]) >= 150 for r in slices)  # >= 150 dpi at print size
 
     pages = _pdftext(path).split("\f")[:expected]
     assert len(pages) == expected

@@ -11,6 +11,11 @@ from typing import Iterator
 from ..engine.jobs import CancelToken
 
 # Compound suffixes writers pick their format by (SimpleITK needs the real one at the end of the temporary name).
+# Read once at import, while nothing else runs (os.umask can only be read by setting it): exports get the modes any
+# new file would get, not mkstemp's owner-only 0600 (a report is made to be handed on).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 _SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".pdf", ".png", ".csv", ".json")
 
 
@@ -38,6 +43,7 @@ def atomic_output(path: str | os.PathLike, cancel: CancelToken | None = None) ->
         yield tmp
         if cancel is not None:
             cancel.raise_if_cancelled()
+        os.chmod(tmp, target.stat().st_mode & 0o777 if target.exists() else 0o666 & ~_UMASK)
         os.replace(tmp, target)
     except BaseException:
         try:

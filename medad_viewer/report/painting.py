@@ -79,6 +79,8 @@ def draw_image(p: QPainter, rect: QRectF, img: QImage, min_dpi: float = 150.0) -
                          Qt.AspectRatioMode.IgnoreAspectRatio, Qt.TransformationMode.SmoothTransformation)
     p.save()
     p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
+    # Qt's PDF writer stores images as JPEG unless told otherwise: no compression artefacts in medical images.
+    p.setRenderHint(QPainter.RenderHint.LosslessImageRendering, True)
     p.drawImage(rect, img)
     p.restore()
 
@@ -112,6 +114,7 @@ def draw_colorbar(p: QPainter, rect: QRectF, cmap: str, vmin: float, vmax: float
     strip = qimage_rgb(colorbar_rgb(512, cmap))
     p.save()
     p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
+    p.setRenderHint(QPainter.RenderHint.LosslessImageRendering, True)
     p.drawImage(rect, strip)
     pen = QPen(text_color, line_width)
     p.setPen(pen)

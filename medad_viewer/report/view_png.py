@@ -47,7 +47,7 @@ def render_view(gray: np.ndarray, amap: np.ndarray | None, window: tuple[float, 
 
     pad = max(8, w // 64)
     bar_h = max(10, w // 40)
-    base_pt = max(7.0, w / 70.0) * 0.75  # QImage is 96 dpi: points are 4/3 pixels
+    base_pt = max(9.0, w / 46.0) * 0.75  # QImage is 96 dpi: points are 4/3 pixels
     tick_f, label_f = font(base_pt), font(base_pt)
     footer = pad + bar_h + int(3.2 * base_pt * 96 / 72) + pad if amap is not None else 0
     cap_h = int(1.8 * base_pt * 96 / 72) if caption else 0
