@@ -19,15 +19,19 @@ FONT_FAMILIES = ["DejaVu Sans", "Segoe UI", "Helvetica Neue", "Arial", "Liberati
 
 
 def ensure_qt_app() -> None:
-    """Fonts need a QGuiApplication; make one for headless use (offscreen on Linux without a display)."""
+    """Fonts need a Qt application; make one for headless use (offscreen on Linux without a display)."""
     if QGuiApplication.instance() is not None:
         return
     argv = ["medad-viewer"]
     if (sys.platform.startswith("linux") and not os.environ.get("QT_QPA_PLATFORM")
             and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")):
         argv += ["-platform", "offscreen"]
-    # Kept on the module: a QGuiApplication that is garbage collected takes the font database with it.
-    ensure_qt_app._app = QGuiApplication(argv)  # type: ignore[attr-defined]
+    # A QApplication (not just QGuiApplication): if the viewer's widgets or pytest-qt come later in the same process
+    # they need one, and only one application object can ever exist. Kept on the function: one that is garbage
+    # collected takes the font database with it.
+    from PySide6.QtWidgets import QApplication
+
+    ensure_qt_app._app = QApplication(argv)  # type: ignore[attr-defined]
 
 
 def font(point_size: float, bold: bool = False, italic: bool = False) -> QFont:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -252,8 +253,8 @@ class _Report:
             weights = os.path.basename(weights)
         pretrained = run.get("pretrained")
         timings = run.get("timings") or {}
-        tline = ", ".join(f"{k.replace('_s', '')} {float(v):.1f} s" for k, v in timings.items()
-                          if isinstance(v, (int, float)) and math.isfinite(float(v)))
+        tline = ", ".join(f"{_timing_label(k)} {float(v):.{1 if v >= 0.1 else 3}f} s"
+                          for k, v in timings.items() if isinstance(v, (int, float)) and math.isfinite(float(v)))
         items = [("Method", METHOD_WORDS.get(method, method or "not recorded")),
                  ("Backbone", str(run.get("backbone") or "not recorded")),
                  ("Weights", (str(weights) if weights else "default") +
@@ -266,13 +267,16 @@ class _Report:
 
         y = pg.heading(x, y, w, "Reference set")
         refs = [r for r in run.get("references") or [] if isinstance(r, dict)]
-        name = run.get("reference_set_name") or "unnamed"
-        name = priv.scrub(str(name))
-        y = pg.text(x, y, w, f"{name}: {len(refs)} normal reference slice{'s' if len(refs) != 1 else ''}", font(9))
+        name = priv.scrub(str(run.get("reference_set_name") or ""))
+        count = f"{len(refs)} normal reference slice{'s' if len(refs) != 1 else ''}"
+        y = pg.text(x, y, w, f"{name}: {count}" if name else count[0].upper() + count[1:], font(9))
         y = self.thumbnails(pg, x, y + 1.5, w, refs, progress, cancel) + 3
 
-        y = pg.heading(x, y, w, "Adaptation settings")
-        self.settings_grid(pg, x, y, w, run.get("settings") or {})
+        settings = dict(run.get("settings") or {})
+        if method and method != "adapted":
+            settings.pop("adapt", None)  # training settings of a method that trains nothing would mislead
+        y = pg.heading(x, y, w, "Adaptation settings" if method in ("adapted", "") else "Detector settings")
+        self.settings_grid(pg, x, y, w, settings)
 
     def thumbnails(self, pg: _Page, x: float, y: float, w: float, refs: list[dict], progress: Progress,
                    cancel: CancelToken | None) -> float:
@@ -740,6 +744,11 @@ class _Report:
         finally:
             p.end()
         progress(1.0, "Report written")
+
+
+def _timing_label(key: str) -> str:
+    """'fit_s' -> 'fit', 'score_s_per_slice' -> 'score per slice'."""
+    return re.sub(r"_s($|_)", r"\1", key).replace("_", " ")
 
 
 def _fmt_setting(v: Any) -> str:
