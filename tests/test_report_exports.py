@@ -147,6 +147,8 @@ def test_volume_export_cancel_and_bad_name(ct, tmp_path):
 # -------------------------------------------------------------------------------------------------------- tables
 def test_csv_and_json(ct, tmp_path):
     run = synthetic_run(ct, (4, 10), references=[(ct.source, ct.uid, 1)])
+    run.percentiles[0] = np.nan  # no calibration for this one: not flagged, and still valid JSON
+    run.run["timings"]["odd_s"] = float("inf")
     data = ReportData.build(run, ct, _review(ct.uid, 5))
     csv_path = write_scores_csv(data, tmp_path / "scores.csv")
     json_path = write_scores_json(data, tmp_path / "scores.json")
@@ -175,6 +177,9 @@ def test_csv_and_json(ct, tmp_path):
     assert "patient" not in doc
     assert doc["slices"][5]["annotations"][0] == {"kind": "ellipse", "cx": 60.5, "cy": 80.5, "rx": 10, "ry": 6}
     assert doc["slices"][4]["flagged"] is True
+    assert doc["slices"][0]["percentile"] is None and doc["slices"][0]["flagged"] is False
+    assert doc["run"]["timings"]["odd_s"] is None
+    assert by[0]["percentile"] == ""
 
 
 # ------------------------------------------------------------------------------------------------------- overlay

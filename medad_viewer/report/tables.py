@@ -89,7 +89,8 @@ def write_scores_csv(data: ReportData, path: str | os.PathLike, progress: Progre
 def write_scores_json(data: ReportData, path: str | os.PathLike, progress: Progress = no_progress,
                       cancel: CancelToken | None = None) -> Path:
     progress(0.0, "Writing the score table (JSON)")
-    text = json.dumps(scores_json(data), indent=2, ensure_ascii=False, default=_default)
+    # NaN/inf are not JSON (strict parsers reject the file): they become null.
+    text = json.dumps(_finite(scores_json(data)), indent=2, ensure_ascii=False, default=_default, allow_nan=False)
     with atomic_output(path, cancel) as tmp:
         Path(tmp).write_text(text + "\n", encoding="utf-8")
     progress(1.0, "Score table written")
@@ -98,6 +99,18 @@ def write_scores_json(data: ReportData, path: str | os.PathLike, progress: Progr
 
 def _finite_or_none(v: float) -> float | None:
     return float(v) if np.isfinite(v) else None
+
+
+def _finite(o):
+    if isinstance(o, (float, np.floating)):
+        return float(o) if np.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return _finite(o.tolist())
+    return o
 
 
 def _default(o):
