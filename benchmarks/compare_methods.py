@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from medad_viewer.engine.backbones import load_backbone, resolve_device  # noqa: E402
 from medad_viewer.engine.detector import DetectorSettings  # noqa: E402
 from medad_viewer.engine.evaluate import BmadDataset, evaluate  # noqa: E402
+from medad_viewer.engine.preprocess import IntensityNormalizer  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -40,13 +41,20 @@ def variants(base: DetectorSettings) -> dict[str, DetectorSettings]:
         "adapted-levels12": replace(base, method="adapted", levels=(1, 2)),
         "memory-levels012": replace(base, method="memory", levels=(0, 1, 2)),
         "memory-levels0123": replace(base, method="memory", levels=(0, 1, 2, 3)),
-        "memory-noaug": replace(base, method="memory", ref_augmentations=0),
+        "memory-refaug": replace(base, method="memory", ref_augmentations=3),
         "memory-max": replace(base, method="memory", image_score="max"),
         "adapted-max": replace(base, method="adapted", image_score="max"),
-        "adapted-noaug": replace(base, method="adapted", ref_augmentations=0, adapt=replace(a, augment=False)),
+        "adapted-aug": replace(base, method="adapted", ref_augmentations=3, adapt=replace(a, augment=True)),
         "adapted-fusion0.25": replace(base, method="adapted", fusion_weight=0.25),
         "adapted-fusion0.75": replace(base, method="adapted", fusion_weight=0.75),
         "adapted-headonly": replace(base, method="adapted", fusion_weight=0.0),
+        "adapted-augtrain": replace(base, method="adapted", adapt=replace(a, augment=True)),
+        "adapted-refaug": replace(base, method="adapted", ref_augmentations=3),
+        "memory-nobody": replace(base, method="memory", restrict_to_body=False),
+        "adapted-nobody": replace(base, method="adapted", restrict_to_body=False),
+        # Intensity standardisation per slice (1-99.5 percentiles of the foreground) instead of per volume.
+        "memory-perslice": replace(base, method="memory"),
+        "adapted-perslice": replace(base, method="adapted"),
     }
 
 
@@ -71,10 +79,12 @@ def main() -> None:
     device = resolve_device("auto")
     backbone = load_backbone(base.backbone, device=device)
     datasets = {f.name: BmadDataset(f) for f in folds}
+    per_slice = {f.name: BmadDataset(f, normalizer=IntensityNormalizer(per_slice_pct=(1.0, 99.5))) for f in folds} \
+        if any(n.endswith("-perslice") for n in names) else {}
     table = {}
     for name in names:
         rows = []
-        for fold, ds in datasets.items():
+        for fold, ds in (per_slice if name.endswith("-perslice") else datasets).items():
             r = evaluate(ds.root, args.k, seeds, all_v[name], device=str(device), dataset=ds, backbone=backbone)
             rows.append(r)
             print(f"  {name:22s} {fold}: img {r['image_auroc']:.3f} [{r['image_auroc_min']:.3f}-"

@@ -34,7 +34,9 @@ class AdaptSettings:
     patience: int = 3  # validations without improvement before stopping
     anomaly_fraction: float = 0.5  # share of each batch that carries a synthetic anomaly
     synthesis_kinds: tuple[str, ...] = ALL_KINDS
-    augment: bool = True
+    # Flips/rotations/jitter of the references during adaptation. Off by default: on the development set they lowered
+    # pixel AUROC (0.782 vs 0.814 without) and image AUROC (0.511 vs 0.580), 2 folds x 5 seeds.
+    augment: bool = False
     seed: int = 0
 
 
