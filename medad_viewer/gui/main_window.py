@@ -94,6 +94,7 @@ class MainWindow(QMainWindow):
         self.job: Worker | None = None
         self._job_started = 0.0
         self._job_results: ScoreResults | None = None
+        self._previous_results: ScoreResults | None = None
         self._loaders: list[Worker] = []
         self._studies: dict[str, Study] = {}  # loaded studies by path: the open one and reference sources
         self._pending_reference_set: ReferenceSet | None = None
@@ -896,7 +897,8 @@ class MainWindow(QMainWindow):
         if rs.modality and rs.modality != s.modality:
             self.statusBar().showMessage(f"⚠ References are {rs.modality}, this series is {s.modality}", 10000)
         self.save_session()
-        self.results.pop(s.uid, None)
+        # The previous scores come back if this run fails or is cancelled before its first slice.
+        self._previous_results = self.results.pop(s.uid, None)
         self._job_results = ScoreResults(s.uid, s.num_slices)
         self.results[s.uid] = self._job_results
         self.ranking.clear_scores("Scoring…")
@@ -910,6 +912,7 @@ class MainWindow(QMainWindow):
             return run_score_job(job, progress, cancel, on_result=lambda r: emit(("slice", r)),
                                  on_detector=lambda info: emit(("detector", info)))
 
+        _freeze_heap()  # what exists now (the open study, thumbnails) need not be scanned during the job
         w = Worker(run, "adapt-score", self)
         w.progress.connect(self._job_progress)
         w.partial.connect(self._job_partial)
@@ -956,6 +959,7 @@ class MainWindow(QMainWindow):
                 self._refresh_slice_info()
 
     def _job_finished(self, outcome) -> None:
+        self._previous_results = None
         res = outcome.results
         self.results[res.series_uid] = res
         self._job_results = None
@@ -983,7 +987,18 @@ class MainWindow(QMainWindow):
         s = self.detector_settings()
         return s if isinstance(s, dict) else s.to_dict()
 
+    def _restore_previous_results(self) -> None:
+        res, prev = self._job_results, self._previous_results
+        if prev is not None and (res is None or not len(res)):
+            self.results[prev.series_uid] = prev
+            if self.series is not None and self.series.uid == prev.series_uid:
+                self.ranking.set_scores({i: (r.score, r.percentile) for i, r in prev.results.items()})
+                self._refresh_overlay()
+                self._refresh_slice_info()
+        self._previous_results = None
+
     def _job_failed(self, message: str) -> None:
+        self._restore_previous_results()
         self._job_results = None
         self.analysis.show_message(f"⚠ {message}")
         self._error(message, title="Adapt & score failed")
@@ -991,6 +1006,7 @@ class MainWindow(QMainWindow):
 
     def _job_cancelled(self) -> None:
         res = self._job_results
+        self._restore_previous_results()
         self._job_results = None
         n = len(res) if res is not None else 0
         total = res.num_slices if res is not None else 0

@@ -12,7 +12,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QModelIndex, QRect, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QPainter, QPixmap
-from PySide6.QtWidgets import (QLabel, QListWidget, QListWidgetItem, QStyle, QStyledItemDelegate,
+from PySide6.QtWidgets import (QGraphicsView, QLabel, QListWidget, QListWidgetItem, QStyle, QStyledItemDelegate,
                                QStyleOptionViewItem, QVBoxLayout, QWidget)
 
 from ..review.state import Decision
@@ -105,6 +105,8 @@ class RankingPanel(QWidget):
         self.current_line.hide()
         self.plot.addItem(self.current_line)
         self.plot.scene().sigMouseClicked.connect(self._plot_clicked)
+        # Moving the current-slice line must not repaint the axes every slice.
+        self.plot.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.MinimalViewportUpdate)
 
         self.summary = QLabel("Not scored yet. Pick normal references, then Adapt & score.")
         self.summary.setWordWrap(True)

@@ -97,6 +97,7 @@ class ReferenceTray(QWidget):
         self.clear_button = QPushButton("Clear")
         self.clear_button.clicked.connect(self.clearRequested)
         self._named: list[str] = []
+        self._current: int | None = None
 
         head = QHBoxLayout()
         head.addWidget(self.title, 1)
@@ -160,16 +161,22 @@ class ReferenceTray(QWidget):
             card.clicked.connect(lambda p=pos: self.showRequested.emit(p))
             card.removeClicked.connect(lambda p=pos: self.removeRequested.emit(p))
             self.cards_layout.insertWidget(pos, card)
+        self._current = current
         self.empty.setVisible(not cards)
         self.scroll.setVisible(bool(cards))
         self.save_button.setEnabled(bool(cards))
         self.clear_button.setEnabled(bool(cards))
 
     def set_current(self, current: int | None) -> None:
-        for pos in range(self.card_count()):
-            card = self.cards_layout.itemAt(pos).widget()
-            if isinstance(card, _Card):
-                card.set_current(pos == current)
+        # Called on every slice change: restyle only the cards whose state changes (style sheets are slow).
+        if current == self._current:
+            return
+        for pos in (self._current, current):
+            if pos is not None and 0 <= pos < self.card_count():
+                card = self.cards_layout.itemAt(pos).widget()
+                if isinstance(card, _Card):
+                    card.set_current(pos == current)
+        self._current = current
 
     def card_count(self) -> int:
         return self.cards_layout.count() - 1

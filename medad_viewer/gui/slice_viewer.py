@@ -11,7 +11,7 @@ import math
 import cv2
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPoint, QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QPoint, QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QBrush, QColor, QPainterPath, QPen, QTransform
 from PySide6.QtWidgets import (QGraphicsEllipseItem, QGraphicsPathItem, QLabel, QSizePolicy, QVBoxLayout,
                                QWidget)
@@ -93,9 +93,10 @@ class _Corner(QLabel):
         self.hide()
 
     def set(self, html: str) -> None:
+        if html == self.text() and self.isVisible() == bool(html):
+            return
         self.setText(html)
         self.setVisible(bool(html))
-        self.adjustSize()
 
 
 class SliceViewer(QWidget):
@@ -168,6 +169,9 @@ class SliceViewer(QWidget):
         self._info_left = ""
         self._info_right = ""
         self._window_name = ""
+        self._luts: dict[str, tuple] = {}
+        self._bar_state: tuple | None = None
+        self._corners_pending = False
 
         self.vb.wheelSlices.connect(self.scrollRequested)
         self.vb.windowDrag.connect(self._on_window_drag)
@@ -179,10 +183,17 @@ class SliceViewer(QWidget):
     # ---------------------------------------------------------------------------------------------- layout
     def resizeEvent(self, ev) -> None:
         super().resizeEvent(ev)
-        self._place_corners()
+        self._place_corners_now()
         self.placeholder.setGeometry(self.rect())
 
     def _place_corners(self) -> None:
+        """Placed once per event-loop turn, however many texts changed (adjustSize is not free)."""
+        if not self._corners_pending:
+            self._corners_pending = True
+            QTimer.singleShot(0, self._place_corners_now)
+
+    def _place_corners_now(self) -> None:
+        self._corners_pending = False
         m = 8
         w, h = self.width(), self.height()
         cb = 70 if self.colorbar.isVisible() else 0
@@ -259,22 +270,36 @@ class SliceViewer(QWidget):
             self._place_corners()
             self._update_cursor_text()
             return
-        cmap = pg.colormap.get(colormap)
-        lut = cmap.getLookupTable(0.0, 1.0, 256, alpha=True)
-        lut[:, 3] = 255
-        lut[0, 3] = 0  # everything at or below the threshold clips to entry 0: transparent
+        cmap, lut = self._colormap(colormap)
         self.overlay.setImage(amap, levels=(float(threshold), vmax), lut=lut, autoLevels=False)
         self.overlay.setOpacity(float(opacity))
-        self.colorbar.setColorMap(cmap)
-        self.colorbar.setLevels((float(threshold), vmax))
-        self.colorbar.show()
-        self.colorbar_title.show()
+        # The colour bar only changes with the colour map or the scale: redrawing it per slice costs.
+        bar = (colormap, round(float(threshold), 6), round(vmax, 6))
+        if bar != self._bar_state:
+            if bar[0] != (self._bar_state or ("",))[0]:
+                self.colorbar.setColorMap(cmap)
+            self.colorbar.setLevels((float(threshold), vmax))
+            self._bar_state = bar
+        if not self.colorbar.isVisible():
+            self.colorbar.show()
+            self.colorbar_title.show()
         if contour:
             self._draw_contour(amap >= threshold)
         else:
             self.contour.setData([], [])
         self._place_corners()
         self._update_cursor_text()
+
+    def _colormap(self, name: str):
+        """The colour map and its overlay LUT, whose entry 0 (at or below the threshold) is transparent."""
+        hit = self._luts.get(name)
+        if hit is None:
+            cmap = pg.colormap.get(name)
+            lut = cmap.getLookupTable(0.0, 1.0, 256, alpha=True)
+            lut[:, 3] = 255
+            lut[0, 3] = 0
+            hit = self._luts[name] = (cmap, lut)
+        return hit
 
     def _draw_contour(self, mask: np.ndarray) -> None:
         contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)

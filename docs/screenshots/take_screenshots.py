@@ -1,0 +1,100 @@
+"""Screenshots of the main states for the docs, taken from a real X display (Xvfb) with ImageMagick's `import`.
+
+    Xvfb :99 -screen 0 1600x1000x24 &
+    DISPLAY=:99 .venv/bin/python docs/screenshots/take_screenshots.py [--budget 20]
+
+Writes empty.png, study-open.png, references.png, scoring.png, overlay.png and main-window.png (the overlay state)
+beside this file. Uses a temporary data folder, so no saved session or cached adaptation is involved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--budget", type=float, default=20.0, help="adaptation budget (s) for the demo run")
+    p.add_argument("--ct", default=str(HERE.parent.parent.parent / "shared" / "sample-data" / "ct-dicom"))
+    args = p.parse_args()
+    data = tempfile.mkdtemp(prefix="medad-shots-")
+    os.environ["MEDAD_VIEWER_DATA_DIR"] = data
+    from PySide6.QtCore import QSettings
+
+    import medad_viewer.review.session as session_mod
+    from medad_viewer.gui.app import create_app
+    from medad_viewer.gui.main_window import MainWindow
+
+    session_mod.is_writable_dir = lambda folder: str(folder).startswith(data)  # keep sessions out of the checkout
+    app = create_app()
+    win = MainWindow(QSettings(os.path.join(data, "settings.ini"), QSettings.Format.IniFormat))
+    win.app_settings.set("time_budget_s", args.budget)
+    win.setGeometry(0, 0, 1600, 1000)
+    win.show()
+
+    def pump(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            app.processEvents()
+            time.sleep(0.01)
+
+    def shot(name: str) -> None:
+        pump(0.5)
+        path = HERE / name
+        if shutil.which("import") and os.environ.get("DISPLAY"):
+            subprocess.run(["import", "-window", "root", "-crop", "1600x1000+0+0", str(path)], check=True)
+        else:
+            win.grab().save(str(path))
+        print("wrote", path)
+
+    def wait(cond, timeout: float = 600.0) -> None:
+        end = time.monotonic() + timeout
+        while not cond() and time.monotonic() < end:
+            app.processEvents()
+            time.sleep(0.01)
+
+    pump(2.0)
+    shot("empty.png")
+    opened: list[str] = []
+    win.studyOpened.connect(opened.append)
+    win.open_path(args.ct)
+    wait(lambda: opened)
+    win.apply_preset(1)
+    pump(0.5)
+    shot("study-open.png")
+
+    opened.clear()
+    win.open_demo()
+    wait(lambda: opened)
+    win.show_slice(8)
+    shot("references.png")
+
+    done: list[object] = []
+    win.scoringFinished.connect(done.append)
+    win.run_scoring()
+    wait(lambda: (res := win.results.get(win.series.uid)) is not None and len(res) >= 9, 900)
+    win.show_slice(12)
+    shot("scoring.png")
+    wait(lambda: done, 900)
+    ranked = win.ranking.ranked_indices()
+    tumour = [i for i in ranked if 11 <= i <= 17]
+    win.analysis.contour.setChecked(True)
+    win.show_slice(tumour[0] if tumour else ranked[0])
+    shot("overlay.png")
+    shutil.copy(HERE / "overlay.png", HERE / "main-window.png")
+    win.close()
+    pump(0.5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
