@@ -183,7 +183,9 @@ def test_time_budget_is_respected(mr, effnet):
                          adapt=AdaptSettings(max_steps=100_000, time_budget_s=3.0, pool_size=16, val_every=1000))
     det = fit_detector(refs, s, backbone=effnet)
     assert det.adapt_report.stopped_because == "time budget"
-    assert det.adapt_report.seconds < 6.0
+    assert det.adapt_report.steps < 100_000
+    # Generous bound: a loaded 2-core CI machine runs this several times slower than an idle one.
+    assert det.adapt_report.seconds < 3 * 3.0
 
 
 @pytest.mark.parametrize("method", ["memory", "zero", "adapted"])

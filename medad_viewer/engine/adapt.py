@@ -116,6 +116,7 @@ def adapt(model: AnomalyModel, images: Sequence[np.ndarray], bodies: Sequence[np
     train_idx = [i for i in range(n) if i not in val_idx]
     train_imgs = [images[i] for i in train_idx]
     train_bodies = [bodies[i] for i in train_idx]
+    progress(0.0, "Preparing validation samples")
     val_rng = np.random.default_rng(settings.seed + 10_007)
     val_pool_imgs = [images[i] for i in val_idx] + train_imgs
     val_pool_bodies = [bodies[i] for i in val_idx] + train_bodies
