@@ -136,11 +136,11 @@ def test_references_adapt_score_review_and_reopen(qtbot, tmp_path, ct_study):
     top = ranked[0]
     w.analysis.set_threshold_pct(50.0)
     w.show_slice(top)
-    assert w.viewer.colorbar.isVisible()
+    assert w.viewer.colorbar_visible
     key(qtbot, w, Qt.Key.Key_H)
-    assert not w.viewer.colorbar.isVisible()
+    assert not w.viewer.colorbar_visible
     key(qtbot, w, Qt.Key.Key_H)
-    assert w.viewer.colorbar.isVisible()
+    assert w.viewer.colorbar_visible
 
     # Review with keys, undo / redo.
     key(qtbot, w, Qt.Key.Key_A)

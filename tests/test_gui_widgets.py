@@ -135,11 +135,11 @@ def test_viewer_overlay_contour_and_drawing(qtbot):
     amap = np.zeros((40, 60), np.float32)
     amap[10:20, 30:45] = 3.0
     v.set_overlay(amap, threshold=1.0, vmax=4.0, opacity=0.5, colormap="viridis", contour=True)
-    assert v.colorbar.isVisible() and v.overlay.opacity() == 0.5
+    assert v.colorbar_visible and v.overlay.opacity() == 0.5
     x, y = v.contour.getData()
     assert len(x) > 0 and x.min() >= 30 and x.max() <= 45.5
     v.set_overlay(None)
-    assert not v.colorbar.isVisible()
+    assert not v.colorbar_visible
     drawn = []
     v.annotationDrawn.connect(drawn.append)
     v.set_tool("ellipse")

@@ -95,6 +95,8 @@ class MainWindow(QMainWindow):
         self._job_started = 0.0
         self._job_results: ScoreResults | None = None
         self._previous_results: ScoreResults | None = None
+        self._score_started: float | None = None
+        self._per_slice_s: float | None = None
         self._loaders: list[Worker] = []
         self._studies: dict[str, Study] = {}  # loaded studies by path: the open one and reference sources
         self._pending_reference_set: ReferenceSet | None = None
@@ -145,6 +147,9 @@ class MainWindow(QMainWindow):
         self.review_dock = dock("Review", self.review_panel, Qt.DockWidgetArea.LeftDockWidgetArea, "review")
         self.browser_dock.setMinimumWidth(270)
         self.analysis_dock.setMinimumWidth(330)
+        # The ranking list deserves the height; the Adapt & score panel needs only its controls.
+        self.resizeDocks([self.analysis_dock, self.ranking_dock], [250, 650], Qt.Orientation.Vertical)
+        self.resizeDocks([self.browser_dock, self.review_dock], [430, 400], Qt.Orientation.Vertical)
         self.setCorner(Qt.Corner.BottomLeftCorner, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
 
@@ -605,7 +610,9 @@ class MainWindow(QMainWindow):
         if r is None:
             self.viewer.set_overlay(None)
             return
-        vmax = max(3.0, 2.0 * thr)
+        # A fixed scale per threshold, so a colour means the same on every slice: threshold .. threshold + max(1, thr)
+        # (in units of the normal 99th percentile).
+        vmax = thr + max(1.0, thr)
         self.viewer.set_overlay(r.map, thr, vmax, ov["opacity"], ov["colormap"], ov["contour"], ov["visible"])
 
     def _overlay_changed(self) -> None:
@@ -923,6 +930,7 @@ class MainWindow(QMainWindow):
         self.job = w
         self._job_series_uid = s.uid
         self._job_started = time.monotonic()
+        self._score_started = None
         self.analysis.set_running(True)
         self.analysis.show_progress(0.0, "Starting", None)
         self.act_run.setEnabled(False)
@@ -935,11 +943,30 @@ class MainWindow(QMainWindow):
             self.analysis.show_message("Cancelling… (slices already scored are kept)")
 
     def _job_progress(self, fraction: float, message: str) -> None:
-        elapsed = time.monotonic() - self._job_started
-        remaining = elapsed * (1.0 - fraction) / fraction if fraction > 0.03 and elapsed > 3 else None
         if self.job is not None and self.job.is_cancelling:
             return
-        self.analysis.show_progress(fraction, message, remaining)
+        self.analysis.show_progress(fraction, message, self._time_remaining(fraction))
+
+    def _time_remaining(self, fraction: float) -> float | None:
+        """Adaptation and scoring run at very different paces, so each stage is extrapolated on its own: scoring
+        from the slices done so far, adaptation from its progress plus scoring at the last measured pace."""
+        now = time.monotonic()
+        res = self._job_results
+        total = res.num_slices if res is not None else 0
+        if self._score_started is not None and res is not None:
+            done = len(res)
+            if done == 0:
+                return None
+            per_slice = (now - self._score_started) / done
+            self._per_slice_s = per_slice
+            return per_slice * (total - done)
+        elapsed = now - self._job_started
+        fit_fraction = fraction / 0.85  # run_score_job gives adaptation 0 .. 0.85 of the bar
+        if fit_fraction < 0.03 or elapsed < 3:
+            return None
+        fit_left = elapsed * (1.0 - fit_fraction) / fit_fraction
+        per_slice = self._per_slice_s or float(self.app_settings.q.value("stats/seconds_per_slice", 0.5))
+        return fit_left + per_slice * total
 
     def _job_partial(self, item) -> None:
         kind, payload = item
@@ -947,6 +974,7 @@ class MainWindow(QMainWindow):
         if res is None:
             return
         if kind == "detector":
+            self._score_started = time.monotonic()  # scoring starts now
             res.detector = payload
             self.detector_info = payload
             self._update_backbone_label()
@@ -975,6 +1003,8 @@ class MainWindow(QMainWindow):
             self.ranking.set_scores({i: (r.score, r.percentile) for i, r in res.results.items()})
             self._refresh_overlay()
             self._refresh_slice_info()
+        if len(res) and outcome.score_seconds > 0:
+            self.app_settings.q.setValue("stats/seconds_per_slice", outcome.score_seconds / len(res))
         total = time.monotonic() - self._job_started
         how = "reused the cached adaptation" if outcome.from_cache else f"adaptation {outcome.fit_seconds:.0f} s"
         msg = f"Scored {len(res)} slices in {total:.0f} s ({how})."

@@ -22,6 +22,7 @@ DEFAULT_COLORMAP = "inferno"
 COLORMAPS = ("inferno", "viridis", "magma", "plasma", "cividis", "turbo")
 
 ANNOTATION_COLOR = QColor(80, 220, 255)
+OVERLAY_CMAP_START = 0.25
 
 
 class ViewerBox(pg.ViewBox):
@@ -115,7 +116,7 @@ class SliceViewer(QWidget):
         self.glw.setBackground("#101010")
         self.glw.ci.setContentsMargins(2, 2, 2, 2)
         self.vb = ViewerBox()
-        self.glw.addItem(self.vb, 0, 0)
+        self.glw.addItem(self.vb, 0, 0, rowspan=2)
         self.image = pg.ImageItem()
         self.overlay = pg.ImageItem()
         self.overlay.setZValue(10)
@@ -133,12 +134,10 @@ class SliceViewer(QWidget):
         self.colorbar = pg.ColorBarItem(values=(1.0, 3.0), width=14, colorMap=pg.colormap.get(DEFAULT_COLORMAP),
                                         interactive=False, colorMapMenu=False)
         self.colorbar.axis.setTickFont(self.font())
-        self.glw.addItem(self.colorbar, 0, 1)
         # The scale's unit: map values are multiples of the normal references' 99th percentile.
-        self.colorbar_title = pg.LabelItem("× normal<br>p99", size="8pt", color="#cccccc", justify="center")
-        self.glw.addItem(self.colorbar_title, 1, 1)
-        self.colorbar.hide()
-        self.colorbar_title.hide()
+        self.colorbar_title = pg.LabelItem("× normal p99", size="8pt", color="#cccccc", justify="center")
+        self.colorbar_title.setMaximumHeight(24)
+        self._colorbar_shown = False
 
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -196,7 +195,7 @@ class SliceViewer(QWidget):
         self._corners_pending = False
         m = 8
         w, h = self.width(), self.height()
-        cb = 70 if self.colorbar.isVisible() else 0
+        cb = 80 if self._colorbar_shown else 0
         for lab in (self.top_left, self.top_right, self.bottom_left, self.bottom_right):
             lab.adjustSize()
         self.top_left.move(m, m)
@@ -213,8 +212,7 @@ class SliceViewer(QWidget):
         self.overlay.clear()
         self.contour.setData([], [])
         self.set_annotations(())
-        self.colorbar.hide()
-        self.colorbar_title.hide()
+        self._show_colorbar(False)
         for lab in (self.top_left, self.top_right, self.bottom_left, self.bottom_right):
             lab.set("")
         self.placeholder.show()
@@ -265,8 +263,7 @@ class SliceViewer(QWidget):
         if not show:
             self.overlay.clear()
             self.contour.setData([], [])
-            self.colorbar.hide()
-            self.colorbar_title.hide()
+            self._show_colorbar(False)
             self._place_corners()
             self._update_cursor_text()
             return
@@ -280,9 +277,7 @@ class SliceViewer(QWidget):
                 self.colorbar.setColorMap(cmap)
             self.colorbar.setLevels((float(threshold), vmax))
             self._bar_state = bar
-        if not self.colorbar.isVisible():
-            self.colorbar.show()
-            self.colorbar_title.show()
+        self._show_colorbar(True)
         if contour:
             self._draw_contour(amap >= threshold)
         else:
@@ -290,12 +285,35 @@ class SliceViewer(QWidget):
         self._place_corners()
         self._update_cursor_text()
 
+    @property
+    def colorbar_visible(self) -> bool:
+        return self._colorbar_shown
+
+    def _show_colorbar(self, show: bool) -> None:
+        """Added to the layout only while shown, so a hidden bar leaves no empty column."""
+        if show == self._colorbar_shown:
+            return
+        layout = self.glw.ci
+        if show:
+            layout.addItem(self.colorbar, 0, 1)
+            layout.addItem(self.colorbar_title, 1, 1)
+            layout.layout.setColumnFixedWidth(1, 76)
+        else:
+            layout.removeItem(self.colorbar)
+            layout.removeItem(self.colorbar_title)
+            layout.layout.setColumnFixedWidth(1, 0)
+        self._colorbar_shown = show
+
     def _colormap(self, name: str):
         """The colour map and its overlay LUT, whose entry 0 (at or below the threshold) is transparent."""
         hit = self._luts.get(name)
         if hit is None:
-            cmap = pg.colormap.get(name)
-            lut = cmap.getLookupTable(0.0, 1.0, 256, alpha=True)
+            full = pg.colormap.get(name)
+            # The darkest quarter of maps like inferno is near-black: invisible over a grey slice. The overlay
+            # (and its colour bar) use the rest.
+            rgba = full.getLookupTable(OVERLAY_CMAP_START, 1.0, 256, alpha=True)
+            cmap = pg.ColorMap(np.linspace(0.0, 1.0, 256), rgba)
+            lut = rgba.copy()
             lut[:, 3] = 255
             lut[0, 3] = 0
             hit = self._luts[name] = (cmap, lut)
