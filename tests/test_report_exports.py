@@ -155,7 +155,7 @@ def test_csv_and_json(ct, tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert csv_path.stat().st_mode & 0o777 == 0o666 & ~umask  # a normal file, not mkstemp's owner-only one
-    text = csv_path.read_text()
+    text = csv_path.read_text(encoding="utf-8")
     meta = [line for line in text.splitlines() if line.startswith("#")]
     assert any(line.startswith(f"# study: {data.privacy.label}") for line in meta)
     assert any("not a diagnosis" in line for line in meta)
@@ -167,7 +167,7 @@ def test_csv_and_json(ct, tmp_path):
     assert by[5]["flagged"] == "1" and by[5]["decision"] == "confirmed" and by[5]["annotations"] == "2"
     assert float(by[4]["score"]) == pytest.approx(run.scores[4], abs=1e-6)
 
-    doc = json.loads(json_path.read_text())
+    doc = json.loads(json_path.read_text(encoding="utf-8"))
     assert doc["deidentified"] is True and doc["study"] == data.privacy.label
     assert doc["run"]["method"] == "memory" and doc["run"]["target"]["label"] == data.privacy.label
     assert doc["run"]["target"]["num_slices"] == 20
@@ -239,7 +239,7 @@ def test_cli_report(ct, tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     for name in ("t.csv", "t.json", "m.nrrd", "a.nii.gz"):
         assert (tmp_path / name).is_file()
-    doc = json.loads((tmp_path / "t.json").read_text())
+    doc = json.loads((tmp_path / "t.json").read_text(encoding="utf-8"))
     assert doc["threshold_percentile"] == 99.5
     assert [s["slice_index"] for s in doc["slices"] if s["flagged"]] == [4, 6]
     assert sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "a.nii.gz")))[6].sum() > 0
@@ -250,7 +250,7 @@ def test_cli_report(ct, tmp_path, capsys):
     (tmp_path / "half").mkdir()
     assert _cli(str(tmp_path / "half"), "--out", str(tmp_path / "x.pdf")) == 2
     assert "not a finished scoring run" in capsys.readouterr().err
-    run_json = json.loads((folder / "run.json").read_text())
+    run_json = json.loads((folder / "run.json").read_text(encoding="utf-8"))
     run_json["target"]["source"] = str(tmp_path / "moved-away")
     (folder / "run.json").write_text(json.dumps(run_json))
     assert _cli(str(folder), "--out", str(tmp_path / "x.pdf")) == 2
@@ -287,7 +287,7 @@ def test_viewer_export_actions(ct, tmp_path):
     report.export_view_png(ctx, str(tmp_path / "v.png"))
     for name in ("r.pdf", "r.csv", "r.json", "m.nrrd", "a.nrrd", "v.png"):
         assert (tmp_path / name).stat().st_size > 0, name
-    doc = json.loads((tmp_path / "r.json").read_text())
+    doc = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
     assert [s["slice_index"] for s in doc["slices"] if s["flagged"]] == [9]
     assert doc["run"]["reference_set_name"] == "Normals" and len(doc["run"]["references"]) == 2
     empty = ExportContext(ct.source, ct, None, ReviewState(), refs, 99.0)

@@ -25,14 +25,15 @@ SECRETS = ["VANDERSLOOT", "HENRIETTA", "MRN48213907", "19580314", "1958-03-14"]
 
 
 def _pdftext(pdf: Path, *args: str) -> str:
-    return subprocess.run(["pdftotext", "-layout", *args, str(pdf), "-"], check=True, capture_output=True,
-                          text=True).stdout
+    # Explicit UTF-8 both ways: the result must not depend on the locale the tests run under.
+    return subprocess.run(["pdftotext", "-enc", "UTF-8", "-layout", *args, str(pdf), "-"], check=True,
+                          capture_output=True, encoding="utf-8").stdout
 
 
 def _pdfinfo(pdf: Path) -> str:
     """The document information dictionary and the XMP metadata stream."""
-    return "".join(subprocess.run(["pdfinfo", *extra, str(pdf)], check=True, capture_output=True, text=True).stdout
-                   for extra in ([], ["-meta"]))
+    return "".join(subprocess.run(["pdfinfo", "-enc", "UTF-8", *extra, str(pdf)], check=True, capture_output=True,
+                                  encoding="utf-8").stdout for extra in ([], ["-meta"]))
 
 
 def _page_pngs(pdf: Path, out: Path, dpi: int = 30) -> list[Path]:
@@ -110,7 +111,8 @@ def test_ct_report_pages_and_text(ct_pdf, tmp_path):
     assert f"Pages:           {expected}" in _pdfinfo(path)
     assert len(_page_pngs(path, tmp_path / "png")) == expected
     assert fractions[0] == 0.0 and fractions[-1] == 1.0 and fractions == sorted(fractions)
-    images = subprocess.run(["pdfimages", "-list", str(path)], check=True, capture_output=True, text=True).stdout
+    images = subprocess.run(["pdfimages", "-list", str(path)], check=True, capture_output=True,
+                            encoding="utf-8").stdout
     rows = [line.split() for line in images.splitlines()[2:]]
     assert rows and all(r[8] != "jpeg" for r in rows)  # slices stored losslessly
     slices = [r for r in rows if (int(r[3]), int(r[4])) == (512, 512)]

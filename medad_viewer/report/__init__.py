@@ -156,5 +156,6 @@ def export_view_png(ctx: Any, path: str, *, cancel: CancelToken | None = None) -
     kwargs = {k: v for k, v in (("opacity", getattr(ctx, "opacity", None)), ("cmap", getattr(ctx, "colormap", None)))
               if v is not None}
     return save_view_png(path, s.slice(i), None if res is None else res.map, window, cancel, threshold=value,
-                         spacing=s.spacing[:2], annotations=anns, direction=s.direction,
+                         spacing=s.spacing[:2], annotations=anns,
+                         direction=s.direction if getattr(s, "is_volume", False) else None,
                          caption=f"Slice {i + 1} of {s.num_slices}", **kwargs)

@@ -144,6 +144,11 @@ class _Report:
             wp = default_window(self.series)
             self.window, self.window_name = (float(wp.center), float(wp.width)), wp.name
         self.units = "HU" if str(self.series.modality).upper() == "CT" else ""
+        # Plain images (PNG, JPEG, ...) record no pixel size, and only volumes have a patient orientation worth
+        # labelling (a radiograph is a projection): no scale bar, mm² or R/L letters that would only look exact.
+        fmt = str((self.series.metadata or {}).get("format", "")).upper()
+        self.spacing_known = fmt in ("DICOM", "NIFTI", "NRRD", "METAIMAGE", "VOLUME")
+        self.oriented = bool(getattr(self.series, "is_volume", False))
         self.flagged = data.flagged
         by_score = sorted(self.flagged, key=lambda r: (-np.nan_to_num(r.score, nan=-np.inf), r.index))
         keep = {r.index for r in by_score[: max(int(opts.max_slice_pages), 0)]}
@@ -243,7 +248,9 @@ class _Report:
         items = [("Modality", str(t.get("modality", ""))),
                  ("Series", d.series_description()),
                  ("Slices", f"{n_total} slices of {t.get('columns')} × {t.get('rows')} pixels; {n_scored} scored"),
-                 ("Voxel size", f"{sp[0]:.2f} × {sp[1]:.2f} mm in plane, {sp[2]:.2f} mm between slices")]
+                 ("Voxel size", (f"{sp[0]:.2f} × {sp[1]:.2f} mm in plane"
+                                 + (f", {sp[2]:.2f} mm between slices" if n_total > 1 else ""))
+                  if self.spacing_known else "not recorded (plain image file)")]
         y = pg.key_values(x, y, w, items) + 3
 
         y = pg.heading(x, y, w, "Method")
@@ -563,8 +570,9 @@ class _Report:
         pg.text(x + w * 0.45, y + 1.2, w * 0.55, badge, font(11, bold=True),
                 FLAG if r.above_threshold else INK, Qt.AlignmentFlag.AlignRight)
         y += 8.2
-        y = pg.text(x, y, w, f"Position {r.position_mm:.1f} mm · score {r.score:.4f} · rank {r.rank} of "
-                    f"{len(d.rows)} scored slices · flagged by {r.flagged_by}", font(9), MUTED) + 3
+        where = f"Position {r.position_mm:.1f} mm · " if n_total > 1 else ""
+        y = pg.text(x, y, w, f"{where}score {r.score:.4f} · rank {r.rank} of {len(d.rows)} scored "
+                    f"slice{'s' if len(d.rows) != 1 else ''} · flagged by {r.flagged_by}", font(9), MUTED) + 3
 
         pixels = s.slice(r.index)
         gray = to_uint8(pixels, *self.window)
@@ -594,9 +602,11 @@ class _Report:
             pg.box(cx, y + 5, iw, ih, QColor(0, 0, 0))
             draw_image(pg.p, rect, img, min_dpi=150)
             draw_annotations(pg.p, rect, gray.shape, r.review.annotations, outline_width=mm(0.45))
-            draw_orientation(pg.p, rect, s.direction, font(8, bold=True))
+            if self.oriented:
+                draw_orientation(pg.p, rect, s.direction, font(8, bold=True))
             rects.append(rect)
-        self.scale_bar(pg, rects[0], phys_w / iw)
+        if self.spacing_known:
+            self.scale_bar(pg, rects[0], phys_w / iw)
         y += 5 + ih + 3
 
         # Colour bar under the overlay, with its scale
@@ -616,8 +626,13 @@ class _Report:
         area = ""
         peak = ""
         if amap is not None:
-            above = float(np.count_nonzero(amap > thr)) * sx * sy
-            area = f"{above / 100.0:.1f} cm² above the threshold" if above else "no pixel above the threshold"
+            n_above = int(np.count_nonzero(amap > thr))
+            if not n_above:
+                area = "no pixel above the threshold"
+            elif self.spacing_known:
+                area = f"{n_above * sx * sy / 100.0:.1f} cm² above the threshold"
+            else:
+                area = f"{n_above} pixels above the threshold"
             peak = f"peak {float(np.nanmax(amap)):.2f} × normal p99"
         reasons = []
         if r.above_threshold:
@@ -685,7 +700,8 @@ class _Report:
             pg.p.setBrush(Qt.BrushStyle.NoBrush)
             pg.p.drawRect(QRectF(rect.left() + x0 * fx, rect.top() + y0 * fy, (x1 - x0) * fx, (y1 - y0) * fy))
         length = (x1 - x0) * sx
-        self.scale_bar(pg, QRectF(mm(x + (cell_w - box_w) / 2), mm(y), mm(box_w), mm(box_h)), length / box_w)
+        if self.spacing_known:
+            self.scale_bar(pg, QRectF(mm(x + (cell_w - box_w) / 2), mm(y), mm(box_w), mm(box_h)), length / box_w)
 
     def scale_bar(self, pg: _Page, rect: QRectF, mm_per_page_mm: float) -> None:
         """A white scale bar in the lower right of the image: physical length of a round number of mm."""
