@@ -19,7 +19,8 @@ from medad_viewer.engine.jobs import CancelToken, Cancelled
 from medad_viewer.io import load_study
 from medad_viewer.report import ReportData, read_score_dir, write_score_dir
 from medad_viewer.report.commands import add_report_parser
-from medad_viewer.report.overlay import blend, colorize, colormap_lut, compose
+from medad_viewer.report.overlay import (OVERLAY_CMAP_START, blend, colorize, colormap_lut, compose, default_vmax,
+                                         overlay_lut)
 from medad_viewer.report.synthetic import synthetic_run
 from medad_viewer.report.tables import write_scores_csv, write_scores_json
 from medad_viewer.report.view_png import render_view, save_view_png
@@ -186,8 +187,12 @@ def test_csv_and_json(ct, tmp_path):
 def test_colours_match_the_viewer():
     import pyqtgraph as pg
 
-    lut = pg.colormap.get("inferno").getLookupTable(0.0, 1.0, 256, alpha=False)
-    np.testing.assert_array_equal(colormap_lut("inferno"), lut)
+    full_map = pg.colormap.get("inferno")
+    np.testing.assert_array_equal(colormap_lut("inferno"), full_map.getLookupTable(0.0, 1.0, 256, alpha=False))
+    # Overlays skip the near-black start of the map, as the viewer's overlay and colour bar do.
+    lut = full_map.getLookupTable(OVERLAY_CMAP_START, 1.0, 256, alpha=False)
+    np.testing.assert_array_equal(overlay_lut("inferno"), lut)
+    assert default_vmax(1.0) == 2.0 and default_vmax(1.5) == 3.0  # the viewer's threshold + max(1, threshold)
     amap = np.array([[0.5, 1.0, 2.0, 3.0, np.nan, 9.0]], dtype=np.float32)
     rgba = colorize(amap, 1.0, 3.0)
     assert list(rgba[0, :, 3]) == [0, 0, 255, 255, 0, 255]  # at or below the threshold, and NaN: transparent
@@ -215,8 +220,9 @@ def test_view_png(ct, tmp_path):
     bgr = cv2.imread(str(path))
     assert bgr is not None and bgr.shape[1] == 512
     rgb = bgr[..., ::-1].astype(int)
-    lut = colormap_lut("inferno").astype(int)
-    expected = 0.4 * np.clip((pixels[230, 330] - (40 - 200)) / 400 * 255, 0, 255) + 0.6 * lut[191]
+    lut = overlay_lut("inferno").astype(int)
+    # 2.5 is above the default top of the scale (threshold 1 -> 2): the brightest colour.
+    expected = 0.4 * np.clip((pixels[230, 330] - (40 - 200)) / 400 * 255, 0, 255) + 0.6 * lut[255]
     np.testing.assert_allclose(rgb[230, 330], expected, atol=3)  # overlay pixel: 60 % colour over the slice
     assert rgb[100, 20, 0] == rgb[100, 20, 1] == rgb[100, 20, 2]  # no overlay there: grey
 

@@ -25,7 +25,7 @@ from ..io.windowing import default_window, to_uint8
 from ..review.state import Decision
 from .atomic import atomic_output
 from .data import DISCLAIMER, Progress, ReportData, ReportError, SliceRow, score_threshold
-from .overlay import COLORBAR_LABEL, DEFAULT_COLORMAP, DEFAULT_OPACITY, DEFAULT_VMAX, compose
+from .overlay import COLORBAR_LABEL, DEFAULT_COLORMAP, DEFAULT_OPACITY, compose, default_vmax
 from .painting import (draw_annotations, draw_colorbar, draw_image, draw_orientation, ensure_qt_app, fmt_tick, font,
                        nice_ticks, qimage_gray, qimage_rgb)
 
@@ -60,7 +60,7 @@ class PdfOptions:
     window_name: str = ""
     opacity: float = DEFAULT_OPACITY
     cmap: str = DEFAULT_COLORMAP
-    vmax: float = DEFAULT_VMAX
+    vmax: float | None = None  # top of the colour scale; None: the viewer's threshold + max(1, threshold)
     max_slice_pages: int = 100  # most anomalous first beyond this; every flagged slice stays in the table
     max_thumbnails: int = 8
 
@@ -580,7 +580,7 @@ class _Report:
         if amap is not None and amap.shape != gray.shape:
             amap = cv2.resize(amap, (gray.shape[1], gray.shape[0]), interpolation=cv2.INTER_LINEAR)
         thr = d.pixel_threshold
-        vmax = max(self.o.vmax, thr + 1e-3)
+        vmax = max(default_vmax(thr) if self.o.vmax is None else self.o.vmax, thr + 1e-3)
         over = compose(gray, amap, threshold=thr, vmax=vmax, opacity=self.o.opacity, cmap=self.o.cmap)
 
         gap = 5.0
@@ -648,7 +648,8 @@ class _Report:
                  ("Annotations", f"{n_ann} drawn by the reviewer (cyan outlines)" if n_ann else "none"),
                  ("Window", f"W {self.window[1]:.0f} / L {self.window[0]:.0f}{units}{wname}"),
                  ("Overlay", f"{self.o.cmap}; map values from {thr:.2f} (the {_ordinal_pct(d.threshold_pct)} "
-                             f"of normal pixels) to {vmax:.2f} coloured; opacity {self.o.opacity * 100:.0f} %")]
+                             f"of normal pixels) to {vmax:.2f} coloured, higher values in the brightest colour; "
+                             f"opacity {self.o.opacity * 100:.0f} %")]
         y = pg.key_values(x, y, w, items, key_w=34) + 3
         self.close_up(pg, y, r, gray, over, amap, rects, (iw, ih, cell_w, gap))
 

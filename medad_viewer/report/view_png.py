@@ -15,7 +15,7 @@ from ..engine.jobs import CancelToken
 from ..io.windowing import to_uint8
 from .atomic import atomic_output
 from .data import ReportError
-from .overlay import COLORBAR_LABEL, DEFAULT_COLORMAP, DEFAULT_OPACITY, DEFAULT_VMAX, compose
+from .overlay import COLORBAR_LABEL, DEFAULT_COLORMAP, DEFAULT_OPACITY, compose, default_vmax
 from .painting import (draw_annotations, draw_colorbar, draw_orientation, ensure_qt_app, font, qimage_rgb)
 
 BACKGROUND = QColor(12, 12, 12)
@@ -24,13 +24,15 @@ TEXT = QColor(235, 235, 235)
 
 def render_view(gray: np.ndarray, amap: np.ndarray | None, window: tuple[float, float] | None = None, *,
                 opacity: float = DEFAULT_OPACITY, threshold: float = 1.0, cmap: str = DEFAULT_COLORMAP,
-                vmax: float = DEFAULT_VMAX, spacing: tuple[float, float] = (1.0, 1.0), annotations: Sequence = (),
+                vmax: float | None = None, spacing: tuple[float, float] = (1.0, 1.0), annotations: Sequence = (),
                 direction: Sequence[float] | None = None, caption: str = "", min_width: int = 512) -> QImage:
     """The view as the viewer shows it: `gray` windowed (center, width) — or already uint8 when `window` is None —
     with the overlay of `amap` (values ≤ `threshold` transparent, colours threshold..vmax), the reviewer's
     annotations, orientation letters and a colour bar with its scale below. Pixels are made square from `spacing`
-    (x, y mm) and small slices enlarged to `min_width` so the text stays legible."""
+    (x, y mm) and small slices enlarged to `min_width` so the text stays legible. `vmax` defaults to the viewer's
+    threshold + max(1, threshold)."""
     ensure_qt_app()
+    vmax = default_vmax(threshold) if vmax is None else float(vmax)
     if window is None:
         g8 = np.asarray(gray, dtype=np.uint8)
     else:
