@@ -205,3 +205,19 @@ def test_tiny_open_clip_runs_every_method(method, mr, tiny_clip, tmp_path):
 def test_zero_shot_needs_a_vision_language_backbone(effnet):
     with pytest.raises(ValueError, match="vision-language"):
         AnomalyDetector(DetectorSettings(method="zero"), effnet, torch.device("cpu"))
+
+
+def test_user_marked_abnormal_slices_are_used_as_positives(mr, effnet):
+    """With synthesis switched off, only the user's abnormal example can teach the head what a lesion is."""
+    img, lab = mr
+    refs = normal_refs(mr, 3)
+    tumour = [z for z in range(img.shape[0]) if lab[z].any()]
+    example = (img[tumour[0]], lab[tumour[0]])
+    adapt = AdaptSettings(max_steps=30, val_every=1000, pool_size=16, batch_size=8, anomaly_fraction=0.0, seed=0)
+    s = DetectorSettings(method="adapted", input_size=96, modality="MR", fusion_weight=0.0, adapt=adapt)
+    without = fit_detector(refs, s, backbone=effnet)
+    with_pos = fit_detector(refs, s, backbone=effnet, abnormal=[example])
+    target = img[tumour[-1]]
+    inside = lab[tumour[-1]]
+    contrast = [d.score([target])[0].map[inside].mean() for d in (without, with_pos)]
+    assert contrast[1] > contrast[0]

@@ -66,7 +66,7 @@ def _make_batch(images: Sequence[np.ndarray], bodies: Sequence[np.ndarray], n: i
                 settings: AdaptSettings, positives: Sequence[tuple[np.ndarray, np.ndarray]] = ()):
     xs, ms = [], []
     for j in range(n):
-        if positives and j == 0 and rng.random() < 0.5:
+        if positives and j == 0:  # real marked lesions are rare and precious: one in every batch
             img, mask = positives[int(rng.integers(len(positives)))]
             xs.append(img)
             ms.append(mask.astype(np.float32))
