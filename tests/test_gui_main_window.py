@@ -162,14 +162,17 @@ def test_references_adapt_score_review_and_reopen(qtbot, tmp_path, ct_study):
 
     # Next / previous flagged slice, at a threshold where some slices are flagged.
     pct = res.percentiles()
-    w.analysis.set_threshold_pct(50.0)
-    flagged = sorted(i for i, p in pct.items() if p >= 50.0)
-    if flagged:
-        w.show_slice(0)
-        key(qtbot, w, Qt.Key.Key_N)
-        assert w.index == next((i for i in flagged if i > 0), flagged[0])
-        key(qtbot, w, Qt.Key.Key_P)
-        assert w.index in flagged
+    w.ranking.flag_spin.setValue(1.0)
+    assert w.session.view["flag_pct"] == 1.0
+    flagged = sorted(i for i, p in pct.items() if p >= 1.0)
+    assert len(flagged) >= 2
+    w.show_slice(flagged[0])
+    key(qtbot, w, Qt.Key.Key_N)
+    assert w.index == flagged[1]
+    key(qtbot, w, Qt.Key.Key_P)
+    assert w.index == flagged[0]
+    key(qtbot, w, Qt.Key.Key_P)  # wraps round
+    assert w.index == flagged[-1]
 
     # A second run with the same references reuses the adaptation.
     with qtbot.waitSignal(w.scoringFinished, timeout=120_000) as blocker:

@@ -101,7 +101,7 @@ def test_ranking_stays_sorted_as_scores_arrive(qtbot):
     assert r.ranked_indices() == [4, 1, 3, 2, 0]
     assert r.list.count() == 5
     r.set_threshold(80.0)
-    assert "3 at or above" in r.summary.text()
+    assert "3 flagged" in r.summary.text() and r.flag_spin.value() == 80.0
     r.set_decisions({1: Decision.CONFIRMED})
     r.list.itemClicked.emit(r.list.item(1))
     assert clicked == [1]

@@ -161,6 +161,7 @@ class MainWindow(QMainWindow):
         self.browser.openFileRequested.connect(self.open_file_dialog)
         self.browser.seriesSelected.connect(self.select_series)
         self.ranking.sliceClicked.connect(self._jump_from_panel)
+        self.ranking.flagThresholdChanged.connect(self._flag_threshold_changed)
         self.tray.addRequested.connect(lambda: self.add_reference("normal"))
         self.tray.addAbnormalRequested.connect(lambda: self.add_reference("abnormal"))
         self.tray.removeRequested.connect(self.remove_reference)
@@ -523,7 +524,7 @@ class MainWindow(QMainWindow):
         else:
             self.detector_info = None
         self._update_backbone_label()
-        self.ranking.set_threshold(self.analysis.threshold_pct)
+        self.ranking.set_threshold(float(self.session.view.get("flag_pct", self.ranking.threshold_pct)))
         self._update_ranking_decisions()
         start = self._pending_slice if self._pending_slice is not None else s.num_slices // 2
         self._pending_slice = None
@@ -618,9 +619,12 @@ class MainWindow(QMainWindow):
     def _overlay_changed(self) -> None:
         ov = self.analysis.overlay_state()
         self.act_overlay.setChecked(ov["visible"])
-        self.ranking.set_threshold(ov["threshold_pct"])
         self.session.view["overlay"] = ov
         self._refresh_overlay()
+        self._schedule_save()
+
+    def _flag_threshold_changed(self, pct: float) -> None:
+        self.session.view["flag_pct"] = pct
         self._schedule_save()
 
     def toggle_overlay(self) -> None:
@@ -861,10 +865,11 @@ class MainWindow(QMainWindow):
         if res is None or not len(res):
             self.statusBar().showMessage("No scores yet: run Adapt & score first", 4000)
             return
-        nxt = next_flagged(res.percentiles(), self.analysis.threshold_pct, self.index, step)
+        pct = self.ranking.threshold_pct
+        nxt = next_flagged(res.percentiles(), pct, self.index, step)
         if nxt is None:
-            self.statusBar().showMessage(f"No slice at or above the {self.analysis.threshold_pct:g}th percentile "
-                                         "of normal; lower the threshold", 5000)
+            self.statusBar().showMessage(f"No slice is flagged at the {pct:g}th percentile of normal slices; lower "
+                                         "'Flag at' in the Slice ranking panel", 6000)
             return
         self.show_slice(nxt)
 

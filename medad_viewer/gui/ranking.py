@@ -12,7 +12,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QModelIndex, QRect, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QPainter, QPixmap
-from PySide6.QtWidgets import (QGraphicsView, QLabel, QListWidget, QListWidgetItem, QStyle, QStyledItemDelegate,
+from PySide6.QtWidgets import (QDoubleSpinBox, QGraphicsView, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QStyle, QStyledItemDelegate,
                                QStyleOptionViewItem, QVBoxLayout, QWidget)
 
 from ..review.state import Decision
@@ -76,10 +76,11 @@ class _RowDelegate(QStyledItemDelegate):
 
 class RankingPanel(QWidget):
     sliceClicked = Signal(int)
+    flagThresholdChanged = Signal(float)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.threshold_pct = 99.0
+        self.threshold_pct = 95.0  # slices are flagged at or above this percentile of normal slices
         self.max_score = 0.0
         self.decisions: dict[int, Decision] = {}
         self._thumb_fn: Callable[[int], QPixmap | None] | None = None
@@ -108,6 +109,19 @@ class RankingPanel(QWidget):
         # Moving the current-slice line must not repaint the axes every slice.
         self.plot.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.MinimalViewportUpdate)
 
+        # Slices have their own threshold: a slice's percentile compares its score with whole normal slices,
+        # a different distribution from the pixels the overlay threshold is about.
+        self.flag_spin = QDoubleSpinBox()
+        self.flag_spin.setRange(1.0, 99.99)
+        self.flag_spin.setDecimals(1)
+        self.flag_spin.setSingleStep(5.0)
+        self.flag_spin.setValue(self.threshold_pct)
+        self.flag_spin.setSuffix("th percentile of normal slices")
+        self.flag_spin.setToolTip("Slices scoring at or above this are flagged (orange); N / P step through them")
+        self.flag_spin.valueChanged.connect(self._flag_spin_changed)
+        flag_row = QHBoxLayout()
+        flag_row.addWidget(QLabel("Flag at ≥"))
+        flag_row.addWidget(self.flag_spin, 1)
         self.summary = QLabel("Not scored yet. Pick normal references, then Adapt & score.")
         self.summary.setWordWrap(True)
         self.list = QListWidget()
@@ -120,6 +134,7 @@ class RankingPanel(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addWidget(self.plot)
+        lay.addLayout(flag_row)
         lay.addWidget(self.summary)
         lay.addWidget(self.list, 1)
 
@@ -185,8 +200,16 @@ class RankingPanel(QWidget):
     def ranked_indices(self) -> list[int]:
         return [i for _, i in self._keys]
 
+    def _flag_spin_changed(self, value: float) -> None:
+        self.set_threshold(value)
+        self.flagThresholdChanged.emit(float(value))
+
     def set_threshold(self, pct: float) -> None:
         self.threshold_pct = float(pct)
+        if abs(self.flag_spin.value() - self.threshold_pct) > 1e-9:
+            self.flag_spin.blockSignals(True)
+            self.flag_spin.setValue(self.threshold_pct)
+            self.flag_spin.blockSignals(False)
         self._update_plot()
         self._update_summary()
         self.list.viewport().update()
@@ -210,8 +233,7 @@ class RankingPanel(QWidget):
         n = len(self._scores)
         flagged = sum(1 for _, p in self._scores.values() if p == p and p >= self.threshold_pct)
         total = f" of {self._num_slices}" if self._num_slices and n < self._num_slices else ""
-        self.summary.setText(f"{n}{total} slices scored · {flagged} at or above the {self.threshold_pct:g}th "
-                             f"percentile of normal")
+        self.summary.setText(f"{n}{total} slices scored · {flagged} flagged")
 
     def _update_plot(self) -> None:
         if not self._scores:
