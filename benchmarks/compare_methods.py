@@ -50,6 +50,8 @@ def variants(base: DetectorSettings) -> dict[str, DetectorSettings]:
         "adapted-headonly": replace(base, method="adapted", fusion_weight=0.0),
         "adapted-augtrain": replace(base, method="adapted", adapt=replace(a, augment=True)),
         "adapted-refaug": replace(base, method="adapted", ref_augmentations=3),
+        "memory-fullbank": replace(base, method="memory", bank_coreset_fraction=1.0),
+        "adapted-fullbank": replace(base, method="adapted", bank_coreset_fraction=1.0),
         "memory-nobody": replace(base, method="memory", restrict_to_body=False),
         "adapted-nobody": replace(base, method="adapted", restrict_to_body=False),
         # Intensity standardisation per slice (1-99.5 percentiles of the foreground) instead of per volume.

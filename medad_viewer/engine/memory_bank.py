@@ -41,12 +41,14 @@ class MemoryBank:
     """Per-level banks of reference patch features. `owner` remembers which reference each entry came from, so
     leave-one-out calibration can score a reference against the others."""
 
-    def __init__(self, metric: str = "cosine", max_per_level: int = 8192, aggregate_kernel: int = 3):
+    def __init__(self, metric: str = "cosine", max_per_level: int = 8192, aggregate_kernel: int = 3,
+                 coreset_fraction: float = 1.0):
         if metric not in ("cosine", "l2"):
             raise ValueError(f"unknown metric {metric}")
         self.metric = metric
         self.max_per_level = int(max_per_level)
         self.aggregate_kernel = int(aggregate_kernel)
+        self.coreset_fraction = float(coreset_fraction)
         self.levels: list[torch.Tensor] = []
         self.owners: list[torch.Tensor] = []
 
@@ -70,8 +72,9 @@ class MemoryBank:
                 keep = body_masks[li].reshape(-1).to(f.device)
                 if keep.sum() >= 16:
                     f, own = f[keep], own[keep]
-            if f.shape[0] > self.max_per_level:
-                idx = greedy_coreset(f, self.max_per_level, seed=seed)
+            target = min(self.max_per_level, max(1024, int(self.coreset_fraction * f.shape[0])))
+            if f.shape[0] > target:
+                idx = greedy_coreset(f, target, seed=seed)
                 f, own = f[idx], own[idx]
             self.levels.append(f.contiguous())
             self.owners.append(own.contiguous())
