@@ -335,6 +335,11 @@ def _json_safe(o):
     return str(o)
 
 
+def _add_report_parser(sub) -> None:
+    from .report.commands import add_report_parser
+    add_report_parser(sub)
+
+
 # ---------------------------------------------------------------------------------------------
 # registry and dispatch
 
@@ -343,6 +348,7 @@ SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "info": _add_info_parser,
     "score": _add_score_parser,
     "eval": _add_eval_parser,
+    "report": _add_report_parser,
 }
 
 
