@@ -295,10 +295,7 @@ def test_scoring_without_references_explains(qtbot, tmp_path, ct_study):
     close_window(qtbot, w)
 
 
-def test_demo_opens_with_references_ready(qtbot, tmp_path, monkeypatch):
-    # The demo study lives in the checkout: keep its session out of it.
-    import medad_viewer.review.session as session_mod
-    monkeypatch.setattr(session_mod, "is_writable_dir", lambda p: "appdata" in str(p))
+def test_demo_opens_with_references_ready(qtbot, tmp_path, app_data):
     w = make_window(qtbot, tmp_path)
     with qtbot.waitSignal(w.studyOpened, timeout=30_000):
         w.open_demo()
@@ -308,6 +305,9 @@ def test_demo_opens_with_references_ready(qtbot, tmp_path, monkeypatch):
     assert not set(r.index for r in rs) & set(range(11, 18))
     assert w.analysis.run_button.isEnabled()
     close_window(qtbot, w)
+    # The demo ships in the checkout: its session goes to the app data folder, never beside it.
+    assert str(w.store.session_file).startswith(str(app_data))
+    assert w.store.session_file.is_file()
 
 
 def test_abnormal_example_uses_the_drawing(qtbot, tmp_path, ct_study):

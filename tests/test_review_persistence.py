@@ -241,3 +241,13 @@ def test_new_files_are_not_owner_only(tmp_path):
     os.umask(umask)
     p = atomic_write_json(tmp_path / "x.json", {})
     assert p.stat().st_mode & 0o777 == 0o666 & ~umask  # as the umask allows, not mkstemp's 0600
+
+
+def test_session_kept_out_of_the_study_folder_on_request(tmp_path, app_data):
+    study = tmp_path / "demo.nrrd"
+    study.write_bytes(b"x")
+    store = SessionStore(study, local=False)
+    store.save(Session(str(study), "u", 4))
+    assert not (tmp_path / ".medad-viewer").exists()
+    assert str(store.session_file).startswith(str(app_data))
+    assert SessionStore(study, local=False).load().slice_index == 4

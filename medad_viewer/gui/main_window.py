@@ -404,7 +404,7 @@ class MainWindow(QMainWindow):
                 self.browser.errors.add_messages([str(exc)])
         self.browser.set_loading(path)
         self.statusBar().showMessage(f"Loading {path} …")
-        w = Worker(_load_study_job(path, SessionStore), "load-study", self)
+        w = Worker(_load_study_job(path, _session_store), "load-study", self)
         w.finished.connect(self._study_loaded)
         w.failed.connect(lambda msg, p=path: self._study_failed(p, msg))
         self._start_loader(w)
@@ -1152,6 +1152,12 @@ class MainWindow(QMainWindow):
     def _refresh_all(self) -> None:
         self._refresh_tray()
         self.review_panel.setEnabled(False)
+
+
+def _session_store(path: str) -> SessionStore:
+    """Sessions go beside the study, except for the demo shipped in the checkout: that stays clean."""
+    inside_resources = Path(path).resolve().is_relative_to(RESOURCES.resolve())
+    return SessionStore(path, local=not inside_resources)
 
 
 def _freeze_heap(*_args) -> None:

@@ -37,8 +37,11 @@ class Session:
 class SessionStore:
     """Where one study's session lives, and reading/writing it."""
 
-    def __init__(self, study_path: str | os.PathLike):
+    def __init__(self, study_path: str | os.PathLike, local: bool = True):
+        """local=False keeps the session in the app data folder even when the study's folder is writable (the
+        demo study inside a checkout, say)."""
         self.study_path = Path(study_path).resolve()
+        self._allow_local = local
         if self.study_path.is_dir():
             self._local = self.study_path / LOCAL_DIR
             self._prefix = ""
@@ -53,7 +56,8 @@ class SessionStore:
     def folder(self) -> Path:
         """The folder sessions are written to (decided on first use: the study's own when writable)."""
         if self._folder is None:
-            self._folder = self._local if is_writable_dir(self._local) else self._fallback
+            use_local = self._allow_local and is_writable_dir(self._local)
+            self._folder = self._local if use_local else self._fallback
         return self._folder
 
     def _session_file(self, folder: Path) -> Path:
@@ -68,7 +72,8 @@ class SessionStore:
 
     def _existing(self) -> list[Path]:
         """Session files that exist, newest first."""
-        found = [p for p in (self._session_file(self._local), self._session_file(self._fallback)) if p.is_file()]
+        places = (self._local, self._fallback) if self._allow_local else (self._fallback,)
+        found = [p for p in (self._session_file(f) for f in places) if p.is_file()]
         return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
     # ------------------------------------------------------------------------------------------------ save/load
@@ -129,7 +134,8 @@ class SessionStore:
             return results.save(self.scores_file(results.series_uid))
 
     def load_scores(self, series_uid: str) -> ScoreResults | None:
-        candidates = [self.scores_file(series_uid, f) for f in (self.folder, self._local, self._fallback)]
+        places = (self.folder, self._local, self._fallback) if self._allow_local else (self.folder,)
+        candidates = [self.scores_file(series_uid, f) for f in places]
         found = sorted({p for p in candidates if p.is_file()}, key=lambda p: p.stat().st_mtime, reverse=True)
         for p in found:
             try:
