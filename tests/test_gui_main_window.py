@@ -401,3 +401,29 @@ def test_drop_a_folder_opens_it(qtbot, tmp_path, ct_study):
     assert w.series is not None and w.series.num_slices == 20
     assert str(ct_study.resolve()) in w.app_settings.recent()
     close_window(qtbot, w)
+
+
+def test_exports_run_in_the_background(qtbot, tmp_path, ct_study):
+    """Export actions call medad_viewer.report with a snapshot of the open series (see review/export.py)."""
+    from medad_viewer.review.export import EXPORTS
+
+    w = make_window(qtbot, tmp_path)
+    open_study(qtbot, w, ct_study)
+    seen = []
+
+    def fake_export(ctx, path, *, progress=None, cancel=None):
+        progress(0.5, "half")
+        seen.append((ctx.series.uid, ctx.current_index, ctx.window, path))
+        return path
+
+    w.show_slice(3)
+    key(qtbot, w, Qt.Key.Key_A)
+    job = w.export_to(fake_export, str(tmp_path / "x.pdf"))
+    with qtbot.waitSignal(job.finished, timeout=10_000):
+        pass
+    assert seen == [(w.series.uid, 3, (CT_PRESETS[1].center, CT_PRESETS[1].width), str(tmp_path / "x.pdf"))]
+    ctx = w.export_context().snapshot()
+    w.set_decision(Decision.DISMISSED)
+    assert ctx.review.get(w.series.uid, 3).decision == Decision.CONFIRMED  # a snapshot, not the live state
+    assert set(w.export_actions) == {name for _, name, _ in EXPORTS}
+    close_window(qtbot, w)

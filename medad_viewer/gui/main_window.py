@@ -1060,17 +1060,37 @@ class MainWindow(QMainWindow):
             self._say("Open a study first.")
             return
         path, _ = QFileDialog.getSaveFileName(self, text.rstrip("…"), str(Path(self.study_path or ".").parent), filt)
-        if not path:
-            return
-        ctx = ExportContext(self.study_path or "", self.series, self.results.get(self.series.uid),
-                            self.session.review, self.session.reference_set, self.analysis.threshold_pct,
-                            self.detector_info or {}, self.index)
-        try:
-            fn(ctx, path)
-        except Exception as exc:  # noqa: BLE001 - an export failure is a message, not a crash
-            self._error(f"Export failed: {exc}")
-            return
-        self.statusBar().showMessage(f"Exported {path}", 6000)
+        if path:
+            self.export_to(fn, path)
+
+    def export_context(self) -> ExportContext:
+        s = self.series
+        c, w, name = self.windows.get(s.uid, (None, None, "")) if s is not None else (None, None, "")
+        ov = self.analysis.overlay_state()
+        return ExportContext(self.study_path or "", s, self.results.get(s.uid) if s is not None else None,
+                             self.session.review, self.session.reference_set, ov["threshold_pct"],
+                             self.detector_info or {}, self.index, None if c is None else (c, w), name,
+                             ov["opacity"], ov["colormap"])
+
+    def export_to(self, fn: Callable, path: str) -> Worker:
+        """Run an export in the background (a PDF of many slices takes a while); the outcome goes to the status
+        bar, or a message when it fails."""
+        import inspect
+
+        ctx = self.export_context().snapshot()
+        params = inspect.signature(fn).parameters
+
+        def run(progress, cancel, emit):
+            kwargs = {k: v for k, v in (("progress", progress), ("cancel", cancel)) if k in params}
+            return fn(ctx, path, **kwargs)
+
+        w = Worker(run, "export", self)
+        w.progress.connect(lambda f, m: self.statusBar().showMessage(f"Exporting… {m}", 3000))
+        w.finished.connect(lambda out: self.statusBar().showMessage(f"Exported {out or path}", 8000))
+        w.failed.connect(lambda msg: self._error(f"Export failed: {msg}"))
+        self.statusBar().showMessage(f"Exporting {Path(path).name} …")
+        self._start_loader(w)
+        return w
 
     # ============================================================================================ misc UI
     def open_settings(self) -> None:

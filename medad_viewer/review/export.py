@@ -6,7 +6,8 @@ functions named in EXPORTS; a function the report package does not provide leave
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import copy
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .references import ReferenceSet
@@ -19,6 +20,8 @@ EXPORTS = [
     ("Score table (CSV)…", "export_scores_csv", "CSV (*.csv)"),
     ("Score table (JSON)…", "export_scores_json", "JSON (*.json)"),
     ("Anomaly maps as a volume…", "export_map_volume", "NRRD (*.nrrd);;NIfTI (*.nii.gz)"),
+    ("Annotations as a label volume…", "export_annotation_volume", "NRRD (*.nrrd);;NIfTI (*.nii.gz)"),
+    ("Current view as PNG…", "export_view_png", "PNG (*.png)"),
 ]
 
 
@@ -32,3 +35,16 @@ class ExportContext:
     threshold_pct: float
     detector: dict = field(default_factory=dict)  # AnomalyDetector.describe() of the run that made `results`
     current_index: int = 0
+    window: tuple[float, float] | None = None  # display window (centre, width) in modality units
+    window_name: str = ""
+    opacity: float | None = None
+    colormap: str | None = None
+
+    def snapshot(self) -> "ExportContext":
+        """A copy the export can read in a worker thread while the user goes on reviewing."""
+        results = None
+        if self.results is not None:
+            results = copy.copy(self.results)
+            results.results = dict(self.results.results)
+        return replace(self, results=results, review=ReviewState.from_dict(self.review.to_dict()),
+                       reference_set=self.reference_set.copy())
