@@ -226,8 +226,8 @@ class AnomalyDetector:
             out["bank"] = combine_levels(self.bank.score(feats.seg, exclude_owner=exclude_owner), self.size)
         if self.model.heads is not None:
             level_logits, _ = self.model.head_logits(feats)
-            probs = [torch.sigmoid(l) if self.settings.method == "adapted" else _softmax_anomaly(l)
-                     for l in level_logits]
+            # Heads give the abnormal-minus-normal logit: its sigmoid is the two-class softmax P(abnormal).
+            probs = [torch.sigmoid(l) for l in level_logits]
             out["text" if self.backbone.is_vision_language else "head"] = combine_levels(probs, self.size)
         return {k: gaussian_blur(v, sigma).cpu().numpy() for k, v in out.items()}
 
@@ -341,11 +341,6 @@ class AnomalyDetector:
         det.reference_hashes = sidecar["reference_hashes"]
         det.timings = sidecar.get("timings", {})
         return det
-
-
-def _softmax_anomaly(logit_diff: torch.Tensor) -> torch.Tensor:
-    """Zero-shot: P(abnormal) from the abnormal-minus-normal logit."""
-    return torch.sigmoid(logit_diff)
 
 
 def _atomic_write(path: Path, write: Callable[[str], None]) -> None:

@@ -57,21 +57,21 @@ class AnomalyModel(nn.Module):
         """x: preprocessed (B, 3, S, S)."""
         if self.adapters is None or not self.stream:
             return self.adapt_levels(self.frozen_levels(x))
-        if self.stream:
-            det_store: dict[int, torch.Tensor] = {}
-            index = {lvl: j for j, lvl in enumerate(self.levels)}
+        # Adapters in the stream (MVFA-AD): they change what later levels see.
+        det_store: dict[int, torch.Tensor] = {}
+        index = {lvl: j for j, lvl in enumerate(self.levels)}
 
-            def edit(level: int, tokens: torch.Tensor):
-                if level not in index:
-                    return tokens, tokens
-                blended, seg, det = self.adapters[index[level]](tokens)
-                det_store[level] = det
-                return blended, seg
+        def edit(level: int, tokens: torch.Tensor):
+            if level not in index:
+                return tokens, tokens
+            blended, seg, det = self.adapters[index[level]](tokens)
+            det_store[level] = det
+            return blended, seg
 
-            out = self.backbone(x, stream_edit=edit)
-            seg = [out[i] for i in self.levels]
-            det = [_tokens_to_map(det_store[i], seg[j].shape) for j, i in enumerate(self.levels)]
-            return LevelFeatures(seg, det)
+        out = self.backbone(x, stream_edit=edit)
+        seg = [out[i] for i in self.levels]
+        det = [_tokens_to_map(det_store[i], seg[j].shape) for j, i in enumerate(self.levels)]
+        return LevelFeatures(seg, det)
 
     @torch.no_grad()
     def frozen_levels(self, x: torch.Tensor) -> list[torch.Tensor]:
