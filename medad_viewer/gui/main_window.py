@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from PySide6.QtCore import QSettings, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QKeySequence, QPixmap
+from PySide6.QtCore import QSettings, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QAction, QDesktopServices, QKeySequence, QPixmap
 from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QInputDialog, QLabel, QMainWindow, QMenu,
                                QMessageBox, QWidget)
 
@@ -24,6 +24,7 @@ from ..review.results import ScoreResults
 from ..review.scoring import ScoreJob, run_score_job
 from ..review.session import Session, SessionStore
 from ..review.state import Decision, annotations_mask, next_flagged
+from .export_dialog import ExportProgressDialog, PdfExportDialog, open_when_done, set_open_when_done
 from .imaging import thumbnail
 from .panels import AnalysisPanel, ReviewPanel
 from .ranking import RankingPanel
@@ -303,6 +304,14 @@ class MainWindow(QMainWindow):
                 a.triggered.connect(lambda _c=False, f=fn, t=text, flt=filt: self._export(f, t, flt))
             self.export_menu.addAction(a)
             self.export_actions[fn_name] = a
+        self.export_menu.addSeparator()
+        self.act_open_exports = QAction("Open exported files when done", self)
+        self.act_open_exports.setCheckable(True)
+        self.act_open_exports.setChecked(open_when_done(self.app_settings.q))
+        self.act_open_exports.toggled.connect(lambda on: set_open_when_done(self.app_settings.q, on))
+        self.export_menu.addAction(self.act_open_exports)
+        self.export_menu.aboutToShow.connect(
+            lambda: self.act_open_exports.setChecked(open_when_done(self.app_settings.q)))
         self.export_menu.setToolTipsVisible(True)
 
     def _build_status_bar(self) -> None:
@@ -1055,13 +1064,37 @@ class MainWindow(QMainWindow):
         self.act_run.setEnabled(True)
 
     # ============================================================================================ export
+    # Exports that need the series scored first (the others, annotation volume and view PNG, work without scores).
+    _NEEDS_SCORES = ("export_pdf_report", "export_scores_csv", "export_scores_json", "export_map_volume")
+
     def _export(self, fn: Callable, text: str, filt: str) -> None:
+        """File → Export → <text>: the PDF report asks for its options first; then a file name; then the export runs
+        in the background with a progress window and Cancel."""
         if self.series is None:
             self._say("Open a study first.")
             return
-        path, _ = QFileDialog.getSaveFileName(self, text.rstrip("…"), str(Path(self.study_path or ".").parent), filt)
+        name = getattr(fn, "__name__", "")
+        res = self.results.get(self.series.uid)
+        if name in self._NEEDS_SCORES and (res is None or not len(res)):
+            self._error("This series has no scores yet: pick normal references and press Adapt & score first.",
+                        title="Export")
+            return
+        title = text.rstrip("…")
+        if name == "export_pdf_report":
+            dlg = PdfExportDialog(self.export_context().threshold_pct, self.app_settings.q, self)
+            dlg.setWindowModality(Qt.WindowModality.WindowModal)
+            self.export_dialog = dlg
+            dlg.accepted.connect(lambda: self._export_ask_path(fn, title, filt, dlg.options(), dlg.open_after))
+            dlg.finished.connect(dlg.deleteLater)
+            dlg.open()
+            return
+        self._export_ask_path(fn, title, filt, None, open_when_done(self.app_settings.q))
+
+    def _export_ask_path(self, fn: Callable, title: str, filt: str, options: dict | None, open_after: bool) -> None:
+        self.export_dialog = None
+        path, _ = QFileDialog.getSaveFileName(self, title, str(Path(self.study_path or ".").parent), filt)
         if path:
-            self.export_to(fn, path)
+            self.export_to(fn, path, options, open_after=open_after)
 
     def export_context(self) -> ExportContext:
         s = self.series
@@ -1072,25 +1105,51 @@ class MainWindow(QMainWindow):
                              self.detector_info or {}, self.index, None if c is None else (c, w), name,
                              ov["opacity"], ov["colormap"])
 
-    def export_to(self, fn: Callable, path: str) -> Worker:
-        """Run an export in the background (a PDF of many slices takes a while); the outcome goes to the status
-        bar, or a message when it fails."""
+    def export_to(self, fn: Callable, path: str, options: dict | None = None, *, open_after: bool = False) -> Worker:
+        """Run an export in the background (a PDF of many slices takes a while) with a non-modal progress window and
+        Cancel; `options` are keyword arguments for `fn` (those it accepts). A cancelled or failed export leaves no
+        file (the report package writes atomically); a failure shows a message; with `open_after` the written file
+        is opened with the desktop's application."""
         import inspect
 
         ctx = self.export_context().snapshot()
         params = inspect.signature(fn).parameters
+        extra = {k: v for k, v in (options or {}).items() if k in params}
 
         def run(progress, cancel, emit):
             kwargs = {k: v for k, v in (("progress", progress), ("cancel", cancel)) if k in params}
-            return fn(ctx, path, **kwargs)
+            return fn(ctx, path, **extra, **kwargs)
 
+        name = Path(path).name
         w = Worker(run, "export", self)
-        w.progress.connect(lambda f, m: self.statusBar().showMessage(f"Exporting… {m}", 3000))
-        w.finished.connect(lambda out: self.statusBar().showMessage(f"Exported {out or path}", 8000))
-        w.failed.connect(lambda msg: self._error(f"Export failed: {msg}"))
-        self.statusBar().showMessage(f"Exporting {Path(path).name} …")
-        self._start_loader(w)
+        w.progress.connect(lambda f, m: self.statusBar().showMessage(f"Exporting {name}… {m}", 3000))
+        w.finished.connect(lambda out: self._export_finished(str(out or path), open_after))
+        w.failed.connect(lambda msg: self._export_failed(path, msg))
+        w.cancelled.connect(lambda: self.statusBar().showMessage(f"Export of {name} cancelled; no file was written.",
+                                                                 8000))
+        dlg = ExportProgressDialog(w, f"Exporting {name}", self)
+        w.done.connect(lambda: setattr(self, "export_progress", None) if self.export_progress is dlg else None)
+        self.export_progress = dlg
+        dlg.show()
+        self.statusBar().showMessage(f"Exporting {name} …")
+        # Started from the event loop, so a caller connecting to the returned worker's signals misses none of them
+        # (a quick export could otherwise finish before the caller has connected).
+        self._loaders.append(w)
+        w.thread_finished.connect(lambda w=w: self._loaders.remove(w) if w in self._loaders else None)
+        QTimer.singleShot(0, self, w.start)
         return w
+
+    export_progress: ExportProgressDialog | None = None
+    export_dialog: PdfExportDialog | None = None
+
+    def _export_finished(self, path: str, open_after: bool) -> None:
+        self.statusBar().showMessage(f"Exported {path}", 8000)
+        if open_after and not QDesktopServices.openUrl(QUrl.fromLocalFile(path)):
+            self._say(f"Exported {path}, but no application could open it.")
+
+    def _export_failed(self, path: str, msg: str) -> None:
+        self.statusBar().showMessage(f"Export of {Path(path).name} failed", 8000)
+        self._error(f"Could not export {Path(path).name}: {msg}\n\nNo file was written.", title="Export failed")
 
     # ============================================================================================ misc UI
     def open_settings(self) -> None:
@@ -1163,6 +1222,9 @@ class MainWindow(QMainWindow):
             QApplication.processEvents()
             # The job stops at its next check (a training step or a batch) and saves the slices it scored.
             self.job.wait(60_000)
+        for w in list(self._loaders):
+            if w.name == "export":
+                w.cancel()  # an unfinished export leaves no file; the window should not wait for a long PDF
         for w in list(self._loaders):
             w.wait(30_000)
         self.save_session()

@@ -77,12 +77,14 @@ def save_view_png(*args, **kwargs) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ viewer export actions
-def _data_from_context(ctx: Any, include_identifiers: bool = False, need_scores: bool = True) -> ReportData:
-    """ReportData from the viewer's ExportContext (review.export): the open series, its scores, review, references."""
+def _data_from_context(ctx: Any, include_identifiers: bool = False, need_scores: bool = True,
+                       threshold_pct: float | None = None) -> ReportData:
+    """ReportData from the viewer's ExportContext (review.export): the open series, its scores, review, references.
+    `threshold_pct` (percentile of normal) overrides the context's threshold."""
     results = getattr(ctx, "results", None)
     if need_scores and (results is None or not len(results)):
         raise ReportError("this series has no scores yet: press Adapt & score first")
-    threshold = float(getattr(ctx, "threshold_pct", 99.0) or 99.0)
+    threshold = float(threshold_pct if threshold_pct is not None else getattr(ctx, "threshold_pct", 99.0) or 99.0)
     if results is None:
         from .score_dir import ScoreRun as _Run
         import numpy as np
@@ -97,10 +99,10 @@ def _data_from_context(ctx: Any, include_identifiers: bool = False, need_scores:
                             include_identifiers=include_identifiers)
 
 
-def _pdf_options(ctx: Any):
+def _pdf_options(ctx: Any, slices: str = "flagged"):
     from .pdf import PdfOptions
 
-    o = PdfOptions()
+    o = PdfOptions(slices=slices)
     window = getattr(ctx, "window", None)
     if window is not None:
         o.window = (float(window[0]), float(window[1]))
@@ -112,10 +114,12 @@ def _pdf_options(ctx: Any):
     return o
 
 
-def export_pdf_report(ctx: Any, path: str, *, include_identifiers: bool = False, progress=no_progress,
-                      cancel: CancelToken | None = None) -> Path:
-    """File → Export → PDF heatmap report (de-identified unless `include_identifiers`)."""
-    return write_pdf_report(_data_from_context(ctx, include_identifiers), path, _pdf_options(ctx), progress, cancel)
+def export_pdf_report(ctx: Any, path: str, *, include_identifiers: bool = False, threshold_pct: float | None = None,
+                      slices: str = "flagged", progress=no_progress, cancel: CancelToken | None = None) -> Path:
+    """File → Export → PDF heatmap report (de-identified unless `include_identifiers`). `threshold_pct`: percentile
+    of normal (default: the context's); `slices`: "flagged" (default), "confirmed" or "all" (see pdf.SLICE_CHOICES)."""
+    return write_pdf_report(_data_from_context(ctx, include_identifiers, threshold_pct=threshold_pct), path,
+                            _pdf_options(ctx, slices), progress, cancel)
 
 
 def export_scores_csv(ctx: Any, path: str, *, include_identifiers: bool = False, progress=no_progress,

@@ -63,6 +63,27 @@ class PdfOptions:
     vmax: float | None = None  # top of the colour scale; None: the viewer's threshold + max(1, threshold)
     max_slice_pages: int = 100  # most anomalous first beyond this; every flagged slice stays in the table
     max_thumbnails: int = 8
+    slices: str = "flagged"  # which slices get a table row and a page: one of SLICE_CHOICES
+
+
+# PdfOptions.slices: (table title, what an empty table says)
+SLICE_CHOICES = {
+    "flagged": ("Flagged slices", "No slice reached the threshold, and none was confirmed."),
+    "confirmed": ("Confirmed slices", "The reviewer confirmed no slice."),
+    "all": ("All scored slices", "No slice was scored."),
+}
+
+
+def listed_rows(data: ReportData, slices: str = "flagged") -> list[SliceRow]:
+    """The rows the report lists for PdfOptions.slices: flagged (above the threshold or confirmed), confirmed only,
+    or every scored slice."""
+    if slices == "flagged":
+        return data.flagged
+    if slices == "confirmed":
+        return [r for r in data.rows if r.confirmed]
+    if slices == "all":
+        return list(data.rows)
+    raise ReportError(f"unknown slice choice {slices!r}: use one of {', '.join(SLICE_CHOICES)}")
 
 
 def mm(v: float) -> float:
@@ -150,9 +171,11 @@ class _Report:
         self.spacing_known = fmt in ("DICOM", "NIFTI", "NRRD", "METAIMAGE", "VOLUME")
         self.oriented = bool(getattr(self.series, "is_volume", False))
         self.flagged = data.flagged
-        by_score = sorted(self.flagged, key=lambda r: (-np.nan_to_num(r.score, nan=-np.inf), r.index))
+        self.listed = listed_rows(data, opts.slices)
+        self.list_title, self.list_empty = SLICE_CHOICES[opts.slices]
+        by_score = sorted(self.listed, key=lambda r: (-np.nan_to_num(r.score, nan=-np.inf), r.index))
         keep = {r.index for r in by_score[: max(int(opts.max_slice_pages), 0)]}
-        self.paged = [r for r in self.flagged if r.index in keep]
+        self.paged = [r for r in self.listed if r.index in keep]
         self.x0, self.x1 = MARGIN_X, PAGE_W - MARGIN_X
         self.width = self.x1 - self.x0
         self.top = MARGIN_TOP + HEADER_H
@@ -161,7 +184,7 @@ class _Report:
         # The summary page holds the plot, then the table; longer tables continue on pages of their own.
         self.first_rows = int((self.bottom - (self.top + 118.0)) // self.row_h)
         self.more_rows = int((self.bottom - (self.top + 14.0)) // self.row_h)
-        n = max(len(self.flagged), 1)
+        n = max(len(self.listed), 1)
         extra = max(0, math.ceil((n - self.first_rows) / self.more_rows))
         self.summary_pages = 1 + extra
         self.page_of = {r.index: 2 + self.summary_pages + k for k, r in enumerate(self.paged)}
@@ -398,19 +421,25 @@ class _Report:
                    f"Dashed line: the {_ordinal_pct(d.threshold_pct)} of normal{f' ({thr})' if thr else ''}. "
                    f"Red points are flagged; a ring marks a slice the reviewer confirmed.")
             y = pg.text(x, y, w, cap, font(8), MUTED) + 4
-            rows = self.flagged[:per_first]
-            title = f"Flagged slices ({len(self.flagged)})"
+            rows = self.listed[:per_first]
+            title = f"{self.list_title} ({len(self.listed)})"
         else:
             start = per_first + (page_in_summary - 1) * per_more
-            rows = self.flagged[start:start + per_more]
-            title = "Flagged slices (continued)"
+            rows = self.listed[start:start + per_more]
+            title = f"{self.list_title} (continued)"
         y = pg.heading(x, y, w, title)
         if page_in_summary == 0:
-            expl = (f"Score at or above the {_ordinal_pct(d.threshold_pct)} of normal, or confirmed by the reviewer. "
+            which = {"flagged": f"Score at or above the {_ordinal_pct(d.threshold_pct)} of normal, or confirmed by "
+                              "the reviewer. ",
+                     "confirmed": "Slices the reviewer confirmed. ",
+                     "all": f"Every scored slice; flagged: score at or above the {_ordinal_pct(d.threshold_pct)} of "
+                            "normal, or confirmed by the reviewer. "}[self.o.slices]
+            expl = (f"{which}"
                     "Percentile: the score's percentile among normal slices. Slice numbers count from 1, as in the "
                     "viewer.")
-            if len(self.paged) < len(self.flagged):
-                expl += f" Pages are given to the {len(self.paged)} highest-scoring flagged slices."
+            if len(self.paged) < len(self.listed):
+                kind = {"flagged": "flagged", "confirmed": "confirmed", "all": "scored"}[self.o.slices]
+                expl += f" Pages are given to the {len(self.paged)} highest-scoring {kind} slices."
             y = pg.text(x, y, w, expl, font(8), MUTED) + 1.5
         self.table(pg, x, y, w, rows)
 
@@ -430,11 +459,11 @@ class _Report:
             cx += cw
         y += rh
         if not rows:
-            return pg.text(x + 1.2, y + 1.3, w, "No slice reached the threshold, and none was confirmed.", f, MUTED)
+            return pg.text(x + 1.2, y + 1.3, w, self.list_empty, f, MUTED)
         for k, r in enumerate(rows):
             if k % 2 == 1:
                 pg.box(x, y, w, rh, QColor(248, 249, 251))
-            cells = [str(r.number), f"{r.position_mm:.1f}", f"{r.score:.4f}", _pct(r.percentile), r.flagged_by,
+            cells = [str(r.number), f"{r.position_mm:.1f}", f"{r.score:.4f}", _pct(r.percentile), r.flagged_by or "—",
                      DECISION_WORDS[r.review.decision], self.d.note_of(r),
                      str(self.page_of[r.index]) if r.index in self.page_of else "—"]
             cx = x
@@ -572,7 +601,8 @@ class _Report:
         y += 8.2
         where = f"Position {r.position_mm:.1f} mm · " if n_total > 1 else ""
         y = pg.text(x, y, w, f"{where}score {r.score:.4f} · rank {r.rank} of {len(d.rows)} scored "
-                    f"slice{'s' if len(d.rows) != 1 else ''} · flagged by {r.flagged_by}", font(9), MUTED) + 3
+                    f"slice{'s' if len(d.rows) != 1 else ''} · "
+                    f"{f'flagged by {r.flagged_by}' if r.flagged_by else 'not flagged'}", font(9), MUTED) + 3
 
         pixels = s.slice(r.index)
         gray = to_uint8(pixels, *self.window)

@@ -1,0 +1,161 @@
+"""File → Export dialogs: the PDF report's options, and the small non-modal progress window with Cancel that every
+export shows while it runs in the background Worker."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout,
+                               QHBoxLayout, QLabel, QProgressBar, QPushButton, QRadioButton, QVBoxLayout, QWidget)
+
+from .worker import Worker
+
+OPEN_WHEN_DONE_KEY = "export/open_when_done"
+
+# (value of report.export_pdf_report(slices=...), radio button text); the first is the default
+SLICE_OPTIONS = [
+    ("flagged", "Flagged and confirmed slices"),
+    ("confirmed", "Confirmed slices only"),
+    ("all", "All scored slices"),
+]
+
+
+def open_when_done(settings: QSettings) -> bool:
+    """The remembered "Open the file when done" choice (off until the user turns it on)."""
+    value = settings.value(OPEN_WHEN_DONE_KEY, False)
+    return value in (True, "true", "1", 1)
+
+
+def set_open_when_done(settings: QSettings, value: bool) -> None:
+    settings.setValue(OPEN_WHEN_DONE_KEY, bool(value))
+
+
+class PdfExportDialog(QDialog):
+    """Options of File → Export → PDF report. `options()` gives the keyword arguments of
+    report.export_pdf_report (include_identifiers, threshold_pct, slices); `open_after` whether to open the file."""
+
+    def __init__(self, threshold_pct: float, settings: QSettings, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Export PDF report")
+        self.settings = settings
+
+        self.identifiers = QCheckBox("Include identifying data (patient name, ID, birth date)")
+        self.identifiers.setChecked(False)
+        self.identifiers_warning = QLabel("⚠ The report will identify the patient: share it only where that is allowed.")
+        self.identifiers_warning.setStyleSheet("QLabel { color: #c0392b; }")
+        self.identifiers_warning.setWordWrap(True)
+        self.identifiers_warning.setVisible(False)
+        self.identifiers.toggled.connect(self.identifiers_warning.setVisible)
+
+        self.threshold = QDoubleSpinBox()
+        self.threshold.setRange(1.0, 99.99)
+        self.threshold.setDecimals(2)
+        self.threshold.setSingleStep(0.5)
+        self.threshold.setSuffix("th percentile of normal")
+        self.threshold.setValue(float(threshold_pct))
+        self.threshold.setToolTip("Slices scoring at or above this are flagged; heatmaps are drawn from this value")
+
+        self.slice_group = QButtonGroup(self)
+        slices_box = QVBoxLayout()
+        slices_box.setContentsMargins(0, 0, 0, 0)
+        self.slice_buttons: dict[str, QRadioButton] = {}
+        for k, (value, text) in enumerate(SLICE_OPTIONS):
+            b = QRadioButton(text)
+            b.setChecked(k == 0)
+            self.slice_group.addButton(b, k)
+            slices_box.addWidget(b)
+            self.slice_buttons[value] = b
+
+        self.open_after_check = QCheckBox("Open the file when done")
+        self.open_after_check.setChecked(open_when_done(settings))
+
+        form = QFormLayout()
+        form.addRow("Threshold:", self.threshold)
+        slices_widget = QWidget()
+        slices_widget.setLayout(slices_box)
+        form.addRow("Slices:", slices_widget)
+
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Export…")
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.identifiers)
+        lay.addWidget(self.identifiers_warning)
+        lay.addLayout(form)
+        lay.addWidget(self.open_after_check)
+        lay.addWidget(buttons)
+
+    @property
+    def slices(self) -> str:
+        return SLICE_OPTIONS[max(self.slice_group.checkedId(), 0)][0]
+
+    @property
+    def open_after(self) -> bool:
+        return self.open_after_check.isChecked()
+
+    def options(self) -> dict:
+        return {"include_identifiers": self.identifiers.isChecked(), "threshold_pct": float(self.threshold.value()),
+                "slices": self.slices}
+
+    def accept(self) -> None:
+        set_open_when_done(self.settings, self.open_after)
+        super().accept()
+
+
+class ExportProgressDialog(QDialog):
+    """Non-modal: stage text, a progress bar and Cancel, following one export Worker; closes itself when it ends."""
+
+    def __init__(self, worker: Worker, title: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle(title)
+        self.setModal(False)
+        self.setWindowModality(Qt.WindowModality.NonModal)
+        self.worker = worker
+        self.ended = False
+        self.stage = QLabel("Starting…")
+        self.stage.setWordWrap(True)
+        self.stage.setMinimumWidth(320)
+        self.bar = QProgressBar()
+        self.bar.setRange(0, 1000)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel)
+        row = QHBoxLayout()
+        row.addStretch(1)
+        row.addWidget(self.cancel_button)
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.stage)
+        lay.addWidget(self.bar)
+        lay.addLayout(row)
+        worker.progress.connect(self._progress)
+        worker.done.connect(self._ended)
+
+    def _progress(self, fraction: float, message: str) -> None:
+        self.bar.setValue(int(round(max(0.0, min(1.0, fraction)) * 1000)))
+        if message:
+            self.stage.setText(message)
+
+    def _ended(self) -> None:
+        self.ended = True
+        self.close()
+
+    def cancel(self) -> None:
+        """Asks the export to stop; it ends at its next check and leaves no file."""
+        if self.ended:
+            return
+        self.worker.cancel()
+        self.cancel_button.setEnabled(False)
+        self.stage.setText("Cancelling…")
+
+    def reject(self) -> None:  # Esc or the window's close button while running: cancel, as the button does
+        if not self.ended:
+            self.cancel()
+            return
+        super().reject()
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt name
+        if not self.ended:
+            self.cancel()
+            event.ignore()
+            return
+        super().closeEvent(event)
