@@ -40,7 +40,7 @@ class PdfExportDialog(QDialog):
 
         self.identifiers = QCheckBox("Include identifying data (patient name, ID, birth date)")
         self.identifiers.setChecked(False)
-        self.identifiers_warning = QLabel("⚠ The report will identify the patient: share it only where that is allowed.")
+        self.identifiers_warning = QLabel("⚠ The report will name the patient: share it only where allowed.")
         self.identifiers_warning.setStyleSheet("QLabel { color: #c0392b; }")
         self.identifiers_warning.setWordWrap(True)
         self.identifiers_warning.setVisible(False)
