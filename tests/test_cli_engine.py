@@ -9,7 +9,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from medad_viewer.cli import main
 from medad_viewer.report.score_dir import read_score_dir

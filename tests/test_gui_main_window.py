@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 import time
 
-import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, QPointF, QSettings, Qt
 from PySide6.QtGui import QWheelEvent

@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 from PySide6.QtGui import QPixmap
 
-from medad_viewer.engine.jobs import Cancelled
 from medad_viewer.gui.panels import THRESHOLDS, AnalysisPanel, pct_to_slider, slider_to_pct
 from medad_viewer.gui.ranking import RankingPanel
 from medad_viewer.gui.reference_tray import ReferenceTray
 from medad_viewer.gui.slice_viewer import SliceViewer
 from medad_viewer.gui.worker import Worker
-from medad_viewer.review.state import Decision, Ellipse, Stroke
+from medad_viewer.review.state import Decision, Stroke
 
 
 def test_worker_delivers_progress_partials_and_result_in_the_ui_thread(qtbot):

@@ -8,7 +8,6 @@ import csv
 import io
 import json
 import os
-from pathlib import Path
 
 import cv2
 import numpy as np

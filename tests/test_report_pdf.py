@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from medad_viewer.engine.jobs import CancelToken, Cancelled

@@ -14,7 +14,8 @@ from medad_viewer.review.references import ReferenceSet, ReferenceSlice, list_na
 from medad_viewer.review.results import ScoreResults
 from medad_viewer.review.session import Session, SessionStore
 from medad_viewer.review.state import Decision, Ellipse, ReviewState
-from medad_viewer.review.storage import atomic_write_json, data_dir
+from medad_viewer.io.atomic import atomic_write_json
+from medad_viewer.review.storage import data_dir
 
 REPO = Path(__file__).resolve().parent.parent
 

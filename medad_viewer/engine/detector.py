@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import __version__
+from ..io.atomic import atomic_write, atomic_write_json
 from .adapt import AdaptReport, AdaptSettings, adapt
 from .backbones import Backbone, load_backbone
 from .calibration import NormalCalibration
@@ -308,8 +308,8 @@ class AnomalyDetector:
         }
         st_path = base.with_suffix(".safetensors")
         js_path = base.with_suffix(".json")
-        _atomic_write(st_path, lambda tmp: save_file(tensors, tmp))
-        _atomic_write(js_path, lambda tmp: Path(tmp).write_text(json.dumps(sidecar, indent=2)))
+        atomic_write(st_path, lambda tmp: save_file(tensors, tmp))
+        atomic_write_json(js_path, sidecar)
         return js_path
 
     @classmethod
@@ -341,18 +341,6 @@ class AnomalyDetector:
         det.reference_hashes = sidecar["reference_hashes"]
         det.timings = sidecar.get("timings", {})
         return det
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def fit_detector(references: Sequence[np.ndarray], settings: DetectorSettings | None = None,

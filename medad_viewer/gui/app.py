@@ -9,7 +9,7 @@ import sys
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
-from .main_window import DEMO_REFERENCES, DEMO_STUDY, MainWindow
+from .main_window import DEMO_STUDY, MainWindow
 
 
 def create_app() -> QApplication:

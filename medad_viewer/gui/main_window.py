@@ -15,7 +15,7 @@ from PySide6.QtGui import QAction, QDesktopServices, QKeySequence, QPixmap
 from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QInputDialog, QLabel, QMainWindow, QMenu,
                                QMessageBox, QWidget)
 
-from ..io import LoadError, Series, Study, load_study
+from ..io import Series, Study, load_study
 from ..io.windowing import default_window, presets_for
 from ..review.adaptation_cache import AdaptationCache
 from ..review.export import EXPORTS, ExportContext

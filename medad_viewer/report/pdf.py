@@ -23,7 +23,7 @@ from ..engine.jobs import CancelToken, no_progress
 from ..io.deid import pseudonym
 from ..io.windowing import default_window, to_uint8
 from ..review.state import Decision
-from .atomic import atomic_output
+from ..io.atomic import atomic_output
 from .data import DISCLAIMER, Progress, ReportData, ReportError, SliceRow, score_threshold
 from .overlay import COLORBAR_LABEL, DEFAULT_COLORMAP, DEFAULT_OPACITY, compose, default_vmax
 from .painting import (draw_annotations, draw_colorbar, draw_image, draw_orientation, ensure_qt_app, fmt_tick, font,
@@ -707,7 +707,7 @@ class _Report:
         zoom = 2.5
         box_w = iw
         box_h = min(room - 5.0, ih)
-        sx, sy = float(s.spacing[0]) or 1.0, float(s.spacing[1]) or 1.0
+        sx = float(s.spacing[0]) or 1.0
         page_per_px_x, page_per_px_y = iw / cols, ih / rows  # page mm per pixel in the main pictures
         cw_px = min(box_w / (page_per_px_x * zoom), cols)
         ch_px = min(box_h / (page_per_px_y * zoom), rows)

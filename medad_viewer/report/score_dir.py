@@ -10,34 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-_UMASK = os.umask(0)  # read once at import (it can only be read by setting it)
-os.umask(_UMASK)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp makes owner-only files; a run folder is shared like any other output.
-        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
+from ..io.atomic import atomic_write_bytes, atomic_write_json
 
 def series_record(series) -> dict:
     """What a run records of its target series: geometry and description, never identifying data.
@@ -79,7 +57,7 @@ def write_score_dir(out_dir: str | Path, run: ScoreRun) -> Path:
     atomic_write_bytes(out / "maps.npy", npy.getvalue())
     atomic_write_bytes(out / "scores.csv", buf.getvalue().encode())
     # run.json last: its presence marks a complete folder.
-    atomic_write_bytes(out / "run.json", json.dumps(run.run, indent=2, default=_json_default).encode())
+    atomic_write_json(out / "run.json", run.run, default=_json_default)
     return out
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..engine.jobs import CancelToken, no_progress
-from .atomic import atomic_output
+from ..io.atomic import atomic_output
 from .data import DISCLAIMER, Progress, ReportData, format_identifier
 
 FORMAT = "medad-viewer-scores/1"

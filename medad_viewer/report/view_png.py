@@ -13,7 +13,7 @@ from PySide6.QtGui import QColor, QImage, QPainter
 
 from ..engine.jobs import CancelToken
 from ..io.windowing import to_uint8
-from .atomic import atomic_output
+from ..io.atomic import atomic_output
 from .data import ReportError
 from .overlay import COLORBAR_LABEL, DEFAULT_COLORMAP, DEFAULT_OPACITY, compose, default_vmax
 from .painting import (draw_annotations, draw_colorbar, draw_orientation, ensure_qt_app, font, qimage_rgb)

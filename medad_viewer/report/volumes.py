@@ -19,7 +19,7 @@ import SimpleITK as sitk
 
 from ..engine.jobs import CancelToken, no_progress
 from ..review.state import SliceReview
-from .atomic import atomic_output, suffix_of
+from ..io.atomic import atomic_output, suffix_of
 from .data import Progress, ReportData, ReportError, full_maps
 
 VOLUME_FORMATS = {".nii.gz": "NIfTI", ".nii": "NIfTI", ".nrrd": "NRRD", ".mha": "MetaImage"}

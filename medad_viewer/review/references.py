@@ -15,7 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .storage import atomic_write, atomic_write_json, data_dir
+from ..io.atomic import atomic_write, atomic_write_json
+from .storage import data_dir
 
 FORMAT = "medad-viewer-reference-set/1"
 KINDS = ("normal", "abnormal")

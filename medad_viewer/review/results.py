@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .storage import atomic_write_npz
+from ..io.atomic import atomic_write_npz
 
 _QUANTILES = np.linspace(0.0, 1.0, 1001)  # the grid of engine.calibration.NormalCalibration.pixel_quantiles
 

@@ -15,7 +15,8 @@ from pathlib import Path
 from .references import ReferenceSet
 from .results import ScoreResults
 from .state import ReviewState
-from .storage import atomic_write_json, data_dir, is_writable_dir, short_hash
+from ..io.atomic import atomic_write_json
+from .storage import data_dir, is_writable_dir, short_hash
 
 FORMAT = "medad-viewer-session/1"
 LOCAL_DIR = ".medad-viewer"
