@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__
+from .io.atomic import json_default
 
 PROG = "medad-viewer"
 
@@ -48,7 +49,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         return 2
     study = load_study(path)
     if args.json:
-        print(json.dumps(study_to_json(study), indent=2, default=_json_default))
+        print(json.dumps(study_to_json(study), indent=2, default=json_default))
     else:
         _print_table(study, sys.stdout)
     return 0 if study.series else 1
@@ -82,12 +83,6 @@ def study_to_json(study: Any) -> dict[str, Any]:
         ],
         "errors": [{"path": e.path, "message": e.message} for e in study.errors],
     }
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return str(value)
 
 
 def _print_table(study: Any, out: TextIO) -> None:

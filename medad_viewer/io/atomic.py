@@ -90,9 +90,22 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return atomic_write(path, write)
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any, default: Callable[[Any], Any] | None = None) -> Path:
-    """Serialise first (a value JSON can't hold raises before anything touches the disk), then write."""
-    return atomic_write_bytes(path, json.dumps(obj, indent=2, ensure_ascii=False, default=default).encode("utf-8"))
+def json_default(o: Any) -> Any:
+    """`json.dumps(default=...)` for what our records hold besides plain types: numpy values and paths.
+
+    Anything else is a bug in the caller and raises TypeError (before the write, so the old file stays)."""
+    if isinstance(o, (np.floating, np.integer, np.bool_)):
+        return o.item()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, os.PathLike):
+        return os.fspath(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Serialise first (so a failure raises before anything touches the disk), then write."""
+    return atomic_write_bytes(path, json.dumps(obj, indent=2, ensure_ascii=False, default=json_default).encode("utf-8"))
 
 
 def atomic_write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:

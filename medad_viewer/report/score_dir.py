@@ -57,7 +57,7 @@ def write_score_dir(out_dir: str | Path, run: ScoreRun) -> Path:
     atomic_write_bytes(out / "maps.npy", npy.getvalue())
     atomic_write_bytes(out / "scores.csv", buf.getvalue().encode())
     # run.json last: its presence marks a complete folder.
-    atomic_write_json(out / "run.json", run.run, default=_json_default)
+    atomic_write_json(out / "run.json", run.run)
     return out
 
 
@@ -75,12 +75,3 @@ def read_score_dir(path: str | Path) -> ScoreRun:
                     np.array([float(r["raw_score"]) for r in rows]),
                     np.array([float(r["percentile"]) for r in rows]), maps, run)
 
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

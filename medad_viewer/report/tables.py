@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..engine.jobs import CancelToken, no_progress
-from ..io.atomic import atomic_output
+from ..io.atomic import atomic_output, json_default
 from .data import DISCLAIMER, Progress, ReportData, format_identifier
 
 FORMAT = "medad-viewer-scores/1"
@@ -90,7 +90,7 @@ def write_scores_json(data: ReportData, path: str | os.PathLike, progress: Progr
                       cancel: CancelToken | None = None) -> Path:
     progress(0.0, "Writing the score table (JSON)")
     # NaN/inf are not JSON (strict parsers reject the file): they become null.
-    text = json.dumps(_finite(scores_json(data)), indent=2, ensure_ascii=False, default=_default, allow_nan=False)
+    text = json.dumps(_finite(scores_json(data)), indent=2, ensure_ascii=False, default=json_default, allow_nan=False)
     with atomic_output(path, cancel) as tmp:
         Path(tmp).write_text(text + "\n", encoding="utf-8")
     progress(1.0, "Score table written")
@@ -112,12 +112,3 @@ def _finite(o):
         return _finite(o.tolist())
     return o
 
-
-def _default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    return str(o)
