@@ -67,10 +67,11 @@ def _wait_idle(qtbot, w) -> None:
 def test_pdf_dialog_options_reach_the_export(qtbot, tmp_path, ct_study, monkeypatch, save_as, opened):
     calls = []
 
-    def export_pdf_report(ctx, path, *, include_identifiers=False, threshold_pct=None, slices="flagged",
-                          progress=None, cancel=None):
+    def export_pdf_report(ctx, path, *, include_identifiers=False, threshold_pct=None, flag_pct=None,
+                          slices="flagged", progress=None, cancel=None):
         progress(0.5, "Report: slice 7")
-        calls.append(dict(include_identifiers=include_identifiers, threshold_pct=threshold_pct, slices=slices))
+        calls.append(dict(include_identifiers=include_identifiers, threshold_pct=threshold_pct, flag_pct=flag_pct,
+                          slices=slices))
         open(path, "wb").close()
         return path
 
@@ -79,6 +80,7 @@ def test_pdf_dialog_options_reach_the_export(qtbot, tmp_path, ct_study, monkeypa
     open_study(qtbot, w, ct_study)
     _give_scores(w)
     w.analysis.set_threshold_pct(97.0)
+    w.ranking.set_threshold(80.0)
     out = tmp_path / "out" / "r.pdf"
     out.parent.mkdir()
     save_as.append(str(out))
@@ -86,9 +88,10 @@ def test_pdf_dialog_options_reach_the_export(qtbot, tmp_path, ct_study, monkeypa
     w.export_actions["export_pdf_report"].trigger()
     dlg = w.export_dialog
     assert isinstance(dlg, PdfExportDialog) and dlg.isVisible()
-    # Defaults: de-identified, the viewer's threshold, flagged + confirmed slices, not opened afterwards.
+    # Defaults: de-identified, the viewer's thresholds ("Flag at" for slices, the overlay's for the heatmap), flagged
+    # + confirmed slices, not opened afterwards.
     assert not dlg.identifiers.isChecked() and dlg.identifiers_warning.isHidden()
-    assert dlg.threshold.value() == pytest.approx(97.0)
+    assert dlg.threshold.value() == pytest.approx(97.0) and dlg.flag.value() == pytest.approx(80.0)
     assert dlg.slices == "flagged" and not dlg.open_after
     dlg.identifiers.setChecked(True)
     assert not dlg.identifiers_warning.isHidden()
@@ -98,7 +101,7 @@ def test_pdf_dialog_options_reach_the_export(qtbot, tmp_path, ct_study, monkeypa
     dlg.accept()
 
     qtbot.waitUntil(lambda: len(opened) == 1, timeout=10_000)
-    assert calls == [dict(include_identifiers=True, threshold_pct=99.5, slices="confirmed")]
+    assert calls == [dict(include_identifiers=True, threshold_pct=99.5, flag_pct=80.0, slices="confirmed")]
     assert opened[0] == QUrl.fromLocalFile(str(out))
     _wait_idle(qtbot, w)
     assert w.export_progress is None

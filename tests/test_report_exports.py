@@ -247,6 +247,17 @@ def test_cli_report(ct, tmp_path, capsys):
     doc = json.loads((tmp_path / "t.json").read_text(encoding="utf-8"))
     assert doc["threshold_percentile"] == 99.5
     assert [s["slice_index"] for s in doc["slices"] if s["flagged"]] == [4, 6]
+    assert doc["flag_percentile"] == 99.5
+    # Slices flagged at another percentile than the heatmap's: the flags move, the pixel threshold does not.
+    assert _cli(str(folder), "--json", str(tmp_path / "f.json"), "--threshold", "99.5", "--flag-at", "50") == 0
+    assert "flagged at the 50th percentile" in capsys.readouterr().err
+    doc_flag = json.loads((tmp_path / "f.json").read_text(encoding="utf-8"))
+    assert doc_flag["flag_percentile"] == 50 and doc_flag["threshold_percentile"] == 99.5
+    assert doc_flag["pixel_threshold"] == doc["pixel_threshold"]
+    above = {s["slice_index"] for s in doc_flag["slices"] if s["percentile"] is not None and s["percentile"] >= 50}
+    assert {s["slice_index"] for s in doc_flag["slices"] if s["above_threshold"]} == above and len(above) > 1
+    assert _cli(str(folder), "--csv", str(tmp_path / "g.csv"), "--flag-at", "100") == 2
+    assert "--flag-at" in capsys.readouterr().err
     assert sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "a.nii.gz")))[6].sum() > 0
 
     # Problems are one line on stderr and a status, never a traceback.
@@ -295,6 +306,13 @@ def test_viewer_export_actions(ct, tmp_path):
     doc = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
     assert [s["slice_index"] for s in doc["slices"] if s["flagged"]] == [9]
     assert doc["run"]["reference_set_name"] == "Normals" and len(doc["run"]["references"]) == 2
+    # The viewer's "Flag at" travels in the context, apart from the overlay's threshold.
+    ctx.flag_pct = 50.0
+    report.export_scores_json(ctx, str(tmp_path / "r50.json"))
+    doc50 = json.loads((tmp_path / "r50.json").read_text(encoding="utf-8"))
+    assert doc50["pixel_threshold"] == doc["pixel_threshold"] and doc50["flag_percentile"] == 50.0
+    assert {s["slice_index"] for s in doc50["slices"] if s["above_threshold"]} == {
+        int(i) for k, i in enumerate(run.indices) if run.percentiles[k] >= 50.0}
     empty = ExportContext(ct.source, ct, None, ReviewState(), refs, 99.0)
     with pytest.raises(report.ReportError, match="Adapt & score"):
         report.export_pdf_report(empty, str(tmp_path / "none.pdf"))

@@ -153,6 +153,16 @@ def test_mr_report(sample_data, tmp_path):
     assert "Slice 11 of 25" in text and "Slice 12 of 25" in text
     assert "NRRD file" in text and "brain1" not in text  # a file name is not shown in a de-identified report
     assert "Series-" in text  # references from another series get a pseudonymous label
+    assert "Threshold 99th percentile of normal (map value" in text
+
+    # "Flag at" apart from the heatmap threshold (as the viewer keeps them): more slices flagged, same heatmap.
+    low = ReportData.build(run, mr, None, threshold_pct=99.0, flag_pct=60.0)
+    expect = [int(i) for k, i in enumerate(run.indices) if run.percentiles[k] >= 60.0]
+    assert [r.index for r in low.flagged] == expect and len(expect) > len(MR_HOT)
+    assert low.pixel_threshold == data.pixel_threshold
+    text = " ".join(_pdftext(write_pdf_report(low, tmp_path / "mr60.pdf"), "-l", "2").split())
+    assert "slices flagged at the 60th percentile of normal; heatmap from the 99th percentile of normal" in text
+    assert f"{len(expect)} of 25 scored slices flagged (score at or above the 60th percentile of normal" in text
 
 
 def test_default_export_is_deidentified(identified_ct, tmp_path):

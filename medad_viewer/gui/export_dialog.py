@@ -31,9 +31,11 @@ def set_open_when_done(settings: QSettings, value: bool) -> None:
 
 class PdfExportDialog(QDialog):
     """Options of File → Export → PDF report. `options()` gives the keyword arguments of
-    report.export_pdf_report (include_identifiers, threshold_pct, slices); `open_after` whether to open the file."""
+    report.export_pdf_report (include_identifiers, flag_pct, threshold_pct, slices); `open_after` whether to open
+    the file. Both thresholds start at the viewer's: "Flag at" of the ranking, the overlay's heatmap threshold."""
 
-    def __init__(self, threshold_pct: float, settings: QSettings, parent: QWidget | None = None) -> None:
+    def __init__(self, threshold_pct: float, settings: QSettings, parent: QWidget | None = None,
+                 flag_pct: float | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Export PDF report")
         self.settings = settings
@@ -46,13 +48,21 @@ class PdfExportDialog(QDialog):
         self.identifiers_warning.setVisible(False)
         self.identifiers.toggled.connect(self.identifiers_warning.setVisible)
 
+        self.flag = QDoubleSpinBox()
+        self.flag.setRange(1.0, 99.99)
+        self.flag.setDecimals(1)
+        self.flag.setSingleStep(5.0)
+        self.flag.setSuffix("th percentile of normal slices")
+        self.flag.setValue(float(threshold_pct if flag_pct is None else flag_pct))
+        self.flag.setToolTip("Slices scoring at or above this are flagged (as 'Flag at' in the Slice ranking panel)")
+
         self.threshold = QDoubleSpinBox()
         self.threshold.setRange(1.0, 99.99)
         self.threshold.setDecimals(2)
         self.threshold.setSingleStep(0.5)
-        self.threshold.setSuffix("th percentile of normal")
+        self.threshold.setSuffix("th percentile of normal pixels")
         self.threshold.setValue(float(threshold_pct))
-        self.threshold.setToolTip("Slices scoring at or above this are flagged; heatmaps are drawn from this value")
+        self.threshold.setToolTip("Heatmaps colour pixels from this value up (as the overlay's threshold in the viewer)")
 
         self.slice_group = QButtonGroup(self)
         slices_box = QVBoxLayout()
@@ -69,7 +79,8 @@ class PdfExportDialog(QDialog):
         self.open_after_check.setChecked(open_when_done(settings))
 
         form = QFormLayout()
-        form.addRow("Threshold:", self.threshold)
+        form.addRow("Flag slices at:", self.flag)
+        form.addRow("Heatmap from:", self.threshold)
         slices_widget = QWidget()
         slices_widget.setLayout(slices_box)
         form.addRow("Slices:", slices_widget)
@@ -95,8 +106,8 @@ class PdfExportDialog(QDialog):
         return self.open_after_check.isChecked()
 
     def options(self) -> dict:
-        return {"include_identifiers": self.identifiers.isChecked(), "threshold_pct": float(self.threshold.value()),
-                "slices": self.slices}
+        return {"include_identifiers": self.identifiers.isChecked(), "flag_pct": float(self.flag.value()),
+                "threshold_pct": float(self.threshold.value()), "slices": self.slices}
 
     def accept(self) -> None:
         set_open_when_done(self.settings, self.open_after)

@@ -1081,7 +1081,8 @@ class MainWindow(QMainWindow):
             return
         title = text.rstrip("…")
         if name == "export_pdf_report":
-            dlg = PdfExportDialog(self.export_context().threshold_pct, self.app_settings.q, self)
+            ctx = self.export_context()
+            dlg = PdfExportDialog(ctx.threshold_pct, self.app_settings.q, self, flag_pct=ctx.flag_pct)
             dlg.setWindowModality(Qt.WindowModality.WindowModal)
             self.export_dialog = dlg
             dlg.accepted.connect(lambda: self._export_ask_path(fn, title, filt, dlg.options(), dlg.open_after))
@@ -1103,7 +1104,7 @@ class MainWindow(QMainWindow):
         return ExportContext(self.study_path or "", s, self.results.get(s.uid) if s is not None else None,
                              self.session.review, self.session.reference_set, ov["threshold_pct"],
                              self.detector_info or {}, self.index, None if c is None else (c, w), name,
-                             ov["opacity"], ov["colormap"])
+                             ov["opacity"], ov["colormap"], self.ranking.threshold_pct)
 
     def export_to(self, fn: Callable, path: str, options: dict | None = None, *, open_after: bool = False) -> Worker:
         """Run an export in the background (a PDF of many slices takes a while) with a non-modal progress window and

@@ -78,9 +78,10 @@ def save_view_png(*args, **kwargs) -> Path:
 
 # ------------------------------------------------------------------------------------------ viewer export actions
 def _data_from_context(ctx: Any, include_identifiers: bool = False, need_scores: bool = True,
-                       threshold_pct: float | None = None) -> ReportData:
+                       threshold_pct: float | None = None, flag_pct: float | None = None) -> ReportData:
     """ReportData from the viewer's ExportContext (review.export): the open series, its scores, review, references.
-    `threshold_pct` (percentile of normal) overrides the context's threshold."""
+    `threshold_pct` (heatmap, percentile of normal pixels) and `flag_pct` (slices, percentile of normal slices)
+    override the context's; a context without its own flag_pct flags at threshold_pct."""
     results = getattr(ctx, "results", None)
     if need_scores and (results is None or not len(results)):
         raise ReportError("this series has no scores yet: press Adapt & score first")
@@ -95,8 +96,11 @@ def _data_from_context(ctx: Any, include_identifiers: bool = False, need_scores:
     else:
         run = run_from_results(results, ctx.series, getattr(ctx, "detector", None) or None,
                                getattr(ctx, "reference_set", None), threshold_pct=threshold)
+    if flag_pct is None:
+        flag_pct = getattr(ctx, "flag_pct", None)
     return ReportData.build(run, ctx.series, getattr(ctx, "review", None), threshold_pct=threshold,
-                            include_identifiers=include_identifiers)
+                            include_identifiers=include_identifiers,
+                            flag_pct=None if flag_pct is None else float(flag_pct))
 
 
 def _pdf_options(ctx: Any, slices: str = "flagged"):
@@ -115,11 +119,13 @@ def _pdf_options(ctx: Any, slices: str = "flagged"):
 
 
 def export_pdf_report(ctx: Any, path: str, *, include_identifiers: bool = False, threshold_pct: float | None = None,
-                      slices: str = "flagged", progress=no_progress, cancel: CancelToken | None = None) -> Path:
-    """File → Export → PDF heatmap report (de-identified unless `include_identifiers`). `threshold_pct`: percentile
-    of normal (default: the context's); `slices`: "flagged" (default), "confirmed" or "all" (see pdf.SLICE_CHOICES)."""
-    return write_pdf_report(_data_from_context(ctx, include_identifiers, threshold_pct=threshold_pct), path,
-                            _pdf_options(ctx, slices), progress, cancel)
+                      flag_pct: float | None = None, slices: str = "flagged", progress=no_progress,
+                      cancel: CancelToken | None = None) -> Path:
+    """File → Export → PDF heatmap report (de-identified unless `include_identifiers`). `threshold_pct`: heatmap
+    threshold, percentile of normal pixels; `flag_pct`: slices at or above this percentile of normal slices are
+    flagged (defaults: the context's); `slices`: "flagged" (default), "confirmed" or "all" (see pdf.SLICE_CHOICES)."""
+    data = _data_from_context(ctx, include_identifiers, threshold_pct=threshold_pct, flag_pct=flag_pct)
+    return write_pdf_report(data, path, _pdf_options(ctx, slices), progress, cancel)
 
 
 def export_scores_csv(ctx: Any, path: str, *, include_identifiers: bool = False, progress=no_progress,

@@ -38,7 +38,10 @@ def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     p.add_argument("--review", default=None, metavar="REVIEW_JSON",
                    help="the viewer's session.json (or a review file) with decisions, notes and annotations")
     p.add_argument("--threshold", type=float, default=None, metavar="P",
-                   help="flag slices at or above this percentile of normal (default: the run's, usually 99)")
+                   help="flag slices at or above this percentile of normal and colour the heatmap from it "
+                        "(default: the run's, usually 99)")
+    p.add_argument("--flag-at", type=float, default=None, metavar="P",
+                   help="flag slices at a different percentile of normal slices than the heatmap's --threshold")
     p.add_argument("--include-identifiers", action="store_true",
                    help="show patient name, ID and birth date (default: de-identified, pseudonymous study label)")
     p.add_argument("--source", default=None, metavar="PATH",
@@ -107,6 +110,8 @@ def run_report(args: argparse.Namespace) -> int:
         return _fail("--opacity must be between 0 and 1", 2)
     if args.threshold is not None and not 0.0 < args.threshold < 100.0:
         return _fail("--threshold is a percentile of normal, between 0 and 100 (e.g. 99)", 2)
+    if args.flag_at is not None and not 0.0 < args.flag_at < 100.0:
+        return _fail("--flag-at is a percentile of normal, between 0 and 100 (e.g. 95)", 2)
     window = None
     if args.window:
         try:
@@ -140,7 +145,7 @@ def run_report(args: argparse.Namespace) -> int:
         if warning:
             print(f"{PROG}: warning: {warning}", file=sys.stderr)
     data = ReportData.build(run, series, review, threshold_pct=args.threshold,
-                            include_identifiers=args.include_identifiers)
+                            include_identifiers=args.include_identifiers, flag_pct=args.flag_at)
     written: list[str] = []
     try:
         if args.out:
@@ -183,7 +188,7 @@ def run_report(args: argparse.Namespace) -> int:
         return _fail("interrupted; no partial file was left", 130)
     flagged = len(data.flagged)
     print(f"{flagged} flagged slice{'s' if flagged != 1 else ''} of {len(data.rows)} scored "
-          f"(threshold: {data.threshold_pct:g}th percentile of normal); "
+          f"(flagged at the {data.flag_pct:g}th percentile of normal); "
           f"{'with identifiers' if args.include_identifiers else 'de-identified'}", file=sys.stderr)
     for path in written:
         print(f"wrote {path}", file=sys.stderr)

@@ -251,17 +251,27 @@ class ReportData:
     privacy: Privacy
     created: _dt.datetime
     warnings: list[str] = field(default_factory=list)
+    # Slices are flagged when their score is at or above this percentile of normal slices; the heatmap colours pixels
+    # from `threshold_pct` of normal pixels. The viewer keeps the two apart ("Flag at" and the overlay threshold);
+    # None: the same as threshold_pct.
+    flag_pct: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.flag_pct is None:
+            self.flag_pct = self.threshold_pct
 
     @classmethod
     def build(cls, run: ScoreRun, series: Any = None,
               review: ReviewState | Mapping[int, SliceReview] | None = None, *,
-              threshold_pct: float | None = None, include_identifiers: bool = False) -> "ReportData":
+              threshold_pct: float | None = None, include_identifiers: bool = False,
+              flag_pct: float | None = None) -> "ReportData":
         target = run.run.get("target") or {}
         if series is not None and not target:
             run.run["target"] = target = series_record(series)
         uid = str(target.get("uid") or (series.uid if series is not None else "unknown"))
         if threshold_pct is None:
             threshold_pct = float(run.run.get("threshold_percentile", 99.0))
+        flag_pct = float(threshold_pct if flag_pct is None else flag_pct)
         reviews = reviews_for(review, uid)
         scores = np.asarray(run.scores, dtype=np.float64)
         order = np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")
@@ -271,13 +281,13 @@ class ReportData:
         for k, i in enumerate(run.indices):
             pct = float(run.percentiles[k])
             rows.append(SliceRow(int(i), float(run.positions_mm[k]), float(scores[k]), pct,
-                                 reviews.get(int(i), SliceReview()), bool(pct == pct and pct >= threshold_pct),
+                                 reviews.get(int(i), SliceReview()), bool(pct == pct and pct >= flag_pct),
                                  int(ranks[k])))
         rows.sort(key=lambda r: r.index)
         identifiers = dict(getattr(series, "identifiers", {}) or {}) if series is not None else {}
         privacy = Privacy(bool(include_identifiers), pseudonym(uid), identifiers)
         return cls(run, series, reviews, float(threshold_pct), pixel_threshold(run.run, float(threshold_pct)),
-                   rows, privacy, _dt.datetime.now().astimezone())
+                   rows, privacy, _dt.datetime.now().astimezone(), flag_pct=flag_pct)
 
     # ------------------------------------------------------------------------------------------ convenience
     @property

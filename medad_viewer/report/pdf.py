@@ -190,7 +190,14 @@ class _Report:
         self.page_of = {r.index: 2 + self.summary_pages + k for k, r in enumerate(self.paged)}
         self.total_pages = 1 + self.summary_pages + len(self.paged)
         self.page_no = 0
-        self.score_thr = score_threshold(data.run, data.threshold_pct)
+        self.score_thr = score_threshold(data.run, data.flag_pct)
+
+    def _threshold_words(self) -> str:
+        d = self.d
+        pixels = f"{_ordinal_pct(d.threshold_pct)} of normal (map value {d.pixel_threshold:.2f})"
+        if abs(d.flag_pct - d.threshold_pct) < 1e-9:
+            return pixels
+        return f"slices flagged at the {_ordinal_pct(d.flag_pct)} of normal; heatmap from the {pixels}"
 
     # ------------------------------------------------------------------------------------------------- frame
     def _who(self) -> str:
@@ -234,7 +241,7 @@ class _Report:
         confirmed = sum(r.confirmed for r in d.rows)
         dismissed = sum(r.review.decision == Decision.DISMISSED for r in d.rows)
         lines = [f"{len(self.flagged)} of {n_scored} scored slices flagged "
-                 f"(score at or above the {_ordinal_pct(d.threshold_pct)} of normal, or confirmed by the reviewer)."]
+                 f"(score at or above the {_ordinal_pct(d.flag_pct)} of normal, or confirmed by the reviewer)."]
         if top is not None:
             lines.append(f"Highest score: slice {top.number} ({_pct(top.percentile)}th percentile of normal).")
         if d.reviews:
@@ -290,7 +297,7 @@ class _Report:
                  ("Weights", (str(weights) if weights else "default") +
                   ("" if pretrained is None else (" (pretrained)" if pretrained else " (not pretrained)"))),
                  ("Device", str(run.get("device") or "not recorded")),
-                 ("Threshold", f"{_ordinal_pct(d.threshold_pct)} of normal (map value {d.pixel_threshold:.2f})"),
+                 ("Threshold", self._threshold_words()),
                  ("Timings", tline or "not recorded"),
                  ("Software", str(run.get("software") or "not recorded"))]
         y = pg.key_values(x, y, w, items) + 3
@@ -418,7 +425,7 @@ class _Report:
             y += plot_h + 2
             thr = (f"score {self.score_thr:.4g}" if self.score_thr is not None else "")
             cap = (f"Each point is one slice's anomaly score (higher = less like the normal references). "
-                   f"Dashed line: the {_ordinal_pct(d.threshold_pct)} of normal{f' ({thr})' if thr else ''}. "
+                   f"Dashed line: the {_ordinal_pct(d.flag_pct)} of normal{f' ({thr})' if thr else ''}. "
                    f"Red points are flagged; a ring marks a slice the reviewer confirmed.")
             y = pg.text(x, y, w, cap, font(8), MUTED) + 4
             rows = self.listed[:per_first]
@@ -429,10 +436,10 @@ class _Report:
             title = f"{self.list_title} (continued)"
         y = pg.heading(x, y, w, title)
         if page_in_summary == 0:
-            which = {"flagged": f"Score at or above the {_ordinal_pct(d.threshold_pct)} of normal, or confirmed by "
+            which = {"flagged": f"Score at or above the {_ordinal_pct(d.flag_pct)} of normal, or confirmed by "
                               "the reviewer. ",
                      "confirmed": "Slices the reviewer confirmed. ",
-                     "all": f"Every scored slice; flagged: score at or above the {_ordinal_pct(d.threshold_pct)} of "
+                     "all": f"Every scored slice; flagged: score at or above the {_ordinal_pct(d.flag_pct)} of "
                             "normal, or confirmed by the reviewer. "}[self.o.slices]
             expl = (f"{which}"
                     "Percentile: the score's percentile among normal slices. Slice numbers count from 1, as in the "
@@ -482,7 +489,7 @@ class _Report:
         use_score = self.score_thr is not None
         xs = np.array([r.number for r in d.rows], dtype=float)
         ys = np.array([r.score if use_score else r.percentile for r in d.rows], dtype=float)
-        thr = self.score_thr if use_score else d.threshold_pct
+        thr = self.score_thr if use_score else d.flag_pct
         n_total = int(d.target.get("num_slices") or (xs.max() if xs.size else 1))
         finite = ys[np.isfinite(ys)]
         lo = min(float(finite.min()) if finite.size else 0.0, thr)
@@ -541,7 +548,7 @@ class _Report:
         p.setFont(font(7))
         p.drawText(QRectF(area.left() + mm(1), py(thr) - mm(4), area.width() - mm(2), mm(3.5)),
                    int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignBottom),
-                   f"{_ordinal_pct(d.threshold_pct)} of normal")
+                   f"{_ordinal_pct(d.flag_pct)} of normal")
 
         # Series line, broken where slices were not scored
         p.setPen(QPen(NORMAL_PT, mm(0.3)))
@@ -666,7 +673,7 @@ class _Report:
             peak = f"peak {float(np.nanmax(amap)):.2f} × normal p99"
         reasons = []
         if r.above_threshold:
-            reasons.append(f"score at or above the {_ordinal_pct(d.threshold_pct)} of normal")
+            reasons.append(f"score at or above the {_ordinal_pct(d.flag_pct)} of normal")
         if r.confirmed:
             reasons.append("confirmed by the reviewer")
         items = [("Score", f"{r.score:.4f} ({_pct(r.percentile)}th percentile of normal; rank {r.rank} of "

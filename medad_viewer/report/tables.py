@@ -31,6 +31,7 @@ def scores_json(data: ReportData) -> dict:
         "study": data.privacy.label,
         "deidentified": not data.privacy.include_identifiers,
         "threshold_percentile": data.threshold_pct,
+        "flag_percentile": data.flag_pct,
         "pixel_threshold": data.pixel_threshold,
         "note": "slice_index counts from 0; slice_number from 1, as the viewer and the PDF report show slices. "
                 + DISCLAIMER,
@@ -60,7 +61,8 @@ def scores_csv(data: ReportData) -> str:
         ("method", meta.get("method", "")), ("backbone", meta.get("backbone", "")),
         ("weights", meta.get("weights", "")), ("device", meta.get("device", "")),
         ("reference_set", meta.get("reference_set_name") or ""),
-        ("threshold_percentile", f"{data.threshold_pct:g}"), ("pixel_threshold", f"{data.pixel_threshold:.4f}"),
+        ("threshold_percentile", f"{data.threshold_pct:g}"), ("flag_percentile", f"{data.flag_pct:g}"),
+        ("pixel_threshold", f"{data.pixel_threshold:.4f}"),
         ("software", meta.get("software", "")), ("created", data.created.isoformat(timespec="seconds")),
         ("note", DISCLAIMER),
     ]

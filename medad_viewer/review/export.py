@@ -39,6 +39,7 @@ class ExportContext:
     window_name: str = ""
     opacity: float | None = None
     colormap: str | None = None
+    flag_pct: float | None = None  # the ranking's "Flag at" (percentile of normal slices); None: threshold_pct
 
     def snapshot(self) -> "ExportContext":
         """A copy the export can read in a worker thread while the user goes on reviewing."""
