@@ -18,7 +18,7 @@ from medad_viewer.review.results import ScoreResults
 from medad_viewer.review.state import Decision
 
 from test_gui_main_window import app_data, close_window, ct_study, make_window, open_study  # noqa: F401 - fixtures
-from test_report_pdf import CT_HOT, PATIENT, SECRETS, _pdftext, _set_element
+from test_report_pdf import CT_HOT, PATIENT, SECRETS, _pdftext, copy_identified_ct
 
 
 def _give_scores(w, hot=CT_HOT) -> None:
@@ -51,13 +51,7 @@ def identified_study(sample_data, tmp_path):
     """A copy of the sample CT carrying a synthetic patient name, ID and birth date."""
     folder = tmp_path / "named-ct"
     folder.mkdir()
-    for f in sorted((sample_data / "ct-dicom").glob("*.dcm")):
-        b = f.read_bytes()
-        b = _set_element(b, b"\x10\x00\x10\x00", b"PN", PATIENT["PatientName"])
-        b = _set_element(b, b"\x10\x00\x20\x00", b"LO", PATIENT["PatientID"])
-        b = _set_element(b, b"\x10\x00\x30\x00", b"DA", PATIENT["PatientBirthDate"])
-        (folder / f.name).write_bytes(b)
-    return folder
+    return copy_identified_ct(sample_data, folder)
 
 
 def _wait_idle(qtbot, w) -> None:

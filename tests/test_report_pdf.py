@@ -50,6 +50,17 @@ def _set_element(data: bytes, tag: bytes, vr: bytes, value: str) -> bytes:
     return data[:at] + tag + vr + len(raw).to_bytes(2, "little") + raw + data[at + len(empty):]
 
 
+def copy_identified_ct(sample_data: Path, folder: Path) -> Path:
+    """Copy the sample CT series into `folder` with PATIENT's name, ID and birth date filled in."""
+    for f in sorted((sample_data / "ct-dicom").glob("*.dcm")):
+        b = f.read_bytes()
+        b = _set_element(b, b"\x10\x00\x10\x00", b"PN", PATIENT["PatientName"])
+        b = _set_element(b, b"\x10\x00\x20\x00", b"LO", PATIENT["PatientID"])
+        b = _set_element(b, b"\x10\x00\x30\x00", b"DA", PATIENT["PatientBirthDate"])
+        (folder / f.name).write_bytes(b)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def ct(sample_data):
     return load_study(sample_data / "ct-dicom").series[0]
@@ -60,13 +71,7 @@ def identified_ct(tmp_path_factory, sample_data):
     """The sample CT with a patient name, ID and birth date, in a folder named after the patient (as happens)."""
     folder = tmp_path_factory.mktemp("studies") / "Vandersloot_Henrietta_CT"
     folder.mkdir()
-    for f in sorted((sample_data / "ct-dicom").glob("*.dcm")):
-        b = f.read_bytes()
-        b = _set_element(b, b"\x10\x00\x10\x00", b"PN", PATIENT["PatientName"])
-        b = _set_element(b, b"\x10\x00\x20\x00", b"LO", PATIENT["PatientID"])
-        b = _set_element(b, b"\x10\x00\x30\x00", b"DA", PATIENT["PatientBirthDate"])
-        (folder / f.name).write_bytes(b)
-    series = load_study(folder).series[0]
+    series = load_study(copy_identified_ct(sample_data, folder)).series[0]
     for key, value in PATIENT.items():
         assert str(series.identifiers.get(key, "")).strip() == value  # io read them: the test means something
     return series

@@ -94,9 +94,7 @@ def json_default(o: Any) -> Any:
     """`json.dumps(default=...)` for what our records hold besides plain types: numpy values and paths.
 
     Anything else is a bug in the caller and raises TypeError (before the write, so the old file stays)."""
-    if isinstance(o, (np.floating, np.integer, np.bool_)):
-        return o.item()
-    if hasattr(o, "tolist"):
+    if hasattr(o, "tolist"):  # numpy arrays and scalars
         return o.tolist()
     if isinstance(o, os.PathLike):
         return os.fspath(o)
