@@ -1,11 +1,16 @@
-"""Compare scoring methods and settings on the development set (both folds, several seeds), to choose defaults.
+"""Compare detector settings on the development sets (every fold, several seeds), to choose defaults.
 
     python benchmarks/build_devset.py            # once
-    python benchmarks/compare_methods.py [--k 4] [--seeds 0,1,2] [--variants memory,adapted,...] [--json out.json]
+    python benchmarks/compare_methods.py [--sets flair,t1c,mr] [--k 4] [--seeds 0,1,2] [--variants memory,adapted]
+                                         [--json out.json]
 
-Prints one row per variant: image and pixel AUROC, AUPRO (mean over folds and seeds, with min..max over seeds),
-adaptation seconds. Defaults are changed only when a variant beats the simpler alternative here *and* the margin
-is larger than the spread over seeds.
+Sets: flair = brats-flair-f0..f2 (the main set: skull-stripped, patient-disjoint folds), t1c = the same patients in
+T1c, mr = mr-brain-a/b (whole head, not skull-stripped). Every run goes through `medad_viewer.engine.evaluate`, the
+code behind `medad-viewer eval`, so images are read and prepared exactly as `score` and the viewer prepare them.
+
+Prints, per variant and set: image and pixel AUROC, mean over folds x seeds, the worst seed, and each fold's mean
+and worst seed. A setting becomes a default only when it beats the simpler alternative on the flair folds (mean and
+every fold's mean) and does not lose on the whole-head set.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,88 +29,87 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from medad_viewer.engine.backbones import load_backbone, resolve_device  # noqa: E402
 from medad_viewer.engine.detector import DetectorSettings  # noqa: E402
 from medad_viewer.engine.evaluate import BmadDataset, evaluate  # noqa: E402
-from medad_viewer.engine.preprocess import IntensityNormalizer  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
+SETS = {"flair": ["brats-flair-f0", "brats-flair-f1", "brats-flair-f2"],
+        "t1c": ["brats-t1c-f0", "brats-t1c-f1", "brats-t1c-f2"],
+        "mr": ["mr-brain-a", "mr-brain-b"]}
 
 
 def variants(base: DetectorSettings) -> dict[str, DetectorSettings]:
-    a = base.adapt
+    """Named settings; each differs from `memory` or `adapted` (the defaults of each method) in one respect."""
+    mem = replace(base, method="memory")
+    ad = replace(base, method="adapted")
     return {
-        "memory": replace(base, method="memory"),
-        "adapted": replace(base, method="adapted"),
-        "memory-noagg": replace(base, method="memory", aggregate_kernel=1),
-        "memory-l2": replace(base, method="memory", metric="l2"),
-        "memory-levels01": replace(base, method="memory", levels=(0, 1)),
-        "memory-levels12": replace(base, method="memory", levels=(1, 2)),
-        "adapted-levels012": replace(base, method="adapted", levels=(0, 1, 2)),
-        "adapted-levels12": replace(base, method="adapted", levels=(1, 2)),
-        "memory-levels012": replace(base, method="memory", levels=(0, 1, 2)),
-        "memory-levels0123": replace(base, method="memory", levels=(0, 1, 2, 3)),
-        "memory-refaug": replace(base, method="memory", ref_augmentations=3),
-        "memory-max": replace(base, method="memory", image_score="max"),
-        "adapted-max": replace(base, method="adapted", image_score="max"),
-        "adapted-aug": replace(base, method="adapted", ref_augmentations=3, adapt=replace(a, augment=True)),
-        "adapted-fusion0.25": replace(base, method="adapted", fusion_weight=0.25),
-        "adapted-fusion0.75": replace(base, method="adapted", fusion_weight=0.75),
-        "adapted-headonly": replace(base, method="adapted", fusion_weight=0.0),
-        "adapted-augtrain": replace(base, method="adapted", adapt=replace(a, augment=True)),
-        "adapted-refaug": replace(base, method="adapted", ref_augmentations=3),
-        "memory-fullbank": replace(base, method="memory", bank_coreset_fraction=1.0),
-        "adapted-fullbank": replace(base, method="adapted", bank_coreset_fraction=1.0),
-        "memory-nobody": replace(base, method="memory", restrict_to_body=False),
-        "adapted-nobody": replace(base, method="adapted", restrict_to_body=False),
-        # Intensity standardisation per slice (1-99.5 percentiles of the foreground) instead of per volume.
-        "memory-perslice": replace(base, method="memory"),
-        "adapted-perslice": replace(base, method="adapted"),
+        "memory": mem,
+        "adapted": ad,
+        # The training-free recipe of issue 10 (levels at strides 8 and 16, L2, no mirrored references, max score,
+        # the map blurred over the whole image and not restricted to the anatomy).
+        "recipe": replace(mem, levels=(1, 2), metric="l2", bank_flip=False, image_score="max",
+                          image_score_contrast=0.0, scoring_region="image"),
+        "memory-contrast0": replace(mem, image_score_contrast=0.0),
+        "memory-contrast0.5": replace(mem, image_score_contrast=0.5),
+        "adapted-contrast0": replace(ad, image_score_contrast=0.0),
+        "memory-l2": replace(mem, metric="l2"),
+        "memory-levels12": replace(mem, levels=(1, 2)),
+        "memory-levels012": replace(mem, levels=(0, 1, 2)),
+        "memory-noflip": replace(mem, bank_flip=False),
+        "memory-max": replace(mem, image_score="max"),
+        "memory-body": replace(mem, scoring_region="body"),
+        "memory-image": replace(mem, scoring_region="image"),
+        "memory-coreset": replace(mem, bank_max_patches=4096),
+        "adapted-body": replace(ad, scoring_region="body"),
+        "adapted-fusion0.75": replace(ad, fusion_weight=0.75),
+        "adapted-fusion0.25": replace(ad, fusion_weight=0.25),
     }
+
+
+def _fmt(rows: list[dict], key: str) -> str:
+    vals = [s[key] for r in rows for s in r["per_seed"] if s[key] is not None]
+    if not vals:
+        return f"{key.split('_')[0]:5s} n/a"
+    folds = " ".join(f"{np.mean([s[key] for s in r['per_seed']]):.3f}/{min(s[key] for s in r['per_seed']):.3f}"
+                     for r in rows)
+    return f"{key.split('_')[0]:5s} {np.mean(vals):.3f} (worst {min(vals):.3f}; folds mean/worst {folds})"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--devset", type=Path, default=REPO / "devset")
+    ap.add_argument("--sets", default="flair,mr")
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--variants", default="memory,adapted")
-    ap.add_argument("--max-steps", type=int, default=None)
+    ap.add_argument("--folds", default="", help="only folds whose name contains one of these (comma-separated)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    base = DetectorSettings(modality="MR")
-    if args.max_steps:
-        base = replace(base, adapt=replace(base.adapt, max_steps=args.max_steps))
-    all_v = variants(base)
+    all_v = variants(DetectorSettings())
     names = list(all_v) if args.variants == "all" else args.variants.split(",")
-    folds = sorted(p for p in args.devset.iterdir() if (p / "train").is_dir())
-    if not folds:
-        sys.exit(f"no development set under {args.devset}: run benchmarks/build_devset.py first")
+    unknown = [n for n in names if n not in all_v]
+    if unknown:
+        sys.exit(f"unknown variants {unknown}; known: {', '.join(all_v)}")
     device = resolve_device("auto")
-    backbone = load_backbone(base.backbone, device=device)
-    datasets = {f.name: BmadDataset(f) for f in folds}
-    per_slice = {f.name: BmadDataset(f, normalizer=IntensityNormalizer(per_slice_pct=(1.0, 99.5))) for f in folds} \
-        if any(n.endswith("-perslice") for n in names) else {}
-    table = {}
-    for name in names:
-        rows = []
-        for fold, ds in (per_slice if name.endswith("-perslice") else datasets).items():
-            r = evaluate(ds.root, args.k, seeds, all_v[name], device=str(device), dataset=ds, backbone=backbone)
-            rows.append(r)
-            print(f"  {name:22s} {fold}: img {r['image_auroc']:.3f} [{r['image_auroc_min']:.3f}-"
-                  f"{r['image_auroc_max']:.3f}] pix {r['pixel_auroc']:.3f} [{r['pixel_auroc_min']:.3f}-"
-                  f"{r['pixel_auroc_max']:.3f}] aupro {r['aupro']:.3f} adapt {r['adapt_s']:.1f}s", file=sys.stderr)
-        agg = {}
-        for key in ("image_auroc", "pixel_auroc", "aupro", "f1_max", "adapt_s", "score_s_per_image"):
-            vals = [x[key] for r in rows for x in r["per_seed"] if x[key] is not None]
-            agg[key] = float(np.mean(vals))
-            agg[key + "_min"] = float(np.min(vals))
-            agg[key + "_max"] = float(np.max(vals))
-        table[name] = {"mean": agg, "folds": rows}
-        print(f"{name:22s} image_auroc {agg['image_auroc']:.3f} ({agg['image_auroc_min']:.3f}-{agg['image_auroc_max']:.3f})"
-              f"  pixel_auroc {agg['pixel_auroc']:.3f} ({agg['pixel_auroc_min']:.3f}-{agg['pixel_auroc_max']:.3f})"
-              f"  aupro {agg['aupro']:.3f}  adapt {agg['adapt_s']:.1f}s  score {agg['score_s_per_image']*1000:.0f}ms/img",
-              flush=True)
+    backbone = load_backbone(DetectorSettings().backbone, device=device)
+    table: dict = {}
+    for set_name in args.sets.split(","):
+        folds = [args.devset / f for f in SETS[set_name]
+                 if not args.folds or any(part in f for part in args.folds.split(","))]
+        missing = [f for f in folds if not (f / "train").is_dir()]
+        if missing:
+            sys.exit(f"no development set at {missing[0]}: run benchmarks/build_devset.py first")
+        datasets = {f.name: BmadDataset(f) for f in folds}
+        for name in names:
+            t0 = time.monotonic()
+            rows = [evaluate(ds.root, args.k, seeds, all_v[name], device=str(device), dataset=ds, backbone=backbone)
+                    for ds in datasets.values()]
+            table.setdefault(name, {})[set_name] = rows
+            fit = np.mean([s["adapt_s"] for r in rows for s in r["per_seed"]])
+            stops = sorted({str(s.get("stopped_because")) for r in rows for s in r["per_seed"]})
+            print(f"{name:18s} {set_name:5s} k={args.k} {_fmt(rows, 'image_auroc')}  {_fmt(rows, 'pixel_auroc')}  "
+                  f"fit {fit:.1f}s  stops {','.join(stops)}  ({time.monotonic() - t0:.0f}s)", flush=True)
     if args.json:
-        args.json.write_text(json.dumps(table, indent=2, default=float))
+        args.json.write_text(json.dumps(table, indent=1, default=float))
 
 
 if __name__ == "__main__":

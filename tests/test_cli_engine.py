@@ -74,7 +74,7 @@ def test_score_reports_bad_references_without_traceback(tmp_path, sample_data, c
 
 
 def test_eval_json_on_a_bmad_layout(tmp_path, sample_data, capsys):
-    _load_builder().build(sample_data / "mr-brain", tmp_path)
+    _load_builder().build_mr_brain(sample_data / "mr-brain", tmp_path)
     capsys.readouterr()  # the builder's own summary lines
     fold = tmp_path / "mr-brain-b"
     rc = main(["eval", str(fold), "--k", "2", "--seeds", "0,1", "--method", "memory", "--input-size", "96", "--json"])

@@ -122,11 +122,11 @@ def test_coreset_picks_distinct_rows_covering_clusters():
 
 
 def test_memory_bank_leave_one_out():
-    bank = MemoryBank(aggregate_kernel=1)
+    bank = MemoryBank()
     f = torch.randn(2, 4, 3, 3)
-    bank.fit([f], torch.tensor([0, 1]))
-    with_self = bank.score([f[:1]])[0]
-    without = bank.score([f[:1]], exclude_owner=0)[0]
+    bank.fit(f, torch.tensor([0, 1]))
+    with_self = bank.score(f[:1])
+    without = bank.score(f[:1], exclude_owners=(0,))
     assert float(with_self.max()) < 1e-5
     assert float(without.min()) > 1e-3
 

@@ -17,7 +17,7 @@ from medad_viewer.gui.main_window import MainWindow
 from medad_viewer.io.windowing import CT_PRESETS
 from medad_viewer.review.state import Decision, Ellipse
 
-TINY = dict(input_size=128, ref_augmentations=1, adapt=AdaptSettings(max_steps=3, val_every=3, pool_size=16))
+TINY = dict(input_size=128, adapt=AdaptSettings(max_steps=3, val_every=3, pool_size=16))
 
 
 @pytest.fixture(autouse=True)
@@ -199,7 +199,7 @@ def test_references_adapt_score_review_and_reopen(qtbot, tmp_path, ct_study):
 
 
 def test_cancel_keeps_app_usable(qtbot, tmp_path, ct_study):
-    long = dict(input_size=128, ref_augmentations=1,
+    long = dict(input_size=128,
                 adapt=AdaptSettings(max_steps=100_000, time_budget_s=120, val_every=1000, pool_size=32))
     w = make_window(qtbot, tmp_path, **long)
     open_study(qtbot, w, ct_study)
@@ -226,8 +226,7 @@ def test_cancel_keeps_app_usable(qtbot, tmp_path, ct_study):
     w.show_slice(7)
     key(qtbot, w, Qt.Key.Key_D)
     assert w.session.review.get(w.series.uid, 7).decision == Decision.DISMISSED
-    w.settings_hook = lambda d: DetectorSettings(modality=d["modality"], method="memory", input_size=128,
-                                                 ref_augmentations=1)
+    w.settings_hook = lambda d: DetectorSettings(modality=d["modality"], method="memory", input_size=128)
     got = []
     w.run_scoring()
     w.job.partial.connect(lambda item: got.append(item) if item[0] == "slice" else None)
@@ -242,7 +241,7 @@ def test_cancel_keeps_app_usable(qtbot, tmp_path, ct_study):
 
 
 def test_close_during_job_cancels_and_keeps_session(qtbot, tmp_path, ct_study):
-    long = dict(input_size=128, ref_augmentations=1,
+    long = dict(input_size=128,
                 adapt=AdaptSettings(max_steps=100_000, time_budget_s=120, val_every=1000, pool_size=32))
     w = make_window(qtbot, tmp_path, **long)
     open_study(qtbot, w, ct_study)

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-DEFAULT_BACKBONE = "efficientnet-lite2"
+from .defaults import DEFAULT_BACKBONE
 
 
 class WeightsUnavailable(RuntimeError):
@@ -91,7 +91,9 @@ class Backbone(nn.Module):
         std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
         return (x - mean) / std
 
-    def forward(self, x: torch.Tensor, stream_edit: StreamEdit | None = None) -> list[torch.Tensor]:  # pragma: no cover
+    def forward(self, x: torch.Tensor, stream_edit: StreamEdit | None = None,
+                upto: int | None = None) -> list[torch.Tensor]:  # pragma: no cover
+        """Levels 0..`upto` (all when None); the network runs only as deep as the last one needs."""
         raise NotImplementedError
 
     # Vision-language only -------------------------------------------------------------------------------------
@@ -153,8 +155,10 @@ class EfficientNetLiteBackbone(Backbone):
         for p in self.parameters():
             p.requires_grad_(False)
 
-    def forward(self, x: torch.Tensor, stream_edit: StreamEdit | None = None) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, stream_edit: StreamEdit | None = None,
+                upto: int | None = None) -> list[torch.Tensor]:
         out: list[torch.Tensor] = []
+        last = len(self.level_blocks) if upto is None else min(int(upto) + 1, len(self.level_blocks))
         h = self.stem(x)
         level = 0
         for i, block in enumerate(self.blocks):
@@ -169,7 +173,7 @@ class EfficientNetLiteBackbone(Backbone):
                 else:
                     out.append(h)
                 level += 1
-                if level == len(self.level_blocks):
+                if level == last:
                     break
         return out
 
@@ -227,10 +231,12 @@ class OpenClipBackbone(Backbone):
         self.mean, self.std = tuple(mean), tuple(std)
         self.text_dim = int(getattr(model, "embed_dim", None) or model.text_projection.shape[-1])
 
-    def forward(self, x: torch.Tensor, stream_edit: StreamEdit | None = None) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, stream_edit: StreamEdit | None = None,
+                upto: int | None = None) -> list[torch.Tensor]:
         captured: dict[int, torch.Tensor] = {}
         handles = []
         prefix = self._prefix
+        layers = self.layers if upto is None else self.layers[: int(upto) + 1]
 
         def make_hook(level: int):
             def hook(_module, _inputs, output):
@@ -245,15 +251,15 @@ class OpenClipBackbone(Backbone):
                 return (new, *output[1:]) if isinstance(output, tuple) else new
             return hook
 
-        for level, layer in enumerate(self.layers):
+        for level, layer in enumerate(layers):
             handles.append(self._blocks[layer - 1].register_forward_hook(make_hook(level)))
         try:
-            self._run_until(x, self.layers[-1])
+            self._run_until(x, layers[-1])
         finally:
             for h in handles:
                 h.remove()
         out = []
-        for level in range(len(self.layers)):
+        for level in range(len(layers)):
             t = captured[level]
             b, n, c = t.shape
             g = int(round(n ** 0.5))

@@ -23,7 +23,7 @@ from .backbones import load_backbone, resolve_device
 from .detector import AnomalyDetector, DetectorSettings
 from .jobs import CancelToken, no_progress, sub_progress
 from .metrics import aupro, f1_max, image_auroc, pixel_auroc
-from .preprocess import IntensityNormalizer
+from .preprocess import IntensityNormalizer, normalizer_for_series
 
 _IMG_EXT = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 METRIC_KEYS = ("image_auroc", "pixel_auroc", "aupro", "f1_max")
@@ -40,15 +40,16 @@ def _list_images(folder: Path) -> list[Path]:
 
 
 def read_image01(path: Path, normalizer: IntensityNormalizer | None = None) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ValueError(f"{path}: not a readable image")
-    if img.ndim == 3:
-        img = cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2GRAY)
-    if normalizer is not None:
-        return normalizer(img)
-    scale = 65535.0 if img.dtype == np.uint16 else 255.0
-    return (img.astype(np.float32) / scale).clip(0, 1)
+    """One image file as `score` and the viewer see it: the study loader, then the series' own normaliser (unless
+    one is given, for experiments)."""
+    from ..io import load_study
+
+    study = load_study(str(path))
+    if not study.series:
+        detail = study.errors[0].message if study.errors else "not a readable image"
+        raise ValueError(f"{path}: {detail}")
+    series = study.series[0]
+    return (normalizer or normalizer_for_series(series))(series.slice(0))
 
 
 def _read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
@@ -94,6 +95,21 @@ class BmadDataset:
         return [self.pool[i] for i in sorted(rng.choice(len(self.pool), size=k, replace=False))]
 
 
+def fit_and_score(ds: BmadDataset, references: Sequence[Path], settings: DetectorSettings, backbone, device,
+                  progress: Callable[[float, str], None] = no_progress, cancel: CancelToken | None = None
+                  ) -> tuple[AnomalyDetector, list, float, float]:
+    """One few-shot run: fit on the reference files, score every test image, as `score` would.
+    Returns the detector, the results, fit seconds and scoring seconds per image."""
+    ref_imgs = [read_image01(p, ds.normalizer) for p in references]
+    t0 = time.monotonic()
+    det = AnomalyDetector(copy.deepcopy(settings), backbone, device).fit(ref_imgs, sub_progress(progress, 0, 0.7),
+                                                                         cancel)
+    fit_s = time.monotonic() - t0
+    t1 = time.monotonic()
+    results = det.score(ds.images, progress=sub_progress(progress, 0.7, 1.0), cancel=cancel)
+    return det, results, fit_s, (time.monotonic() - t1) / len(ds.images)
+
+
 def evaluate(data_dir: str | Path, k: int = 4, seeds: Sequence[int] = (0, 1, 2),
              settings: DetectorSettings | None = None, device: str = "auto",
              progress: Callable[[float, str], None] = no_progress, cancel: CancelToken | None = None,
@@ -110,18 +126,15 @@ def evaluate(data_dir: str | Path, k: int = 4, seeds: Sequence[int] = (0, 1, 2),
         step = 1 / len(seeds)
         s = replace(settings, adapt=replace(settings.adapt, seed=int(seed)))
         refs = ds.pick_references(k, seed)
-        ref_imgs = [read_image01(p, ds.normalizer) for p in refs]
-        t0 = time.monotonic()
-        det = AnomalyDetector(copy.deepcopy(s), backbone, dev).fit(
-            ref_imgs, sub_progress(progress, base, base + 0.7 * step), cancel)
-        adapt_s = time.monotonic() - t0
-        t1 = time.monotonic()
-        results = det.score(ds.images, progress=sub_progress(progress, base + 0.7 * step, base + step), cancel=cancel)
-        score_s = (time.monotonic() - t1) / len(ds.images)
+        det, results, adapt_s, score_s = fit_and_score(ds, refs, s, backbone, dev,
+                                                       sub_progress(progress, base, base + step), cancel)
         scores = np.array([r.score for r in results])
+        report = det.adapt_report
         row = {"seed": int(seed), "references": [p.name for p in refs],
                "image_auroc": image_auroc(ds.labels, scores), "f1_max": f1_max(ds.labels, scores),
-               "pixel_auroc": None, "aupro": None, "adapt_s": adapt_s, "score_s_per_image": score_s}
+               "pixel_auroc": None, "aupro": None, "adapt_s": adapt_s, "score_s_per_image": score_s,
+               "steps": None if report is None else report.steps,
+               "stopped_because": None if report is None else report.stopped_because}
         if ds.masks is not None:
             maps = np.stack([r.map for r in results])
             masks = np.stack(ds.masks)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["body_mask", "body_mask_volume", "fill_holes"]
+__all__ = ["anatomy_mask", "body_mask", "body_mask_volume", "fill_holes", "head_interior"]
 
 # Below this robust dynamic range the slice is treated as empty (constant or numerically flat).
 _MIN_RANGE = 1e-4
@@ -101,3 +101,132 @@ def body_mask_volume(vol: np.ndarray, **kwargs) -> np.ndarray:
     for z in range(v.shape[0]):
         out[z] = body_mask(v[z], **kwargs)
     return out
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The inside of the skull on head MR
+
+def _ray_brain_edge(p: np.ndarray, e: int, med: float, scalp_depth: int, valley_depth: int, csf_max: int,
+                    total_depth: int) -> int:
+    """Along one ray's intensity profile `p` (centre at 0, body edge at `e`): the radius where the brain begins
+    inside the skull, or -1 when this ray shows no scalp-skull-brain sequence.
+
+    From the edge inward: the scalp is the outermost bright layer (fat is brighter than brain on T1, T2 and FLAIR);
+    the skull is the dark valley inside it (cortical bone has no MR signal); the brain begins where the profile
+    recovers to tissue level. A second bright layer followed by a second valley (marrow between the two tables of a
+    thick skull) moves the edge inward, within `total_depth` of the surface."""
+    lo = max(0, e - scalp_depth)
+    pk = lo + int(np.argmax(p[lo: e + 1]))
+    if p[pk] < 1.15 * med:
+        return -1
+    lo = max(0, pk - valley_depth)
+    v = lo + int(np.argmin(p[lo: pk + 1]))
+    if p[v] > 0.8 * med or p[v] > 0.5 * p[pk]:
+        return -1
+    j = v
+    while j > max(0, v - csf_max) and p[j] < 0.75 * med:
+        j -= 1
+    if p[j] < 0.75 * med:
+        return -1
+    for _ in range(2):
+        lo = max(0, j - valley_depth, e - total_depth)
+        if j - lo < 3:
+            break
+        pk2 = lo + int(np.argmax(p[lo: j + 1]))
+        if p[pk2] < 1.1 * med:
+            break
+        lo = max(0, pk2 - valley_depth, e - total_depth)
+        v2 = lo + int(np.argmin(p[lo: pk2 + 1]))
+        if p[v2] > 0.8 * med or p[v2] > 0.7 * p[pk2]:
+            break
+        j2 = v2
+        while j2 > max(0, v2 - csf_max) and p[j2] < 0.75 * med:
+            j2 -= 1
+        if p[j2] < 0.75 * med:
+            break
+        j = j2
+    return j
+
+
+def head_interior(img: np.ndarray, body: np.ndarray | None = None, n_rays: int = 180,
+                  min_share: float = 0.5, partial_share: float = 0.3) -> np.ndarray | None:
+    """The inside of the skull on an axial head MR slice windowed to [0, 1], or None when the slice shows no skull
+    (a skull-stripped brain, a slice of another body part, a head CT — bone is bright there — or the vertex,
+    where the skull is cut obliquely).
+
+    Rays from the body's centroid; on each, `_ray_brain_edge` looks for scalp, skull and brain from the surface
+    inward. When at least `min_share` of the rays see that sequence, the brain outline is their edge radii, gaps
+    interpolated around the circle, median-filtered (so a stray vessel or sulcus moves it by nothing), filled.
+    When fewer rays but at least `partial_share` see it (the vertex, the skull base, where the skull is cut
+    obliquely or hidden by the face), every ray's edge is the surface moved inward by the scalp-and-skull depth those
+    rays measured. Scalp, skull, orbits and most of the sinuses fall outside."""
+    a = np.asarray(img, dtype=np.float32)
+    if body is None:
+        body = body_mask(a)
+    area = int(body.sum())
+    if area < 200:
+        return None
+    h, w = a.shape
+    diam = 2.0 * np.sqrt(area / np.pi)
+    sm = cv2.GaussianBlur(a, (0, 0), 1.0)
+    med = float(np.median(sm[body]))
+    if med <= 1e-3:
+        return None
+    ys, xs = np.nonzero(body)
+    cy, cx = float(ys.mean()), float(xs.mean())
+    radius = int(np.hypot(h, w))
+    rs = np.arange(radius, dtype=np.float32)
+    theta = np.linspace(0.0, 2.0 * np.pi, n_rays, endpoint=False)
+    px = cx + np.cos(theta)[:, None] * rs[None]
+    py = cy + np.sin(theta)[:, None] * rs[None]
+    within = (px >= 0) & (px <= w - 1) & (py >= 0) & (py <= h - 1)
+    pxi = np.clip(np.round(px).astype(int), 0, w - 1)
+    pyi = np.clip(np.round(py).astype(int), 0, h - 1)
+    prof = sm[pyi, pxi]
+    inside = body[pyi, pxi] & within
+    depth = {"scalp_depth": max(3, int(round(0.08 * diam))), "valley_depth": max(3, int(round(0.10 * diam))),
+             "csf_max": max(3, int(round(0.08 * diam))), "total_depth": max(6, int(round(0.16 * diam)))}
+    edge = np.full(n_rays, -1)
+    surface = np.zeros(n_rays, int)
+    for i in range(n_rays):
+        out = np.flatnonzero(~inside[i])
+        e = int(out[0] if out.size else radius) - 1
+        surface[i] = max(e, 0)
+        if e >= 10:
+            edge[i] = _ray_brain_edge(prof[i], e, med, **depth)
+    ok = edge >= 0
+    if ok.mean() < partial_share:
+        return None
+    if ok.mean() < min_share:
+        edge = np.maximum(surface - int(np.median(surface[ok] - edge[ok])), 0)
+        ok = np.ones(n_rays, bool)
+    idx = np.arange(n_rays)
+    r = np.interp(idx, np.concatenate([idx[ok] - n_rays, idx[ok], idx[ok] + n_rays]),
+                  np.tile(edge[ok], 3).astype(np.float64))
+    k = 8  # circular median over 17 rays (34 degrees), then a 5-ray mean
+    ext = np.concatenate([r[-k:], r, r[:k]])
+    r = np.array([np.median(ext[j: j + 2 * k + 1]) for j in range(n_rays)])
+    r = np.convolve(np.concatenate([r[-2:], r, r[:2]]), np.ones(5) / 5, mode="valid")
+    pts = np.stack([cx + np.cos(theta) * r, cy + np.sin(theta) * r], 1).round().astype(np.int32)
+    mask = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(mask, [pts], 1)
+    mask = mask.astype(bool) & body
+    return mask if mask.sum() >= 0.15 * area else None
+
+
+# Modalities where bone is bright or no skull is imaged: the search for a dark skull ring is not made there (a CT's fat
+# layer under the skin, an X-ray's lung fields would look like one).
+NO_SKULL_SEARCH = frozenset({"CT", "CR", "DX", "MG", "XA", "RF", "US", "NM", "PT", "IO", "PX"})
+
+
+def anatomy_mask(img: np.ndarray, body: np.ndarray | None = None, modality: str = "OT") -> np.ndarray:
+    """Where anomalies are looked for: the inside of the skull on head MR (scalp, skull, orbits and sinuses vary
+    between people far more than the brain does, and are not what the reader asked about), else the body.
+    MR and plain images of unknown modality are searched for a skull."""
+    a = np.asarray(img, dtype=np.float32)
+    if body is None:
+        body = body_mask(a)
+    if (modality or "OT").upper() in NO_SKULL_SEARCH:
+        return body
+    inner = head_interior(a, body)
+    return body if inner is None else inner

@@ -1,5 +1,11 @@
-"""Few-shot memory bank: reference patch features per level; a test patch scores 1 − max cosine similarity
-(MVFA-AD) or its L2 distance to the nearest reference patch. Greedy coreset subsampling keeps the bank small."""
+"""Few-shot memory bank: reference patch features on one patch grid; a test patch scores its distance to the
+nearest reference patch (1 − max cosine similarity, as in MVFA-AD, or L2 as in PatchCore).
+
+Patch features: each used level is averaged with its 3×3 neighbours (small shifts between slices then cost little),
+brought to one grid (finer levels area-averaged down, coarser ones bilinearly up) and concatenated, so one distance
+compares a patch's fine texture and its wider context together. Greedy coreset subsampling keeps a large bank
+(many references) at a fixed size, so scoring time does not grow with the number of references.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,25 @@ import torch.nn.functional as F
 
 
 def local_aggregate(feats: torch.Tensor, kernel: int = 3) -> torch.Tensor:
-    """Average each patch with its neighbours (PatchCore): small shifts between slices then cost little."""
+    """Average each patch with its neighbours (PatchCore); borders average only what lies inside the image."""
     if kernel <= 1:
         return feats
     return F.avg_pool2d(feats, kernel, stride=1, padding=kernel // 2, count_include_pad=False)
+
+
+def to_grid(feats: torch.Tensor, grid: int) -> torch.Tensor:
+    """(B, C, h, w) -> (B, C, grid, grid): area average when finer, bilinear when coarser."""
+    h, w = feats.shape[-2:]
+    if (h, w) == (grid, grid):
+        return feats
+    if h >= grid and w >= grid:
+        return F.adaptive_avg_pool2d(feats, (grid, grid))
+    return F.interpolate(feats, size=(grid, grid), mode="bilinear", align_corners=False)
+
+
+def patch_features(level_feats: list[torch.Tensor], grid: int, kernel: int = 3) -> torch.Tensor:
+    """Per-level features (B, C_l, h_l, w_l) -> one (B, sum C_l, grid, grid) patch feature map."""
+    return torch.cat([to_grid(local_aggregate(f.float(), kernel), grid) for f in level_feats], dim=1)
 
 
 def greedy_coreset(feats: torch.Tensor, size: int, seed: int = 0, proj_dim: int = 128) -> torch.Tensor:
@@ -38,80 +59,67 @@ def greedy_coreset(feats: torch.Tensor, size: int, seed: int = 0, proj_dim: int 
 
 
 class MemoryBank:
-    """Per-level banks of reference patch features. `owner` remembers which reference each entry came from, so
-    leave-one-out calibration can score a reference against the others."""
+    """Reference patch features (N, C). `owners` remembers which reference each entry came from (a mirrored copy
+    has an owner of its own), so leave-one-out calibration can score a reference against the others."""
 
-    def __init__(self, metric: str = "cosine", max_per_level: int = 8192, aggregate_kernel: int = 3,
-                 coreset_fraction: float = 1.0):
+    def __init__(self, metric: str = "cosine", max_patches: int = 16384):
         if metric not in ("cosine", "l2"):
             raise ValueError(f"unknown metric {metric}")
         self.metric = metric
-        self.max_per_level = int(max_per_level)
-        self.aggregate_kernel = int(aggregate_kernel)
-        self.coreset_fraction = float(coreset_fraction)
-        self.levels: list[torch.Tensor] = []
-        self.owners: list[torch.Tensor] = []
+        self.max_patches = int(max_patches)
+        self.features = torch.empty(0)
+        self.owners = torch.empty(0, dtype=torch.long)
 
-    def _prepare(self, feats: torch.Tensor) -> torch.Tensor:
-        """(B, C, h, w) -> (B, h*w, C), aggregated and (for cosine) unit length."""
-        f = local_aggregate(feats.float(), self.aggregate_kernel)
-        f = f.flatten(2).transpose(1, 2)
+    def _rows(self, patches: torch.Tensor) -> torch.Tensor:
+        """(B, C, g, g) -> (B*g*g, C), unit length for cosine."""
+        f = patches.flatten(2).transpose(1, 2).reshape(-1, patches.shape[1])
         return F.normalize(f, dim=-1) if self.metric == "cosine" else f
 
-    def fit(self, level_feats: list[torch.Tensor], owners: torch.Tensor, body_masks: list[torch.Tensor] | None = None,
+    def fit(self, patches: torch.Tensor, owners: torch.Tensor, keep: torch.Tensor | None = None,
             seed: int = 0) -> "MemoryBank":
-        """level_feats: per level (B, C, h, w); owners: (B,) reference index of each image; body_masks: per level
-        (B, h, w) bool, so air and table patches do not fill the bank."""
-        self.levels, self.owners = [], []
-        for li, feats in enumerate(level_feats):
-            f = self._prepare(feats)
-            b, n, c = f.shape
-            own = owners.view(b, 1).expand(b, n).reshape(-1).to(f.device)
-            f = f.reshape(-1, c)
-            if body_masks is not None:
-                keep = body_masks[li].reshape(-1).to(f.device)
-                if keep.sum() >= 16:
-                    f, own = f[keep], own[keep]
-            target = min(self.max_per_level, max(1024, int(self.coreset_fraction * f.shape[0])))
-            if f.shape[0] > target:
-                idx = greedy_coreset(f, target, seed=seed)
-                f, own = f[idx], own[idx]
-            self.levels.append(f.contiguous())
-            self.owners.append(own.contiguous())
+        """patches: (B, C, g, g) patch features; owners: (B,) owner id of each image; keep: optional (B, g, g) bool
+        of the patches worth keeping (those that touch the anatomy: pure air is never scored)."""
+        b, _, g, _ = patches.shape
+        f = self._rows(patches)
+        own = owners.view(b, 1).expand(b, g * g).reshape(-1).to(f.device)
+        if keep is not None:
+            k = keep.reshape(-1).to(f.device)
+            if int(k.sum()) >= 16:
+                f, own = f[k], own[k]
+        if f.shape[0] > self.max_patches:
+            idx = greedy_coreset(f, self.max_patches, seed=seed)
+            f, own = f[idx], own[idx]
+        self.features = f.contiguous()
+        self.owners = own.contiguous()
         return self
 
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
     @torch.no_grad()
-    def score(self, level_feats: list[torch.Tensor], exclude_owner: int | None = None,
-              chunk: int = 4096) -> list[torch.Tensor]:
-        """Per level (B, h, w) anomaly scores of test features."""
-        out = []
-        for li, feats in enumerate(level_feats):
-            bank = self.levels[li]
-            if exclude_owner is not None:
-                keep = self.owners[li] != exclude_owner
-                if keep.any():
-                    bank = bank[keep]
-            b, _, h, w = feats.shape
-            f = self._prepare(feats).reshape(-1, bank.shape[1])
-            scores = torch.empty(f.shape[0], device=f.device)
-            for s in range(0, f.shape[0], chunk):
-                q = f[s: s + chunk]
-                if self.metric == "cosine":
-                    scores[s: s + chunk] = 1.0 - (q @ bank.T).amax(dim=1)
-                else:
-                    scores[s: s + chunk] = torch.cdist(q, bank).amin(dim=1)
-            out.append(scores.view(b, h, w))
-        return out
+    def score(self, patches: torch.Tensor, exclude_owners: tuple[int, ...] = (), chunk: int = 4096) -> torch.Tensor:
+        """(B, C, g, g) test patch features -> (B, g, g) distances to the nearest kept reference patch."""
+        bank = self.features
+        if exclude_owners:
+            keep = ~torch.isin(self.owners, torch.tensor(exclude_owners, device=self.owners.device))
+            if keep.any():
+                bank = bank[keep]
+        b, _, g, _ = patches.shape
+        q = self._rows(patches)
+        out = torch.empty(q.shape[0], device=q.device)
+        for s in range(0, q.shape[0], chunk):
+            part = q[s: s + chunk]
+            if self.metric == "cosine":
+                out[s: s + chunk] = 1.0 - (part @ bank.T).amax(dim=1)
+            else:
+                out[s: s + chunk] = torch.cdist(part, bank).amin(dim=1)
+        return out.view(b, g, g)
 
     def state(self) -> dict[str, torch.Tensor]:
-        st = {}
-        for i, (f, o) in enumerate(zip(self.levels, self.owners)):
-            st[f"bank.{i}.features"] = f.detach().cpu().contiguous()
-            st[f"bank.{i}.owners"] = o.detach().cpu().contiguous()
-        return st
+        return {"bank.features": self.features.detach().cpu().contiguous(),
+                "bank.owners": self.owners.detach().cpu().contiguous()}
 
     def load_state(self, state: dict[str, torch.Tensor], device: torch.device | str = "cpu") -> "MemoryBank":
-        n = len({k.split(".")[1] for k in state if k.startswith("bank.")})
-        self.levels = [state[f"bank.{i}.features"].to(device) for i in range(n)]
-        self.owners = [state[f"bank.{i}.owners"].to(device) for i in range(n)]
+        self.features = state["bank.features"].to(device)
+        self.owners = state["bank.owners"].to(device)
         return self

@@ -68,7 +68,7 @@ class AnomalyModel(nn.Module):
             det_store[level] = det
             return blended, seg
 
-        out = self.backbone(x, stream_edit=edit)
+        out = self.backbone(x, stream_edit=edit, upto=max(self.levels))
         seg = [out[i] for i in self.levels]
         det = [_tokens_to_map(det_store[i], seg[j].shape) for j, i in enumerate(self.levels)]
         return LevelFeatures(seg, det)
@@ -76,7 +76,7 @@ class AnomalyModel(nn.Module):
     @torch.no_grad()
     def frozen_levels(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The used levels of the frozen backbone (no adapters); cacheable when adapters are not in the stream."""
-        out = self.backbone(x)
+        out = self.backbone(x, upto=max(self.levels))
         return [out[i] for i in self.levels]
 
     def adapt_levels(self, frozen: list[torch.Tensor]) -> LevelFeatures:
@@ -124,6 +124,17 @@ def combine_levels(maps: list[torch.Tensor], size: int) -> torch.Tensor:
         up = F.interpolate(m.float(), size=(size, size), mode="bilinear", align_corners=False)
         acc = up if acc is None else acc + up
     return (acc / len(maps)).squeeze(1)
+
+
+def masked_blur(maps: torch.Tensor, masks: torch.Tensor, sigma_px: float) -> torch.Tensor:
+    """(B, H, W) smoothed within (B, H, W) bool masks by normalised convolution: G*(m·M) / G*M inside M, 0 outside.
+    Values outside the mask (air, scalp) never leak into it, so the anatomy has no bright rim."""
+    w = masks.to(maps.dtype)
+    if sigma_px <= 0:
+        return maps * w
+    num = gaussian_blur(maps * w, sigma_px)
+    den = gaussian_blur(w, sigma_px)
+    return torch.where(masks, num / den.clamp_min(1e-6), torch.zeros_like(num))
 
 
 def gaussian_blur(maps: torch.Tensor, sigma_px: float) -> torch.Tensor:

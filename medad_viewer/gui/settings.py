@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QSettings
+
+from ..engine.defaults import ADAPT_MAX_STEPS, ADAPT_TIME_CAP_S, DEFAULT_BACKBONE, DEFAULT_METHOD
 from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog, QFormLayout,
                                QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
@@ -25,8 +27,8 @@ MAX_RECENT = 10
 class AppSettings:
     """Typed access to the persisted settings."""
 
-    DEFAULTS = {"backbone": "efficientnet-lite2", "weights": "", "device": "auto", "method": "adapted",
-                "time_budget_s": 90.0, "max_steps": 300}
+    DEFAULTS = {"backbone": DEFAULT_BACKBONE, "weights": "", "device": "auto", "method": DEFAULT_METHOD,
+                "time_budget_s": ADAPT_TIME_CAP_S, "max_steps": ADAPT_MAX_STEPS}
 
     def __init__(self, qsettings: QSettings | None = None) -> None:
         self.q = qsettings or QSettings("MedAD", "MedAD Viewer")
@@ -96,7 +98,8 @@ class SettingsDialog(QDialog):
         self.budget.setRange(5, 3600)
         self.budget.setSuffix(" s")
         self.budget.setValue(float(settings.get("time_budget_s")))
-        self.budget.setToolTip("Adaptation stops after this long (or earlier when validation stops improving)")
+        self.budget.setToolTip("A safety cap: adaptation runs its steps (or stops when validation stops improving) "
+                               "and is cut short only if it would take longer than this")
         self.steps = QSpinBox()
         self.steps.setRange(1, 100_000)
         self.steps.setValue(int(settings.get("max_steps")))
@@ -105,7 +108,7 @@ class SettingsDialog(QDialog):
         form.addRow("Weights", wrow)
         form.addRow("Device", self.device)
         form.addRow("Method", self.method)
-        form.addRow("Adaptation time budget", self.budget)
+        form.addRow("Adaptation time cap", self.budget)
         form.addRow("Adaptation max steps", self.steps)
         note = QLabel("Vision-language backbones without trained weights produce meaningless scores; the status "
                       "bar warns when that happens. Weights never download without your action: place files "
@@ -134,13 +137,13 @@ class SettingsDialog(QDialog):
         self.backbone.setCurrentText(d["backbone"])
         self.weights.setText(d["weights"])
         self.device.setCurrentIndex(0)
-        self.method.setCurrentIndex(0)
+        self.method.setCurrentIndex([k for k, _ in METHODS].index(d["method"]))
         self.budget.setValue(d["time_budget_s"])
         self.steps.setValue(d["max_steps"])
 
     def accept(self) -> None:
         s = self.settings
-        s.set("backbone", self.backbone.currentText().strip() or "efficientnet-lite2")
+        s.set("backbone", self.backbone.currentText().strip() or DEFAULT_BACKBONE)
         s.set("weights", self.weights.text().strip())
         s.set("device", self.device.currentData())
         s.set("method", self.method.currentData())
