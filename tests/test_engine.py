@@ -109,7 +109,8 @@ def test_memory_bank_scores_references_as_normal_and_changes_as_anomalous(mr, ef
     inside = out.map[50:80, 60:90].mean()
     assert inside > 3 * max(out.map[150:200, 60:200].mean(), 1e-3)
     assert out.percentile > same.percentile
-    assert np.all(out.map[:5, :5] == 0), "air outside the head is never anomalous"
+    assert np.allclose(out.map[:5, :5], out.map.min(), atol=1e-5), "air outside the head is never anomalous"
+    assert out.map.min() < 0
 
 
 def test_coreset_picks_distinct_rows_covering_clusters():

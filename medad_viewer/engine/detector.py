@@ -54,8 +54,10 @@ class DetectorSettings:
     smoothing_sigma: float = 4.0  # in pixels of a 256-pixel input
     image_score: str = "local_max"  # "local_max": the largest mean over a small fixed window; "max": largest pixel
     image_score_window: int = 13  # pixels of a 256-pixel input (about 1/20 of the field of view)
-    # Share of the slice's own median map value subtracted from its score: a slice that is far from every reference
-    # everywhere comes from a level or view the references do not cover; a lesion stands out of its own slice.
+    # Share of the slice's own median map value, where above the references' median (0), subtracted from its score:
+    # a slice far from every reference everywhere comes from a level or view the references do not cover; a lesion
+    # stands out of its own slice. Below 0 (a slice as close to the references as they are to each other) nothing
+    # is added, so a slice like a reference never scores higher for it.
     image_score_contrast: float = 1.0
     # Where anomalies are looked for: "anatomy" (inside the skull on head MR, else the body), "body", or "image".
     scoring_region: str = "anatomy"
@@ -296,7 +298,7 @@ class AnomalyDetector:
     # ---------------------------------------------------------------------------------------------- image score
     def _image_scores(self, maps: np.ndarray, regions: np.ndarray) -> list[float]:
         """Per slice: the largest mean of the map over a small fixed window inside the region ("local_max"), or its
-        largest pixel ("max"), less `image_score_contrast` times the slice's median inside the region. A fixed
+        largest pixel ("max"), less `image_score_contrast` times the slice's median inside the region when positive. A fixed
         window, not a share of the body: the score must not grow with anatomy."""
         out = []
         win = int(round(self.settings.image_score_window * self.size / 256.0)) | 1
@@ -312,7 +314,7 @@ class AnomalyDetector:
                 num = cv2.blur(m * rf, (win, win), borderType=cv2.BORDER_CONSTANT)
                 den = cv2.blur(rf, (win, win), borderType=cv2.BORDER_CONSTANT)
                 top = float(np.where(r, num / np.maximum(den, 1e-6), -np.inf).max())
-            out.append(top - lam * float(np.median(m[r])) if lam else top)
+            out.append(top - lam * max(float(np.median(m[r])), 0.0) if lam else top)
         return out
 
     # ---------------------------------------------------------------------------------------------------- score

@@ -110,7 +110,7 @@ class MemoryBank:
         for s in range(0, q.shape[0], chunk):
             part = q[s: s + chunk]
             if self.metric == "cosine":
-                out[s: s + chunk] = 1.0 - (part @ bank.T).amax(dim=1)
+                out[s: s + chunk] = (1.0 - (part @ bank.T).amax(dim=1)).clamp_min_(0.0)
             else:
                 out[s: s + chunk] = torch.cdist(part, bank).amin(dim=1)
         return out.view(b, g, g)
