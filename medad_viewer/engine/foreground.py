@@ -106,46 +106,59 @@ def body_mask_volume(vol: np.ndarray, **kwargs) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------------------------
 # The inside of the skull on head MR
 
-def _ray_brain_edge(p: np.ndarray, e: int, med: float, scalp_depth: int, valley_depth: int, csf_max: int,
-                    total_depth: int) -> int:
-    """Along one ray's intensity profile `p` (centre at 0, body edge at `e`): the radius where the brain begins
-    inside the skull, or -1 when this ray shows no scalp-skull-brain sequence.
+def _window(n: int, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """(rays, n) bool: True at lo <= index <= hi, per ray."""
+    idx = np.arange(n)[None, :]
+    return (idx >= lo[:, None]) & (idx <= hi[:, None])
+
+
+def _arg_in(p: np.ndarray, lo: np.ndarray, hi: np.ndarray, largest: bool) -> np.ndarray:
+    """Per ray, the index of the largest (or smallest) value of p within [lo, hi]; the first such index, as argmax."""
+    fill = -np.inf if largest else np.inf
+    q = np.where(_window(p.shape[1], lo, hi), p, fill)
+    return q.argmax(1) if largest else q.argmin(1)
+
+
+def _last_at_least(p: np.ndarray, lo: np.ndarray, hi: np.ndarray, level: float) -> np.ndarray:
+    """Per ray, the largest index in [lo, hi] where p >= level, or -1."""
+    hit = _window(p.shape[1], lo, hi) & (p >= level)
+    idx = np.where(hit, np.arange(p.shape[1])[None, :], -1)
+    return idx.max(1)
+
+
+def _ray_brain_edges(prof: np.ndarray, e: np.ndarray, med: float, scalp_depth: int, valley_depth: int,
+                     csf_max: int, total_depth: int) -> np.ndarray:
+    """Along each ray's intensity profile (centre at index 0, body edge at `e`): the radius where the brain begins
+    inside the skull, or -1 where the ray shows no scalp-skull-brain sequence (all rays at once).
 
     From the edge inward: the scalp is the outermost bright layer (fat is brighter than brain on T1, T2 and FLAIR);
     the skull is the dark valley inside it (cortical bone has no MR signal); the brain begins where the profile
     recovers to tissue level. A second bright layer followed by a second valley (marrow between the two tables of a
-    thick skull) moves the edge inward, within `total_depth` of the surface."""
-    lo = max(0, e - scalp_depth)
-    pk = lo + int(np.argmax(p[lo: e + 1]))
-    if p[pk] < 1.15 * med:
-        return -1
-    lo = max(0, pk - valley_depth)
-    v = lo + int(np.argmin(p[lo: pk + 1]))
-    if p[v] > 0.8 * med or p[v] > 0.5 * p[pk]:
-        return -1
-    j = v
-    while j > max(0, v - csf_max) and p[j] < 0.75 * med:
-        j -= 1
-    if p[j] < 0.75 * med:
-        return -1
+    thick skull) moves the edge inward, twice at most and within `total_depth` of the surface."""
+    rows = np.arange(prof.shape[0])
+    ok = e >= 10
+    pk = _arg_in(prof, np.maximum(e - scalp_depth, 0), e, largest=True)
+    ppk = prof[rows, pk]
+    ok &= ppk >= 1.15 * med
+    v = _arg_in(prof, np.maximum(pk - valley_depth, 0), pk, largest=False)
+    pv = prof[rows, v]
+    ok &= (pv <= 0.8 * med) & (pv <= 0.5 * ppk)
+    j = _last_at_least(prof, np.maximum(v - csf_max, 0), v, 0.75 * med)
+    ok &= j >= 0
+    floor = np.maximum(e - total_depth, 0)
     for _ in range(2):
-        lo = max(0, j - valley_depth, e - total_depth)
-        if j - lo < 3:
-            break
-        pk2 = lo + int(np.argmax(p[lo: j + 1]))
-        if p[pk2] < 1.1 * med:
-            break
-        lo = max(0, pk2 - valley_depth, e - total_depth)
-        v2 = lo + int(np.argmin(p[lo: pk2 + 1]))
-        if p[v2] > 0.8 * med or p[v2] > 0.7 * p[pk2]:
-            break
-        j2 = v2
-        while j2 > max(0, v2 - csf_max) and p[j2] < 0.75 * med:
-            j2 -= 1
-        if p[j2] < 0.75 * med:
-            break
-        j = j2
-    return j
+        lo = np.maximum(np.maximum(j - valley_depth, 0), floor)
+        go = ok & (j - lo >= 3)
+        pk2 = _arg_in(prof, lo, j, largest=True)
+        ppk2 = prof[rows, pk2]
+        go &= ppk2 >= 1.1 * med
+        v2 = _arg_in(prof, np.maximum(np.maximum(pk2 - valley_depth, 0), floor), pk2, largest=False)
+        pv2 = prof[rows, v2]
+        go &= (pv2 <= 0.8 * med) & (pv2 <= 0.7 * ppk2)
+        j2 = _last_at_least(prof, np.maximum(v2 - csf_max, 0), v2, 0.75 * med)
+        go &= j2 >= 0
+        j = np.where(go, j2, j)
+    return np.where(ok, j, -1)
 
 
 def head_interior(img: np.ndarray, body: np.ndarray | None = None, n_rays: int = 180,
@@ -154,7 +167,7 @@ def head_interior(img: np.ndarray, body: np.ndarray | None = None, n_rays: int =
     (a skull-stripped brain, a slice of another body part, a head CT — bone is bright there — or the vertex,
     where the skull is cut obliquely).
 
-    Rays from the body's centroid; on each, `_ray_brain_edge` looks for scalp, skull and brain from the surface
+    Rays from the body's centroid; on each, `_ray_brain_edges` looks for scalp, skull and brain from the surface
     inward. When at least `min_share` of the rays see that sequence, the brain outline is their edge radii, gaps
     interpolated around the circle, median-filtered (so a stray vessel or sulcus moves it by nothing), filled.
     When fewer rays but at least `partial_share` see it (the vertex, the skull base, where the skull is cut
@@ -186,14 +199,11 @@ def head_interior(img: np.ndarray, body: np.ndarray | None = None, n_rays: int =
     inside = body[pyi, pxi] & within
     depth = {"scalp_depth": max(3, int(round(0.08 * diam))), "valley_depth": max(3, int(round(0.10 * diam))),
              "csf_max": max(3, int(round(0.08 * diam))), "total_depth": max(6, int(round(0.16 * diam)))}
-    edge = np.full(n_rays, -1)
-    surface = np.zeros(n_rays, int)
-    for i in range(n_rays):
-        out = np.flatnonzero(~inside[i])
-        e = int(out[0] if out.size else radius) - 1
-        surface[i] = max(e, 0)
-        if e >= 10:
-            edge[i] = _ray_brain_edge(prof[i], e, med, **depth)
+    # The body's edge on each ray: the last sample before the ray first leaves the body.
+    leaves = ~inside
+    e = np.where(leaves.any(1), leaves.argmax(1), radius) - 1
+    surface = np.maximum(e, 0)
+    edge = _ray_brain_edges(prof, e, med, **depth)
     ok = edge >= 0
     if ok.mean() < partial_share:
         return None
@@ -205,7 +215,7 @@ def head_interior(img: np.ndarray, body: np.ndarray | None = None, n_rays: int =
                   np.tile(edge[ok], 3).astype(np.float64))
     k = 8  # circular median over 17 rays (34 degrees), then a 5-ray mean
     ext = np.concatenate([r[-k:], r, r[:k]])
-    r = np.array([np.median(ext[j: j + 2 * k + 1]) for j in range(n_rays)])
+    r = np.median(np.lib.stride_tricks.sliding_window_view(ext, 2 * k + 1), axis=1)
     r = np.convolve(np.concatenate([r[-2:], r, r[:2]]), np.ones(5) / 5, mode="valid")
     pts = np.stack([cx + np.cos(theta) * r, cy + np.sin(theta) * r], 1).round().astype(np.int32)
     mask = np.zeros((h, w), np.uint8)
