@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__
+from .engine.defaults import DEFAULT_METHOD
 from .io.atomic import json_default
 
 PROG = "medad-viewer"
@@ -152,7 +153,8 @@ def _add_score_parser(sub) -> None:
     p.add_argument("--refs", action="append", required=True, metavar="SOURCE[:SLICES]",
                    help="normal references; repeat for several sources; SLICES like 0,3,7-9 (all slices if omitted)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--method", choices=("adapted", "memory", "zero"), default="adapted")
+    p.add_argument("--method", choices=("memory", "adapted", "zero"), default=DEFAULT_METHOD,
+                   help=f"default {DEFAULT_METHOD}: the training-free memory bank (see the README for measurements)")
     p.add_argument("--backbone", default="efficientnet-lite2",
                    help="efficientnet-lite2 (default, offline), or an open_clip architecture such as ViT-B-16, "
                         "ViT-L-14-336, hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224")
@@ -271,7 +273,8 @@ def _add_eval_parser(sub) -> None:
     p.add_argument("data_dir")
     p.add_argument("--k", type=int, default=4)
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--method", choices=("adapted", "memory", "zero"), default="adapted")
+    p.add_argument("--method", choices=("memory", "adapted", "zero"), default=DEFAULT_METHOD,
+                   help=f"default {DEFAULT_METHOD}: the training-free memory bank (see the README for measurements)")
     p.add_argument("--backbone", default="efficientnet-lite2")
     p.add_argument("--weights", default=None)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))

@@ -202,6 +202,8 @@ def test_cancel_keeps_app_usable(qtbot, tmp_path, ct_study):
     long = dict(input_size=128,
                 adapt=AdaptSettings(max_steps=100_000, time_budget_s=120, val_every=1000, pool_size=32))
     w = make_window(qtbot, tmp_path, **long)
+    # Adaptation is the long stage to cancel (the default method trains nothing).
+    w.settings_hook = lambda d: DetectorSettings(modality=d["modality"], method="adapted", **long)
     open_study(qtbot, w, ct_study)
     for i in (3, 12):
         w.show_slice(i)
@@ -244,6 +246,7 @@ def test_close_during_job_cancels_and_keeps_session(qtbot, tmp_path, ct_study):
     long = dict(input_size=128,
                 adapt=AdaptSettings(max_steps=100_000, time_budget_s=120, val_every=1000, pool_size=32))
     w = make_window(qtbot, tmp_path, **long)
+    w.settings_hook = lambda d: DetectorSettings(modality=d["modality"], method="adapted", **long)
     open_study(qtbot, w, ct_study)
     w.show_slice(4)
     w.add_reference("normal")

@@ -2,7 +2,7 @@
 can show them without loading the engine. Chosen by measurement: see benchmarks/compare_methods.py and the README."""
 
 DEFAULT_BACKBONE = "efficientnet-lite2"
-DEFAULT_METHOD = "adapted"
+DEFAULT_METHOD = "memory"
 ADAPT_MAX_STEPS = 300
 # A safety cap, not a schedule: adaptation runs its steps (or stops when validation stops improving) and the cap only
 # ends a run that would otherwise take far longer than expected; results say when it did (`stopped_because`).

@@ -50,7 +50,7 @@ class DetectorSettings:
     # plausible normal slice (dev set: image AUROC +0.015 FLAIR, +0.015 T1c, pixel unchanged).
     bank_flip: bool = True
     # Above this many patches the bank is a greedy coreset of this size, so scoring time stays flat in k.
-    bank_max_patches: int = 16384
+    bank_max_patches: int = 8192
     smoothing_sigma: float = 4.0  # in pixels of a 256-pixel input
     image_score: str = "local_max"  # "local_max": the largest mean over a small fixed window; "max": largest pixel
     image_score_window: int = 13  # pixels of a 256-pixel input (about 1/20 of the field of view)
@@ -267,8 +267,14 @@ class AnomalyDetector:
         x = self._to_input([p.image for p in prepared])
         feats = self.model.features(x)
         out: dict[str, torch.Tensor] = {}
+        regions = torch.from_numpy(np.stack([self.region_of(p) for p in prepared])).to(self.device)
         if self.bank is not None:
-            d = self.bank.score(self._patches(feats.seg), exclude_owners=exclude_owners)
+            patches = self._patches(feats.seg)
+            g = patches.shape[-1]
+            # Only patches that the region's smoothed, upsampled map can read: those touching it and their neighbours.
+            touch = F.adaptive_max_pool2d(regions.unsqueeze(1).float(), (g, g))
+            where = F.max_pool2d(touch, 3, stride=1, padding=1).squeeze(1) > 0
+            d = self.bank.score(patches, exclude_owners=exclude_owners, where=where)
             out["bank"] = combine_levels([d], self.size)
         if self.model.heads is not None:
             level_logits, _ = self.model.head_logits(feats)
@@ -276,7 +282,6 @@ class AnomalyDetector:
             probs = [torch.sigmoid(l) for l in level_logits]
             out["text" if self.backbone.is_vision_language else "head"] = combine_levels(probs, self.size)
         sigma = self.settings.smoothing_sigma * self.size / 256.0
-        regions = torch.from_numpy(np.stack([self.region_of(p) for p in prepared])).to(self.device)
         return {k: masked_blur(v, regions, sigma).cpu().numpy() for k, v in out.items()}
 
     def _fuse(self, comps: dict[str, np.ndarray], regions: np.ndarray) -> np.ndarray:

@@ -187,7 +187,8 @@ def head_interior(img: np.ndarray, body: np.ndarray | None = None, n_rays: int =
         return None
     ys, xs = np.nonzero(body)
     cy, cx = float(ys.mean()), float(xs.mean())
-    radius = int(np.hypot(h, w))
+    # Rays need to reach just past the body: its farthest bounding-box corner from the centre.
+    radius = int(np.ceil(np.hypot(max(cy - ys.min(), ys.max() - cy), max(cx - xs.min(), xs.max() - cx)))) + 3
     rs = np.arange(radius, dtype=np.float32)
     theta = np.linspace(0.0, 2.0 * np.pi, n_rays, endpoint=False)
     px = cx + np.cos(theta)[:, None] * rs[None]

@@ -97,8 +97,10 @@ class MemoryBank:
         return int(self.features.shape[0])
 
     @torch.no_grad()
-    def score(self, patches: torch.Tensor, exclude_owners: tuple[int, ...] = (), chunk: int = 4096) -> torch.Tensor:
-        """(B, C, g, g) test patch features -> (B, g, g) distances to the nearest kept reference patch."""
+    def score(self, patches: torch.Tensor, exclude_owners: tuple[int, ...] = (), chunk: int = 4096,
+              where: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, g, g) test patch features -> (B, g, g) distances to the nearest kept reference patch.
+        `where` (B, g, g) bool: score only these patches (the others are 0); the rest of the image is never read."""
         bank = self.features
         if exclude_owners:
             keep = ~torch.isin(self.owners, torch.tensor(exclude_owners, device=self.owners.device))
@@ -106,13 +108,20 @@ class MemoryBank:
                 bank = bank[keep]
         b, _, g, _ = patches.shape
         q = self._rows(patches)
-        out = torch.empty(q.shape[0], device=q.device)
+        rows = None if where is None else torch.nonzero(where.reshape(-1), as_tuple=True)[0]
+        if rows is not None:
+            q = q[rows]
+        dist = torch.empty(q.shape[0], device=q.device)
         for s in range(0, q.shape[0], chunk):
             part = q[s: s + chunk]
             if self.metric == "cosine":
-                out[s: s + chunk] = (1.0 - (part @ bank.T).amax(dim=1)).clamp_min_(0.0)
+                dist[s: s + chunk] = (1.0 - (part @ bank.T).amax(dim=1)).clamp_min_(0.0)
             else:
-                out[s: s + chunk] = torch.cdist(part, bank).amin(dim=1)
+                dist[s: s + chunk] = torch.cdist(part, bank).amin(dim=1)
+        if rows is None:
+            return dist.view(b, g, g)
+        out = torch.zeros(b * g * g, device=q.device)
+        out[rows] = dist
         return out.view(b, g, g)
 
     def state(self) -> dict[str, torch.Tensor]:

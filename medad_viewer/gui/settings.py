@@ -17,7 +17,8 @@ BACKBONES = [
     ("open_clip:ViT-B-16", "CLIP ViT-B/16 (vision-language; weights tag e.g. openai)"),
     ("open_clip:ViT-L-14-336", "CLIP ViT-L/14-336 (vision-language, MVFA-AD size; GPU advised)"),
 ]
-METHODS = [("adapted", "Few-shot adaptation + memory bank (best)"), ("memory", "Memory bank only (no training)"),
+METHODS = [("memory", "Memory bank (default; no training, seconds)"),
+           ("adapted", "Few-shot adaptation + memory bank (trains adapters, about a minute on a CPU)"),
            ("zero", "Zero-shot text prompts (vision-language backbones)")]
 DEVICES = [("auto", "Automatic (CUDA GPU, else Apple MPS, else CPU)"), ("cpu", "CPU"), ("cuda", "CUDA GPU"),
            ("mps", "Apple MPS")]
