@@ -86,6 +86,8 @@ def test_eval_json_on_a_bmad_layout(tmp_path, sample_data, capsys):
     assert out["k"] == 2 and out["seeds"] == [0, 1] and out["method"] == "memory"
     assert 0.0 <= out["pixel_auroc"] <= 1.0 and out["image_auroc_min"] <= out["image_auroc"] <= out["image_auroc_max"]
     assert len(out["per_seed"]) == 2
+    # Training-free: nothing ran for a number of steps, nothing could be cut short by the time cap.
+    assert all(row["stopped_because"] is None and row["steps"] is None for row in out["per_seed"])
     # Image labels only (as BMAD's chest X-ray sets): pixel metrics are null, image metrics still computed.
     shutil.rmtree(fold / "test" / "Ungood" / "anomaly_mask")
     rc = main(["eval", str(fold), "--k", "2", "--seeds", "0", "--method", "memory", "--input-size", "96", "--json"])

@@ -205,3 +205,16 @@ def test_mirrored_references_calibrate_a_single_reference(whole_head, effnet):
     no_flip = fit_detector([whole_head[14]], DetectorSettings(method="memory", input_size=96, bank_flip=False),
                            backbone=effnet)
     assert no_flip.component_scale["bank"][0] < med
+
+
+def test_settings_of_an_older_version_still_load_and_its_saved_detectors_are_refitted(tmp_path, whole_head, effnet):
+    old = {"method": "adapted", "backbone": "efficientnet-lite2", "ref_augmentations": 3, "restrict_to_body": True,
+           "topk_fraction": 0.01, "image_score": "max", "adapt": {"max_steps": 300, "time_budget_s": 90.0}}
+    s = DetectorSettings.from_dict(old)
+    assert s.method == "adapted" and s.image_score == "max" and s.adapt.max_steps == 300
+    det = fit_detector([whole_head[12], whole_head[16]], DetectorSettings(method="memory", input_size=96),
+                       backbone=effnet)
+    js = det.save(tmp_path / "old")
+    js.write_text(js.read_text().replace("medad-viewer-detector/2", "medad-viewer-detector/1"))
+    with pytest.raises(ValueError, match="adapt again"):
+        AnomalyDetector.load(tmp_path / "old", backbone=effnet)
