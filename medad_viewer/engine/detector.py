@@ -27,7 +27,7 @@ from .calibration import NormalCalibration
 from .defaults import DEFAULT_BACKBONE, DEFAULT_METHOD
 from .jobs import CancelToken, no_progress, sub_progress
 from .memory_bank import MemoryBank, patch_features
-from .model import AnomalyModel, combine_levels, masked_blur
+from .model import AnomalyModel, combine_levels, masked_blur, masked_blur_np
 from .preprocess import PreparedSlice, prepare, restore
 from .prompts import build_prompts, default_organ
 
@@ -282,6 +282,9 @@ class AnomalyDetector:
             probs = [torch.sigmoid(l) for l in level_logits]
             out["text" if self.backbone.is_vision_language else "head"] = combine_levels(probs, self.size)
         sigma = self.settings.smoothing_sigma * self.size / 256.0
+        if self.device.type == "cpu":
+            reg = regions.numpy()
+            return {k: masked_blur_np(v.numpy(), reg, sigma) for k, v in out.items()}
         return {k: masked_blur(v, regions, sigma).cpu().numpy() for k, v in out.items()}
 
     def _fuse(self, comps: dict[str, np.ndarray], regions: np.ndarray) -> np.ndarray:

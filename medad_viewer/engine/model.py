@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -132,9 +134,26 @@ def masked_blur(maps: torch.Tensor, masks: torch.Tensor, sigma_px: float) -> tor
     w = masks.to(maps.dtype)
     if sigma_px <= 0:
         return maps * w
-    num = gaussian_blur(maps * w, sigma_px)
-    den = gaussian_blur(w, sigma_px)
+    b = maps.shape[0]
+    both = gaussian_blur(torch.cat([maps * w, w]), sigma_px)  # numerator and denominator in one pass
+    num, den = both[:b], both[b:]
     return torch.where(masks, num / den.clamp_min(1e-6), torch.zeros_like(num))
+
+
+def masked_blur_np(maps: np.ndarray, masks: np.ndarray, sigma_px: float) -> np.ndarray:
+    """`masked_blur` for arrays on the CPU, with OpenCV's separable filter: the same kernel (radius 3 sigma) and
+    border (reflect-101), several times faster than a single-channel torch convolution."""
+    w = masks.astype(np.float32)
+    out = np.zeros(maps.shape, np.float32)
+    if sigma_px <= 0:
+        return (maps * w).astype(np.float32)
+    k = 2 * int(round(3 * sigma_px)) + 1
+    for i in range(maps.shape[0]):
+        num = cv2.GaussianBlur(np.ascontiguousarray(maps[i] * w[i], np.float32), (k, k), sigma_px,
+                               borderType=cv2.BORDER_REFLECT_101)
+        den = cv2.GaussianBlur(w[i], (k, k), sigma_px, borderType=cv2.BORDER_REFLECT_101)
+        out[i] = np.where(masks[i], num / np.maximum(den, 1e-6), 0.0)
+    return out
 
 
 def gaussian_blur(maps: torch.Tensor, sigma_px: float) -> torch.Tensor:
