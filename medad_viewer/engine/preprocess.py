@@ -3,8 +3,8 @@
 CT: a fixed window suited to the organ (soft tissue by default), so HU keep their meaning across studies.
 MR: no absolute units, so each volume is standardised by percentiles of its own foreground.
 8-bit plain images (PNG/JPEG/...): used as they are (0-255 -> 0-1). They were windowed for display by whoever exported
-them; stretching each by its own percentiles lets a bright lesion darken the rest of its slice, and lost 0.04 image
-and 0.01-0.03 pixel AUROC on the development sets (memory bank, FLAIR and T1c folds, and the whole-head volumes).
+them; stretching each by its own percentiles lets a bright lesion darken the rest of its slice, and lost 0.03-0.04
+image and up to 0.03 pixel AUROC with the memory bank on every development set (FLAIR, T1c, whole-head).
 X-ray DICOM, 16-bit and float plain images: a robust percentile window per image.
 
 `prepare` is the one path from such a slice to the engine's input, for `score`, `eval` and the viewer alike.
