@@ -198,30 +198,16 @@ class AnomalyDetector:
         progress(1.0, "Ready")
         return self
 
-    def _bank_images(self, prepared: list[PreparedSlice]) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
-        """The references, then their mirrored copies (owners n..2n-1), with their scoring regions."""
-        imgs = [p.image for p in prepared]
-        regions = [self.region_of(p) for p in prepared]
-        owners = list(range(len(prepared)))
-        if self.settings.bank_flip:
-            n = len(prepared)
-            imgs += [np.ascontiguousarray(im[:, ::-1]) for im in imgs[:n]]
-            regions += [np.ascontiguousarray(r[:, ::-1]) for r in regions[:n]]
-            owners += [n + i for i in range(n)]
-        return imgs, regions, owners
+    def _calibration_owners(self, n: int) -> list[tuple[int, ...]]:
+        """The bank owners hidden from each calibration slice (the bank holds the n references as owners 0..n-1 and,
+        with mirrored copies, their mirrors as n..2n-1).
 
-    def _calibration_slices(self, prepared: list[PreparedSlice]) -> tuple[list[PreparedSlice], list[tuple[int, ...]]]:
-        """Normal slices the detector has not been fitted on, and the bank owners to hide from each.
-
-        With mirrored copies in the bank: the mirrored references (adapters and heads never trained on them), each
-        scored without its own two copies; with one reference only without itself, so the original stands in for
-        another normal slice. Without them: the references, each without itself (leave-one-out)."""
-        n = len(prepared)
+        With mirrored copies the calibration slices are the mirrored references (adapters and heads never trained on
+        them), each scored without its own two copies; with one reference only without itself, so the original
+        stands in for another normal slice. Without them: the references, each without itself (leave-one-out)."""
         if not self.settings.bank_flip:
-            return prepared, [(i,) if n > 1 else () for i in range(n)]
-        mirrored = [PreparedSlice(np.ascontiguousarray(p.image[:, ::-1]), np.ascontiguousarray(p.body[:, ::-1]),
-                                  np.ascontiguousarray(p.region[:, ::-1]), p.original_shape, p.pad) for p in prepared]
-        return mirrored, [(i, n + i) if n > 1 else (n + i,) for i in range(n)]
+            return [(i,) if n > 1 else () for i in range(n)]
+        return [(i, n + i) if n > 1 else (n + i,) for i in range(n)]
 
     @torch.no_grad()
     def _fit_bank_and_calibrate(self, prepared: list[PreparedSlice], progress, cancel: CancelToken) -> None:
@@ -230,27 +216,30 @@ class AnomalyDetector:
             self.component_scale = {"text": (0.0, 1.0)}
             self.calibration = None
             return
+        mirrored = [_mirrored(p) for p in prepared] if self.settings.bank_flip else []
         if self.bank is not None:
-            imgs, regions, owners = self._bank_images(prepared)
+            in_bank = prepared + mirrored
             chunks = []
             step = self.cpu_batch if self.device.type == "cpu" else 32
-            for start in range(0, len(imgs), step):
+            for start in range(0, len(in_bank), step):
                 cancel.raise_if_cancelled()
-                chunks.append(self._patches(self.model.features(self._to_input(imgs[start: start + step])).seg))
+                x = self._to_input([p.image for p in in_bank[start: start + step]])
+                chunks.append(self._patches(self.model.features(x).seg))
             patches = torch.cat(chunks)
-            g = patches.shape[-1]
-            reg = torch.from_numpy(np.stack(regions).astype(np.float32)).unsqueeze(1).to(self.device)
-            keep = F.adaptive_max_pool2d(reg, (g, g)).squeeze(1) > 0  # patches that touch the anatomy
-            self.bank.fit(patches, torch.tensor(owners), keep, seed=self.settings.adapt.seed)
+            regions = torch.from_numpy(np.stack([self.region_of(p) for p in in_bank])).to(self.device)
+            keep = _touching(regions, patches.shape[-1])  # patches that touch the anatomy
+            self.bank.fit(patches, torch.arange(len(in_bank)), keep, seed=self.settings.adapt.seed)
         progress(0.5, "Calibrating on the references (leave-one-out)")
         # Raw components of normal slices the detector was not fitted on, then the per-component normal scale.
-        slices, hidden = self._calibration_slices(prepared)
-        raw: dict[str, list[np.ndarray]] = {}
-        for p, exclude in zip(slices, hidden):
-            cancel.raise_if_cancelled()
-            for name, maps in self._components([p], exclude_owners=exclude if self.bank is not None else ()).items():
-                raw.setdefault(name, []).append(maps)
+        slices = mirrored or prepared
         regions = np.stack([self.region_of(p) for p in slices])
+        raw: dict[str, list[np.ndarray]] = {}
+        for i, exclude in enumerate(self._calibration_owners(len(prepared))):
+            cancel.raise_if_cancelled()
+            comps = self._components(slices[i: i + 1], regions[i: i + 1],
+                                     exclude_owners=exclude if self.bank is not None else ())
+            for name, maps in comps.items():
+                raw.setdefault(name, []).append(maps)
         self.component_scale = {}
         for name, maps in raw.items():
             vals = np.concatenate(maps)[regions].ravel()
@@ -262,19 +251,18 @@ class AnomalyDetector:
 
     # ---------------------------------------------------------------------------------------------------- maps
     @torch.no_grad()
-    def _components(self, prepared: Sequence[PreparedSlice], exclude_owners: tuple[int, ...] = ()
-                    ) -> dict[str, np.ndarray]:
-        """Per component ("bank", "head" or "text"), (B, S, S) raw maps smoothed within each slice's region."""
+    def _components(self, prepared: Sequence[PreparedSlice], regions_np: np.ndarray,
+                    exclude_owners: tuple[int, ...] = ()) -> dict[str, np.ndarray]:
+        """Per component ("bank", "head" or "text"), (B, S, S) raw maps smoothed within each slice's region
+        (`regions_np`, (B, S, S) bool, from `region_of`)."""
         x = self._to_input([p.image for p in prepared])
         feats = self.model.features(x)
         out: dict[str, torch.Tensor] = {}
-        regions = torch.from_numpy(np.stack([self.region_of(p) for p in prepared])).to(self.device)
+        regions = torch.from_numpy(regions_np).to(self.device)
         if self.bank is not None:
             patches = self._patches(feats.seg)
-            g = patches.shape[-1]
             # Only patches that the region's smoothed, upsampled map can read: those touching it and their neighbours.
-            touch = F.adaptive_max_pool2d(regions.unsqueeze(1).float(), (g, g))
-            where = F.max_pool2d(touch, 3, stride=1, padding=1).squeeze(1) > 0
+            where = _touching(regions, patches.shape[-1], grow=1)
             d = self.bank.score(patches, exclude_owners=exclude_owners, where=where)
             out["bank"] = combine_levels([d], self.size)
         if self.model.heads is not None:
@@ -284,8 +272,7 @@ class AnomalyDetector:
             out["text" if self.backbone.is_vision_language else "head"] = combine_levels(probs, self.size)
         sigma = self.settings.smoothing_sigma * self.size / 256.0
         if self.device.type == "cpu":
-            reg = regions.numpy()
-            return {k: masked_blur_np(v.numpy(), reg, sigma) for k, v in out.items()}
+            return {k: masked_blur_np(v.numpy(), regions_np, sigma) for k, v in out.items()}
         return {k: masked_blur(v, regions, sigma).cpu().numpy() for k, v in out.items()}
 
     def _fuse(self, comps: dict[str, np.ndarray], regions: np.ndarray) -> np.ndarray:
@@ -331,7 +318,7 @@ class AnomalyDetector:
         if not prepared:
             return []
         regions = np.stack([self.region_of(p) for p in prepared])
-        finals = self._fuse(self._components(prepared), regions)
+        finals = self._fuse(self._components(prepared, regions), regions)
         out = []
         for m, p, raw in zip(finals, prepared, self._image_scores(finals, regions)):
             pct = float(self.calibration.image_percentile(raw)) if self.calibration else float("nan")
@@ -427,3 +414,17 @@ def fit_detector(references: Sequence[np.ndarray], settings: DetectorSettings | 
     if backbone is None:
         backbone = load_backbone(settings.backbone, settings.weights, device=device)
     return AnomalyDetector(settings, backbone, device).fit(references, progress, cancel, abnormal)
+
+
+def _mirrored(p: PreparedSlice) -> PreparedSlice:
+    """The slice mirrored left-right, with its masks."""
+    return PreparedSlice(np.ascontiguousarray(p.image[:, ::-1]), np.ascontiguousarray(p.body[:, ::-1]),
+                         np.ascontiguousarray(p.region[:, ::-1]), p.original_shape, p.pad)
+
+
+def _touching(regions: torch.Tensor, grid: int, grow: int = 0) -> torch.Tensor:
+    """(B, S, S) bool regions -> (B, grid, grid) bool: the patch cells that touch a region, grown by `grow` cells."""
+    cells = F.adaptive_max_pool2d(regions.unsqueeze(1).float(), (grid, grid))
+    if grow:
+        cells = F.max_pool2d(cells, 2 * grow + 1, stride=1, padding=grow)
+    return cells.squeeze(1) > 0
