@@ -144,9 +144,9 @@ def masked_blur_np(maps: np.ndarray, masks: np.ndarray, sigma_px: float) -> np.n
     """`masked_blur` for arrays on the CPU, with OpenCV's separable filter: the same kernel (radius 3 sigma) and
     border (reflect-101), several times faster than a single-channel torch convolution."""
     w = masks.astype(np.float32)
-    out = np.zeros(maps.shape, np.float32)
     if sigma_px <= 0:
         return (maps * w).astype(np.float32)
+    out = np.zeros(maps.shape, np.float32)
     k = 2 * int(round(3 * sigma_px)) + 1
     for i in range(maps.shape[0]):
         num = cv2.GaussianBlur(np.ascontiguousarray(maps[i] * w[i], np.float32), (k, k), sigma_px,

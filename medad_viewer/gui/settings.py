@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QSettings
-
-from ..engine.defaults import ADAPT_MAX_STEPS, ADAPT_TIME_CAP_S, DEFAULT_BACKBONE, DEFAULT_METHOD
 from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog, QFormLayout,
                                QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget)
+
+from ..engine.defaults import ADAPT_MAX_STEPS, ADAPT_TIME_CAP_S, DEFAULT_BACKBONE, DEFAULT_METHOD
 
 BACKBONES = [
     ("efficientnet-lite2", "EfficientNet-Lite2 (ImageNet, offline default)"),
