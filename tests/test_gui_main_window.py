@@ -265,7 +265,7 @@ def test_close_during_job_cancels_and_keeps_session(qtbot, tmp_path, ct_study):
     close_window(qtbot, w2)
 
 
-def test_bad_input_reports_without_crashing(qtbot, tmp_path):
+def test_bad_input_reports_without_crashing(qtbot, tmp_path, ct_study):
     w = make_window(qtbot, tmp_path)
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -284,6 +284,11 @@ def test_bad_input_reports_without_crashing(qtbot, tmp_path):
     assert "Open a study" in w.analysis.stage.text()
     key(qtbot, w, Qt.Key.Key_R)
     key(qtbot, w, Qt.Key.Key_A)
+    # ... and change nothing: no reference, no decision, no job, the window still answers.
+    assert len(w.session.reference_set) == 0 and not w.session.review.to_dict()["reviews"]
+    assert w.job is None and w.isVisible()
+    open_study(qtbot, w, ct_study)
+    assert w.series is not None and not w.browser.errors.messages()
     close_window(qtbot, w)
 
 

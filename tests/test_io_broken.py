@@ -179,3 +179,23 @@ def test_truncated_volumes_and_images_are_reported(sample_data: Path, tmp_path: 
     for name, message in reported.items():
         assert message.startswith(name + ":"), message
     assert "truncated" in reported["half.nii.gz"] and "truncated" in reported["half.nii"]
+
+
+def test_uncompressed_nifti_named_gz_opens(sample_data: Path, tmp_path: Path) -> None:
+    """Tools that rename files leave plain NIfTI called ".nii.gz": judged by its bytes, it opens; cut short, it is
+    still reported as truncated."""
+    raw = gzip.decompress((sample_data / "ct-nifti" / "example_ct_sm.nii.gz").read_bytes())
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "renamed.nii.gz").write_bytes(raw)
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "ref" / "real.nii").write_bytes(raw)
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "renamed-half.nii.gz").write_bytes(raw[: len(raw) // 2])
+    renamed, real = load_study(tmp_path / "plain"), load_study(tmp_path / "ref")
+    assert not renamed.errors and len(renamed.series) == 1
+    s, r = renamed.series[0], real.series[0]
+    assert s.num_slices == r.num_slices > 1
+    np.testing.assert_array_equal(s.slice(s.num_slices // 2), r.slice(r.num_slices // 2))
+    cut = load_study(tmp_path / "cut")
+    assert not cut.series
+    assert [e.message for e in cut.errors] == ["renamed-half.nii.gz: the file is truncated (it ends before its data does)"]

@@ -14,7 +14,7 @@ from medad_viewer.review.references import ReferenceSet, ReferenceSlice, list_na
 from medad_viewer.review.results import ScoreResults
 from medad_viewer.review.session import Session, SessionStore
 from medad_viewer.review.state import Decision, Ellipse, ReviewState
-from medad_viewer.io.atomic import atomic_write_json
+from medad_viewer.io.atomic import atomic_write, atomic_write_json, leftover_temporaries
 from medad_viewer.review.storage import data_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,8 +27,7 @@ def app_data(tmp_path, monkeypatch):
     return d
 
 
-def _tmp_leftovers(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
+_tmp_leftovers = leftover_temporaries
 
 
 def test_data_dir_override(app_data):
@@ -106,6 +105,16 @@ def test_atomic_write_cleans_up_on_failure(tmp_path):
     with pytest.raises(TypeError):
         atomic_write_json(target, {"a": object()})
     assert json.loads(target.read_text()) == {"a": 1}  # the old content survives a failed write
+
+    def dies_half_way(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            f.write('{"a": ')
+        assert leftover_temporaries(tmp_path)  # the temporary exists while it is written
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        atomic_write(target, dies_half_way)
+    assert json.loads(target.read_text()) == {"a": 1}
     assert not _tmp_leftovers(tmp_path)
 
 

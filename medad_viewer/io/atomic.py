@@ -43,6 +43,14 @@ def suffix_of(path: str | os.PathLike) -> str:
     return Path(name).suffix
 
 
+PART = ".part"  # temporaries are named ".<stem>.<random>.part<suffix>" beside their target
+
+
+def leftover_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Temporaries of this writer left under `folder` (none unless a process died mid-write)."""
+    return [p for p in Path(folder).rglob(".*") if PART in p.name and p.is_file()]
+
+
 @contextmanager
 def atomic_output(path: str | os.PathLike, cancel: Cancellable | None = None) -> Iterator[str]:
     """Yield a temporary path beside `path` with the same suffix; move it into place when the block succeeds.
@@ -54,7 +62,7 @@ def atomic_output(path: str | os.PathLike, cancel: Cancellable | None = None) ->
     target.parent.mkdir(parents=True, exist_ok=True)
     suffix = suffix_of(target)
     stem = target.name[: len(target.name) - len(suffix)] if suffix else target.name
-    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".part{suffix}", dir=str(target.parent))
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f"{PART}{suffix}", dir=str(target.parent))
     os.close(fd)
     try:
         yield tmp

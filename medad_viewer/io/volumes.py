@@ -217,7 +217,10 @@ def _check_nifti_complete(path: str, reader: sitk.ImageFileReader) -> None:
     except (RuntimeError, ValueError):
         return  # header fields missing: nothing to check against
     truncated = f"{name}: the file is truncated (it ends before its data does)"
-    if not path.lower().endswith(".gz"):
+    # By content, not by name: tools that rename files leave uncompressed NIfTI called ".nii.gz" (ITK reads both).
+    with open(path, "rb") as fh:
+        gzipped = fh.read(2) == b"\x1f\x8b"
+    if not gzipped:
         if os.path.getsize(path) < expected:
             raise ReadFailure(truncated)
         return
