@@ -17,6 +17,9 @@ from medad_viewer.gui.main_window import MainWindow
 from medad_viewer.io.windowing import CT_PRESETS
 from medad_viewer.review.state import Decision, Ellipse
 
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
 TINY = dict(input_size=128, adapt=AdaptSettings(max_steps=3, val_every=3, pool_size=16))
 
 
@@ -102,7 +105,7 @@ def test_open_scroll_and_presets(qtbot, tmp_path, ct_study):
     close_window(qtbot, w)
 
 
-def test_references_adapt_score_review_and_reopen(qtbot, tmp_path, ct_study):
+def test_references_adapt_score_review_and_reopen(qtbot, tmp_path, ct_study, app_data):
     w = make_window(qtbot, tmp_path)
     open_study(qtbot, w, ct_study)
     for i in (2, 5, 15):
@@ -194,7 +197,9 @@ def test_references_adapt_score_review_and_reopen(qtbot, tmp_path, ct_study):
     assert len(w2.results[uid]) == 20
     assert w2.ranking.list.count() == 20
     assert w2.session.scores_summary[uid]["complete"]
-    assert (ct_study / ".medad-viewer" / "session.json").is_file()
+    # The session is in the app data folder: nothing was written into the study's folder.
+    assert w2.store.session_file.is_file() and w2.store.session_file.is_relative_to(app_data)
+    assert not list(ct_study.glob(".*"))
     close_window(qtbot, w2)
 
 
@@ -311,7 +316,7 @@ def test_demo_opens_with_references_ready(qtbot, tmp_path, app_data):
     assert not set(r.index for r in rs) & set(range(11, 18))
     assert w.analysis.run_button.isEnabled()
     close_window(qtbot, w)
-    # The demo ships in the checkout: its session goes to the app data folder, never beside it.
+    # Sessions go to the app data folder, never beside the study (here: inside the checkout).
     assert str(w.store.session_file).startswith(str(app_data))
     assert w.store.session_file.is_file()
 
@@ -432,4 +437,82 @@ def test_exports_run_in_the_background(qtbot, tmp_path, ct_study):
     w.set_decision(Decision.DISMISSED)
     assert ctx.review.get(w.series.uid, 3).decision == Decision.CONFIRMED  # a snapshot, not the live state
     assert set(w.export_actions) == {name for _, name, _ in EXPORTS}
+    close_window(qtbot, w)
+
+
+def test_the_latest_open_wins_over_a_slower_earlier_one(qtbot, tmp_path, ct_study, monkeypatch):
+    """Open A (slow to read), then B: B is shown, A's load is cancelled and its late result dropped."""
+    import medad_viewer.gui.main_window as mw
+
+    slow = REPO / "resources" / "demo" / "brain1_label.nrrd"
+    real = mw.load_study
+
+    def load(path, **kw):
+        if "brain1_label" in str(path):
+            time.sleep(1.5)  # a slow disk: neither honours the cancel nor fails, it just comes late
+            return real(path)
+        return real(path, **kw)
+
+    monkeypatch.setattr(mw, "load_study", load)
+    w = make_window(qtbot, tmp_path)
+    w.open_path(str(slow))
+    first = w._study_loader
+    open_study(qtbot, w, ct_study)
+    assert first.token.cancelled
+    qtbot.waitUntil(lambda: not first.is_running, timeout=10_000)
+    qtbot.wait(100)  # the late result's signals are delivered
+    assert w.study_path == str(ct_study.resolve()) and w.series.modality == "CT"
+    assert "ct" in w.windowTitle()
+    close_window(qtbot, w)
+
+
+def test_close_returns_at_once_while_a_job_cannot_stop(qtbot, tmp_path, ct_study):
+    """A job inside a long step that cannot check its cancel token (a huge read, a training step) does not hold
+    the window: close returns within a second, the session is saved, the job ends on its own."""
+    from medad_viewer.gui.worker import Worker, detached_jobs
+
+    w = make_window(qtbot, tmp_path)
+    open_study(qtbot, w, ct_study)
+    w.show_slice(4)
+    key(qtbot, w, Qt.Key.Key_A)
+    w._start_loader(Worker(lambda progress, cancel, emit: time.sleep(3), "stuck", w))
+    t0 = time.monotonic()
+    w.close()
+    assert time.monotonic() - t0 < 1.0
+    assert detached_jobs() == 1
+    uid = w.series.uid
+    from medad_viewer.review.session import SessionStore
+    from medad_viewer.io import load_study
+    saved = SessionStore.for_study(load_study(ct_study), ct_study).load()
+    assert saved.review.get(uid, 4).decision == Decision.CONFIRMED
+    qtbot.waitUntil(lambda: detached_jobs() == 0, timeout=10_000)
+
+
+def test_scores_that_cannot_be_saved_are_said_and_kept(qtbot, tmp_path, ct_study, monkeypatch):
+    import medad_viewer.review.session as session_mod
+
+    w = make_window(qtbot, tmp_path)
+    open_study(qtbot, w, ct_study)
+    for i in (2, 5):
+        w.show_slice(i)
+        key(qtbot, w, Qt.Key.Key_R)
+    blocked = tmp_path / "full-disk"
+    blocked.write_text("")
+    monkeypatch.setattr(session_mod, "sessions_root", lambda: blocked / "sessions")
+    monkeypatch.setattr(session_mod, "spare_root", lambda: blocked / "spare")
+    w.store._folder = None
+    w.store.places = [blocked / "sessions", blocked / "spare"]
+    with qtbot.waitSignal(w.scoringFinished, timeout=120_000):
+        w.run_scoring()
+    uid = w.series.uid
+    assert len(w.results[uid]) == 20  # kept in memory
+    assert uid in w._unsaved_scores
+    box = w._message_box
+    assert box is not None and "could not be saved" in box.text() and "Ctrl+S" in box.text()
+    # The disk has room again: the next save writes the scores too.
+    good = tmp_path / "appdata2" / "sessions"
+    w.store.places = [good / w.store.key, blocked / "spare"]
+    w.store._folder = None
+    w.save_session()
+    assert not w._unsaved_scores and len(w.store.load_scores(uid)) == 20
     close_window(qtbot, w)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +13,11 @@ import pytest
 import medad_viewer.review.session as session_mod
 from medad_viewer.review.references import ReferenceSet, ReferenceSlice, list_named, load_named, save_named
 from medad_viewer.review.results import ScoreResults
-from medad_viewer.review.session import Session, SessionStore
+from medad_viewer.io import load_study
+from medad_viewer.review.session import SaveFailed, Session, SessionStore, study_key
 from medad_viewer.review.state import Decision, Ellipse, ReviewState
 from medad_viewer.io.atomic import atomic_write, atomic_write_json, leftover_temporaries
-from medad_viewer.review.storage import data_dir
+from medad_viewer.review.storage import data_dir, short_hash
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -142,64 +144,161 @@ def test_score_results_round_trip(tmp_path):
         ScoreResults.load(tmp_path / "broken.npz")
 
 
-def test_session_in_study_folder(tmp_path):
-    study = tmp_path / "study"
-    study.mkdir()
-    store = SessionStore(study)
+def _demo_copy(folder: Path, name: str = "brain.nrrd") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    dst = folder / name
+    shutil.copyfile(REPO / "resources" / "demo" / "brain1_image.nrrd", dst)
+    return dst
+
+
+def _edited_session(study_path: Path, uid: str) -> Session:
     review = ReviewState()
-    review.set_decision("u1", 2, Decision.CONFIRMED)
-    review.add_annotation("u1", 2, Ellipse(3, 4, 5, 6))
-    mask = np.ones((4, 4), bool)
-    ref = ReferenceSet("r", "CT", [ReferenceSlice(str(study), "u1", 0), ReferenceSlice(str(study), "u1", 2,
-                                                                                        "abnormal", mask)])
-    s = Session(str(study), "u1", 3, ref, review, {"method": "memory"}, {"threshold": 97.5})
-    path = store.save(s)
-    assert path == study / ".medad-viewer" / "session.json"
-    store.save_scores(_scores("u1"))
-    assert not _tmp_leftovers(study)
-    again = SessionStore(study)
-    back = again.load()
-    assert back.series_uid == "u1" and back.slice_index == 3 and back.view["threshold"] == 97.5
-    assert back.review.get("u1", 2).annotations == (Ellipse(3, 4, 5, 6),)
-    assert back.reference_set.content_hash() == ref.content_hash()
-    assert len(again.load_scores("u1")) == 4
-    assert again.load_scores("other") is None
+    review.set_decision(uid, 2, Decision.CONFIRMED)
+    review.add_annotation(uid, 2, Ellipse(3, 4, 5, 6))
+    review.set_note(uid, 7, "enhancing rim?")
+    mask = np.zeros((256, 256), bool)
+    mask[10:20, 30:40] = True
+    ref = ReferenceSet("r", "MR", [ReferenceSlice(str(study_path), uid, 0),
+                                   ReferenceSlice(str(study_path), uid, 2, "abnormal", mask)])
+    return Session(str(study_path), uid, 3, ref, review, {"method": "memory"}, {"threshold": 97.5,
+                                                                               "windows": {uid: [40, 80, "x"]}})
 
 
-def test_session_file_study_and_read_only_fallback(tmp_path, app_data, monkeypatch):
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    f1, f2 = folder / "a.nrrd", folder / "b.nrrd"
-    f1.write_bytes(b"1")
-    f2.write_bytes(b"2")
-    # Permission bits don't bind root (CI containers), so the read-only check itself is stubbed.
-    monkeypatch.setattr(session_mod, "is_writable_dir", lambda p: not str(p).startswith(str(folder)))
-    s1, s2 = SessionStore(f1), SessionStore(f2)
-    s1.save(Session(str(f1), "x", 1))
-    s2.save(Session(str(f2), "y", 2))
-    assert str(s1.session_file).startswith(str(app_data))
-    assert s1.session_file != s2.session_file
-    assert not (folder / ".medad-viewer").exists()
-    assert SessionStore(f1).load().series_uid == "x"
-    assert SessionStore(f2).load().series_uid == "y"
+def test_session_lives_in_app_data_keyed_by_the_study(tmp_path, app_data):
+    path = _demo_copy(tmp_path / "study")
+    study = load_study(path)
+    uid = study.series[0].uid
+    store = SessionStore.for_study(study, path)
+    saved = store.save(_edited_session(path, uid))
+    store.save_scores(_scores(uid))
+    # Nothing is written beside the study: it may be a CD, a PACS export or somebody else's folder.
+    assert sorted(p.name for p in path.parent.iterdir()) == ["brain.nrrd"]
+    assert saved.is_relative_to(app_data / "sessions") and not _tmp_leftovers(app_data)
+    back = SessionStore.for_study(load_study(path), path).load()
+    assert back.series_uid == uid and back.slice_index == 3 and back.view["threshold"] == 97.5
+    assert back.review.get(uid, 2).annotations == (Ellipse(3, 4, 5, 6),)
+    assert back.review.get(uid, 7).note == "enhancing rim?"
+    assert back.reference_set.references[1].mask.sum() == 100
+    assert len(store.load_scores(uid)) == 4 and store.load_scores("other") is None
+    # Another study gets another session.
+    other = load_study(REPO / "resources" / "demo" / "brain1_label.nrrd")
+    assert SessionStore.for_study(other).load() is None
 
 
-def test_file_studies_share_a_folder(tmp_path):
-    f1, f2 = tmp_path / "a.nrrd", tmp_path / "b.nrrd"
-    SessionStore(f1).save(Session(str(f1), "x", 1))
-    SessionStore(f2).save(Session(str(f2), "y", 2))
-    assert sorted(p.name for p in (tmp_path / ".medad-viewer").iterdir()) == ["a.nrrd.session.json",
-                                                                              "b.nrrd.session.json"]
-    assert SessionStore(f1).load().series_uid == "x"
+def test_moved_or_copied_study_finds_its_session(tmp_path, sample_data):
+    path = _demo_copy(tmp_path / "a")
+    study = load_study(path)
+    uid = study.series[0].uid
+    SessionStore.for_study(study, path).save(_edited_session(path, uid))
+    moved = tmp_path / "elsewhere" / "renamed.nrrd"
+    moved.parent.mkdir()
+    path.rename(moved)
+    again = load_study(moved)
+    assert again.series[0].uid == uid  # the uid comes from the pixels, not the path
+    back = SessionStore.for_study(again, moved).load(again)
+    assert back is not None and back.review.get(uid, 2).decision == Decision.CONFIRMED
+    assert {r.source for r in back.reference_set} == {str(moved.resolve())}  # references follow the study
+    # A DICOM series is known by its UIDs (the sample CT has none: it is known by its pixels).
+    ct = tmp_path / "ct"
+    shutil.copytree(sample_data / "ct-dicom", ct)
+    s1 = load_study(ct)
+    SessionStore.for_study(s1, ct).save(Session(str(ct), s1.series[0].uid, 11))
+    ct2 = tmp_path / "ct-copy"
+    shutil.copytree(ct, ct2)
+    assert SessionStore.for_study(load_study(ct2), ct2).load().slice_index == 11
+
+
+def test_study_key_uses_study_instance_uid():
+    class S:
+        def __init__(self, uid, study=None):
+            self.uid, self.identifiers = uid, ({"StudyInstanceUID": study} if study else {})
+
+    assert study_key([S("1.2.3", "9.9"), S("1.2.4", "9.9")]) == study_key([S("1.2.3", "9.9")])  # a series added
+    assert study_key([S("1.2.3", "9.9")]) != study_key([S("1.2.3", "9.8")])
+    assert study_key([S("file:ab")]) != study_key([S("file:cd")])
+
+
+def test_identical_files_in_one_folder_get_their_own_uids(tmp_path):
+    a, b = _demo_copy(tmp_path, "a.nrrd"), _demo_copy(tmp_path, "b.nrrd")
+    study = load_study(tmp_path)
+    uids = [s.uid for s in study.series]
+    assert len(set(uids)) == 2 and uids[1] == uids[0] + "#copy2"
+    assert load_study(a).series[0].uid == uids[0]
+    # The old path-derived uid stays known, for sessions and reference sets saved by earlier versions.
+    assert load_study(b).series[0].aliases[0].startswith("file:") and len(study.series[1].aliases) == 1
 
 
 def test_damaged_session_is_skipped(tmp_path):
-    study = tmp_path / "s"
-    study.mkdir()
-    store = SessionStore(study)
+    path = _demo_copy(tmp_path / "s")
+    study = load_study(path)
+    store = SessionStore.for_study(study, path)
     store.session_file.parent.mkdir(parents=True, exist_ok=True)
     store.session_file.write_text("{truncated")
-    assert SessionStore(study).load() is None
+    assert SessionStore.for_study(study, path).load() is None
+
+
+def test_full_or_read_only_app_data_uses_a_spare_folder_then_says_so(tmp_path, monkeypatch):
+    path = _demo_copy(tmp_path / "s")
+    study = load_study(path)
+    uid = study.series[0].uid
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")  # a folder cannot be made under a file, even by root
+    monkeypatch.setattr(session_mod, "sessions_root", lambda: blocked / "sessions")
+    store = SessionStore.for_study(study, path)
+    where = store.save(_edited_session(path, uid))
+    store.save_scores(_scores(uid))
+    assert where.is_relative_to(session_mod.spare_root())
+    assert "could not be saved in" in store.notice and str(where.parent) in store.notice
+    back = SessionStore.for_study(study, path)
+    assert back.load().review.get(uid, 2).decision == Decision.CONFIRMED and len(back.load_scores(uid)) == 4
+    monkeypatch.setattr(session_mod, "spare_root", lambda: blocked / "spare")
+    with pytest.raises(SaveFailed) as err:
+        SessionStore.for_study(study, path).save(_edited_session(path, uid))
+    assert "kept in memory" in str(err.value) and "Ctrl+S" in str(err.value) and str(blocked) in str(err.value)
+
+
+def _legacy_session(study_path: Path, old_uid: str, folder: Path, prefix: str) -> None:
+    """What version 1 wrote beside the study: format /1, series known by a hash of their path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mask_dir = folder / f"{prefix}masks"
+    s = _edited_session(study_path, old_uid)
+    s.reference_set.write_masks(mask_dir)
+    d = {"format": "medad-viewer-session/1", "study_path": str(study_path), "series_uid": old_uid,
+         "slice_index": 3, "reference_set": s.reference_set.to_dict(None, mask_dir), "reference_set_path": None,
+         "review": s.review.to_dict(), "settings": {}, "view": s.view,
+         "scores_summary": {old_uid: {"scored": 4}}, "saved_at": 1.0}
+    (folder / f"{prefix}session.json").write_text(json.dumps(d))
+    _scores(old_uid).save(folder / f"{prefix}scores-{short_hash(old_uid)}.npz")
+
+
+def test_sessions_beside_studies_are_migrated_on_first_open(tmp_path, app_data):
+    path = _demo_copy(tmp_path / "study")
+    study = load_study(path)
+    s = study.series[0]
+    old_uid = s.aliases[0]
+    legacy = path.parent / ".medad-viewer"
+    _legacy_session(path, old_uid, legacy, "brain.nrrd.")
+    (legacy / "other.nrrd.session.json").write_text("{}")  # another study's session in the same folder stays
+    store = SessionStore.for_study(study, path)
+    assert store.migrate_legacy(study)
+    back = store.load(study)
+    assert back.series_uid == s.uid and back.review.get(s.uid, 2).decision == Decision.CONFIRMED
+    assert back.review.get(s.uid, 7).note == "enhancing rim?" and back.view["windows"] == {s.uid: [40, 80, "x"]}
+    assert [r.series_uid for r in back.reference_set] == [s.uid, s.uid]
+    assert back.reference_set.references[1].mask.sum() == 100 and set(back.scores_summary) == {s.uid}
+    assert len(store.load_scores(s.uid)) == 4
+    assert sorted(p.name for p in legacy.iterdir()) == ["other.nrrd.session.json"]
+    assert not store.migrate_legacy(study)  # once only
+    # The app-data sessions of version 1 (studies in read-only folders) move too.
+    ro = tmp_path / "ro" / "x.nrrd"  # another study (the same pixels would be the same study, already migrated)
+    ro.parent.mkdir()
+    shutil.copyfile(REPO / "resources" / "demo" / "brain1_label.nrrd", ro)
+    ro_study = load_study(ro)
+    _legacy_session(ro, ro_study.series[0].aliases[0], app_data / "sessions" / short_hash(str(ro.resolve())),
+                    "x.nrrd.")
+    ro_store = SessionStore.for_study(ro_study, ro)
+    assert ro_store.migrate_legacy(ro_study) and ro_store.load(ro_study).slice_index == 3
+    assert not (app_data / "sessions" / short_hash(str(ro.resolve()))).exists()
 
 
 def test_adaptation_cache_key_and_prune(tmp_path):
@@ -251,13 +350,3 @@ def test_new_files_are_not_owner_only(tmp_path):
     os.umask(umask)
     p = atomic_write_json(tmp_path / "x.json", {})
     assert p.stat().st_mode & 0o777 == 0o666 & ~umask  # as the umask allows, not mkstemp's 0600
-
-
-def test_session_kept_out_of_the_study_folder_on_request(tmp_path, app_data):
-    study = tmp_path / "demo.nrrd"
-    study.write_bytes(b"x")
-    store = SessionStore(study, local=False)
-    store.save(Session(str(study), "u", 4))
-    assert not (tmp_path / ".medad-viewer").exists()
-    assert str(store.session_file).startswith(str(app_data))
-    assert SessionStore(study, local=False).load().slice_index == 4

@@ -2,30 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Callable, Protocol
 
+from ..io.cancel import CancelToken, Cancelled
 
-class Cancelled(Exception):
-    """Raised inside a job when its cancel token is set; the job leaves no half-written files."""
-
-
-class CancelToken:
-    """A flag the caller sets and the job polls (thread-safe)."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def cancel(self) -> None:
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
-
-    def raise_if_cancelled(self) -> None:
-        if self._event.is_set():
-            raise Cancelled()
+__all__ = ["CancelToken", "Cancelled", "Progress", "no_progress", "sub_progress"]
 
 
 class Progress(Protocol):

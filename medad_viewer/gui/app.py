@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
 from .main_window import DEMO_STUDY, MainWindow
+from .worker import wait_for_detached
 
 
 def create_app() -> QApplication:
@@ -34,7 +36,14 @@ def run_app(path: str | None = None, demo: bool = False) -> int:
             QTimer.singleShot(0, win.open_demo)
     elif path:
         QTimer.singleShot(0, lambda: win.open_path(path))
-    return app.exec()
+    code = app.exec()
+    # The window closed at once; a job it cancelled may still be reaching its next check. Wait a little for it (a
+    # scoring job saves its slices on the way out), then leave without it: the session was saved on close.
+    if not wait_for_detached(10.0):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:

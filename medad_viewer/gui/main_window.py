@@ -22,7 +22,7 @@ from ..review.export import EXPORTS, ExportContext
 from ..review.references import ReferenceSet, ReferenceSlice, list_named, load_named, save_named
 from ..review.results import ScoreResults
 from ..review.scoring import ScoreJob, run_score_job
-from ..review.session import Session, SessionStore
+from ..review.session import SaveFailed, Session, SessionStore
 from ..review.state import Decision, annotations_mask, next_flagged
 from .export_dialog import ExportProgressDialog, PdfExportDialog, open_when_done, set_open_when_done
 from .imaging import thumbnail
@@ -39,28 +39,35 @@ DEMO_STUDY = RESOURCES / "demo" / "brain1_image.nrrd"
 DEMO_REFERENCES = RESOURCES / "demo" / "reference_set.json"
 
 
-def _load_study_job(path: str, data_dir_store: Callable[[str], SessionStore]):
+def _load_study_job(path: str):
     """Everything opening a study reads from disk, for the worker thread: series, thumbnails, the saved session
-    and its scores."""
+    (moved from beside the study first, where an earlier version kept it) and its scores."""
 
     def run(progress, cancel, emit):
         progress(0.0, f"Reading {path}")
-        study = load_study(path, progress=lambda done, total: progress(done / max(total, 1), "Reading files"))
+        study = load_study(path, progress=lambda done, total: progress(done / max(total, 1), "Reading files"),
+                           cancel=cancel)
         cancel.raise_if_cancelled()
         thumbs = []
         for s in study.series:
             w = default_window(s)
             thumbs.append(thumbnail(s.slice(s.num_slices // 2), (w.center, w.width), 64))
-        store = data_dir_store(path)
-        session = store.load()
-        scores = {}
-        if session is not None:
-            for s in study.series:
-                res = store.load_scores(s.uid)
-                if res is not None and res.num_slices == s.num_slices:
-                    scores[s.uid] = res
+            cancel.raise_if_cancelled()
+        store = SessionStore.for_study(study, path)
+        session, scores, notes = None, {}, []
+        if store is not None:
+            try:
+                store.migrate_legacy(study)
+            except SaveFailed as exc:
+                notes.append(f"The review session kept beside the study could not be moved: {exc}")
+            session = store.load(study)
+            if session is not None:
+                for s in study.series:
+                    res = store.load_scores(s.uid)
+                    if res is not None and res.num_slices == s.num_slices:
+                        scores[s.uid] = res
         return {"path": path, "study": study, "thumbs": thumbs, "store": store, "session": session,
-                "scores": scores}
+                "scores": scores, "notes": notes}
 
     return run
 
@@ -99,6 +106,9 @@ class MainWindow(QMainWindow):
         self._score_started: float | None = None
         self._per_slice_s: float | None = None
         self._loaders: list[Worker] = []
+        self._study_loader: Worker | None = None  # the one study load whose result will be shown
+        self._unsaved_scores: set[str] = set()  # series whose scores a save could not write (kept in memory)
+        self._save_problem_shown: str | None = None
         self._studies: dict[str, Study] = {}  # loaded studies by path: the open one and reference sources
         self._pending_reference_set: ReferenceSet | None = None
         self._pending_slice: int | None = None
@@ -413,9 +423,14 @@ class MainWindow(QMainWindow):
                 self.browser.errors.add_messages([str(exc)])
         self.browser.set_loading(path)
         self.statusBar().showMessage(f"Loading {path} …")
-        w = Worker(_load_study_job(path, _session_store), "load-study", self)
-        w.finished.connect(self._study_loaded)
-        w.failed.connect(lambda msg, p=path: self._study_failed(p, msg))
+        # The latest request wins: an older load still running is cancelled, and its result dropped if it comes.
+        if self._study_loader is not None:
+            self._study_loader.cancel()
+        w = Worker(_load_study_job(path), "load-study", self)
+        self._study_loader = w
+        w.finished.connect(lambda payload, w=w: self._study_loaded(payload) if w is self._study_loader else None)
+        w.failed.connect(lambda msg, p=path, w=w: self._study_failed(p, msg) if w is self._study_loader else None)
+        w.done.connect(lambda w=w: setattr(self, "_study_loader", None) if w is self._study_loader else None)
         self._start_loader(w)
 
     def _start_loader(self, w: Worker) -> None:
@@ -441,6 +456,8 @@ class MainWindow(QMainWindow):
         self.browser.errors.clear()
         if study.errors:
             self.browser.errors.add_messages([e.message for e in study.errors])
+        if payload.get("notes"):
+            self.browser.errors.add_messages(payload["notes"])
         old_refs = self.session.reference_set
         self.session.review.unsubscribe(self._review_changed)
         saved = payload["session"]
@@ -888,13 +905,33 @@ class MainWindow(QMainWindow):
             self._save_timer.start()
 
     def save_session(self) -> None:
+        """Save the session, and any scores an earlier save could not write. A failure is said once, in plain
+        words; everything stays in memory and the next save tries again."""
         self._save_timer.stop()
         if self.store is None:
             return
         try:
             self.store.save(self.session)
+            for uid in sorted(self._unsaved_scores):
+                res = self.results.get(uid)
+                if res is not None and len(res):
+                    self.store.save_scores(res)
+                self._unsaved_scores.discard(uid)
         except OSError as exc:
-            self.statusBar().showMessage(f"⚠ Could not save the review session: {exc}", 10000)
+            self._save_problem(str(exc) if isinstance(exc, SaveFailed) else
+                               f"The review session could not be saved ({exc.strerror or exc}).")
+            return
+        self._save_problem(None)
+
+    def _save_problem(self, message: str | None) -> None:
+        """Show a save problem (or the store's note that a spare folder was used) once; None: all saved."""
+        message = message or (self.store.notice if self.store is not None else None)
+        if message and message != self._save_problem_shown:
+            self._save_problem_shown = message
+            self.statusBar().showMessage(f"⚠ {message}", 15000)
+            self._error(message, title="Review not saved" if "could not be saved (" in message else "MedAD Viewer")
+        elif not message:
+            self._save_problem_shown = None
 
     # ============================================================================================ scoring
     def detector_settings(self) -> Any:
@@ -930,6 +967,7 @@ class MainWindow(QMainWindow):
                        save=store.save_scores if store is not None else None)
 
         def run(progress, cancel, emit):
+            job.on_save_error = lambda message: emit(("save-error", message))
             return run_score_job(job, progress, cancel, on_result=lambda r: emit(("slice", r)),
                                  on_detector=lambda info: emit(("detector", info)))
 
@@ -984,6 +1022,12 @@ class MainWindow(QMainWindow):
 
     def _job_partial(self, item) -> None:
         kind, payload = item
+        if kind == "save-error":
+            uid = self._job_results.series_uid if self._job_results is not None else None
+            if uid is not None:
+                self._unsaved_scores.add(uid)
+            self._save_problem(payload)
+            return
         res = self._job_results
         if res is None:
             return
@@ -1216,31 +1260,29 @@ class MainWindow(QMainWindow):
 
     # ============================================================================================ shutdown
     def closeEvent(self, ev) -> None:
+        """Returns within a second whatever runs: every job is cancelled and given half a second to stop; one still
+        busy (inside a long read or a training step) is detached and ends on its own, saving what it finished.
+        The session is saved before and after."""
         self.save_session()
-        if self.job is not None and self.job.is_running:
-            self.statusBar().showMessage("Stopping the running job…")
-            self.job.cancel()
-            QApplication.processEvents()
-            # The job stops at its next check (a training step or a batch) and saves the slices it scored.
-            self.job.wait(60_000)
-        for w in list(self._loaders):
-            if w.name == "export":
-                w.cancel()  # an unfinished export leaves no file; the window should not wait for a long PDF
-        for w in list(self._loaders):
-            w.wait(30_000)
+        running = [w for w in [self.job, *self._loaders] if w is not None and w.is_running]
+        for w in running:
+            w.cancel()  # an unfinished export leaves no file; a cancelled scoring job saves the slices it scored
+        deadline = time.monotonic() + self.CLOSE_WAIT_S
+        for w in running:
+            w.wait(max(0, int((deadline - time.monotonic()) * 1000)))
+        for w in running:
+            if w.is_running:
+                w.detach()
         self.save_session()
         self._mem_timer.stop()
+        self._save_timer.stop()
         super().closeEvent(ev)
+
+    CLOSE_WAIT_S = 0.5
 
     def _refresh_all(self) -> None:
         self._refresh_tray()
         self.review_panel.setEnabled(False)
-
-
-def _session_store(path: str) -> SessionStore:
-    """Sessions go beside the study, except for the demo shipped in the checkout: that stays clean."""
-    inside_resources = Path(path).resolve().is_relative_to(RESOURCES.resolve())
-    return SessionStore(path, local=not inside_resources)
 
 
 def _freeze_heap(*_args) -> None:

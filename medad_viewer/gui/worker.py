@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from PySide6.QtCore import QObject, QThread, Signal
 
-from ..engine.jobs import CancelToken, Cancelled
+from ..io.cancel import CancelToken, Cancelled
 
 # fn(progress, cancel, emit_partial) -> result
 JobFunction = Callable[[Callable[[float, str], None], CancelToken, Callable[[Any], None]], Any]
@@ -79,6 +79,16 @@ class Worker(QObject):
         """Block until the thread has ended (for shutdown and tests)."""
         return self._thread.wait(ms)
 
+    def detach(self) -> None:
+        """Let a cancelled job end on its own after its window has gone: no parent can delete the running thread,
+        and a module-level reference keeps both alive until the thread has ended (see `wait_for_detached`)."""
+        self.setParent(None)
+        self._thread.setParent(None)
+        _DETACHED.add(self)
+        self._thread.finished.connect(lambda: _DETACHED.discard(self))
+        if not self._thread.isRunning() and not self._running:
+            _DETACHED.discard(self)
+
     # ------------------------------------------------------------------------------------------ worker thread
     def _progress(self, fraction: float, message: str) -> None:
         now = time.monotonic()
@@ -106,6 +116,24 @@ class Worker(QObject):
         finally:
             self._running = False
             self.done.emit()
+
+
+_DETACHED: set[Worker] = set()
+
+
+def detached_jobs() -> int:
+    return sum(1 for w in _DETACHED if w.is_running)
+
+
+def wait_for_detached(timeout_s: float) -> bool:
+    """At exit: give detached jobs up to `timeout_s` to reach their next cancellation check (a scoring job saves
+    the slices it scored on the way out). False if one is still running (the caller then exits without waiting)."""
+    deadline = time.monotonic() + timeout_s
+    for w in list(_DETACHED):
+        left = max(0, int((deadline - time.monotonic()) * 1000))
+        if w.is_running and not w.wait(left):
+            return False
+    return True
 
 
 def _readable(exc: BaseException) -> str:

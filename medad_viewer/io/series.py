@@ -38,9 +38,11 @@ class Series:
 
     `uid` is the SeriesInstanceUID for DICOM ('#partN' appended for further groups of another
     size or orientation in the same series, '#stackN' for further stacks when images share slice
-    positions); 'dicom:<hash>' of folder and series fields when the files carry no UID;
-    'file:<sha1 of the resolved path>' for other files and image folders ('#<size>' appended when
-    a folder's images form several series). The same input always gives the same uid.
+    positions). Series without a UID of their own (DICOM files without one, volumes, plain images)
+    get one from their pixels: 'dicom:<digest>' or 'file:<digest>' (with the same '#...' parts; a
+    second identical copy in one study gets '#copyN'), so a study that is copied or moved keeps its
+    series' identity. `aliases` are the uids earlier versions gave the series (a hash of its path),
+    by which older sessions and reference sets still find it.
 
     Equality is identity (eq=False): two loads of the same file are different objects, and a
     Series can key a dict.
@@ -62,6 +64,7 @@ class Series:
     metadata: dict[str, Any] = field(default_factory=dict)
     identifiers: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    aliases: tuple[str, ...] = ()
     _volume: np.ndarray | None = field(default=None, repr=False)
     _positions: np.ndarray | None = field(default=None, repr=False)
     _three_d: bool = field(default=False, repr=False)

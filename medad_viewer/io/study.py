@@ -9,11 +9,15 @@ beside the images is never an error. Bad input never raises: problems go into St
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections import defaultdict
 from collections.abc import Callable
 
+import numpy as np
+
+from .cancel import CancelToken
 from ._util import ProgressCallback, ReadFailure, natural_key
 from .dicom import DICOM_EXTENSIONS, has_dicom_magic, load_dicom_files, probe_is_dicom
 from .images import IMAGE_SUFFIXES, load_image_files
@@ -40,20 +44,22 @@ def load_study(
     *,
     modality: str | None = None,
     progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
 ) -> Study:
     """Load every image series found at `path` (a file or a folder).
 
     `modality` overrides the guessed modality of non-DICOM series (volumes, plain images);
     DICOM series keep their Modality tag. `progress(done, total)` is called as files are read
     (units of work, roughly two per DICOM file), from the calling thread.
-    Never raises for bad input; raises TypeError for a path that is not str or PathLike.
+    Never raises for bad input; raises TypeError for a path that is not str or PathLike. With a `cancel` token,
+    raises io.cancel.Cancelled at the next file once it is set.
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"load_study expects a str or os.PathLike path, not {type(path).__name__}")
     source = os.path.abspath(os.fspath(path))
     if not os.path.exists(source):
         return Study([], [LoadError(source, f"{source}: no such file or folder")], source)
-    loader = _Loader(modality, progress)
+    loader = _Loader(modality, progress, cancel)
     try:
         if os.path.isdir(source):
             loader.load_folder(source)
@@ -65,6 +71,7 @@ def load_study(
             LoadError(source, f"{os.path.basename(source) or source}: unexpected error while loading "
                               f"({type(exc).__name__}: {exc})")
         )
+    _pixel_uids(loader.series)
     loader.series.sort(key=lambda s: (natural_key(s.source), _series_number(s), s.uid))
     if progress is not None:
         progress(loader.total, loader.total)
@@ -94,15 +101,19 @@ def classify(path: str) -> str:
 
 
 class _Loader:
-    def __init__(self, modality: str | None, progress: ProgressCallback | None) -> None:
+    def __init__(self, modality: str | None, progress: ProgressCallback | None,
+                 cancel: CancelToken | None = None) -> None:
         self.modality = modality.strip().upper() if modality and modality.strip() else None
         self.progress = progress
+        self.cancel = cancel
         self.series: list[Series] = []
         self.errors: list[LoadError] = []
         self.done = 0
         self.total = 0
 
     def tick(self) -> None:
+        if self.cancel is not None:
+            self.cancel.raise_if_cancelled()
         self.done += 1
         if self.progress is not None:
             self.progress(min(self.done, self.total), self.total)
@@ -143,6 +154,8 @@ class _Loader:
             self.errors.append(LoadError(where, f"{where}: folder could not be opened ({exc.strerror or exc})"))
 
         for root, dirs, files in os.walk(folder, onerror=on_walk_error):
+            if self.cancel is not None:
+                self.cancel.raise_if_cancelled()
             dirs[:] = sorted((d for d in dirs if not d.startswith(".")), key=natural_key)
             for name in sorted(files, key=natural_key):
                 path = os.path.join(root, name)
@@ -199,3 +212,28 @@ class _Loader:
         series, errors = result
         self.series.extend(series)
         self.errors.extend(errors)
+
+
+def pixel_digest(volume: np.ndarray) -> str:
+    """A digest of a stored pixel array (shape, type and every value), slice by slice so no copy is made."""
+    h = hashlib.sha1(f"{volume.shape}|{volume.dtype.str}".encode())
+    for k in range(volume.shape[0]):
+        h.update(np.ascontiguousarray(volume[k]).data)
+    return h.hexdigest()[:32]
+
+
+def _pixel_uids(series: list[Series]) -> None:
+    """Series whose uid was made from their path get one made from their pixels; the path one becomes an alias."""
+    seen: dict[str, int] = {}
+    for s in series:
+        kind, _, rest = s.uid.partition(":")
+        if kind not in ("file", "dicom") or not rest:
+            continue
+        part = rest.partition("#")[2]
+        uid = f"{kind}:{pixel_digest(s.volume())}" + (f"#{part}" if part else "")
+        n = seen.get(uid, 0) + 1
+        seen[uid] = n
+        if n > 1:  # the same pixels twice in one study (a copied file): each series keeps a uid of its own
+            uid += f"#copy{n}"
+        s.aliases = (s.uid, *s.aliases)
+        s.uid = uid

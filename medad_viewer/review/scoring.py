@@ -17,6 +17,7 @@ import numpy as np
 from .adaptation_cache import AdaptationCache, cache_key
 from .references import ReferenceSet, ReferenceSlice
 from .results import ScoreResults
+from .session import SaveFailed
 
 Progress = Callable[[float, str], None]
 
@@ -43,6 +44,8 @@ class ScoreJob:
     threads: int | None = None  # torch threads for this job; None leaves torch's default
     batch_size: int | None = None
     save: Callable[[ScoreResults], Any] | None = None  # persists results (done here, off the UI thread)
+    # Told, in plain words, when `save` failed (a full disk, a read-only folder); the results stay in memory.
+    on_save_error: Callable[[str], None] | None = None
 
 
 @dataclass
@@ -63,7 +66,7 @@ def _series_for(ref: ReferenceSlice, job: ScoreJob, load_study: Callable[[str], 
         study = load_study(ref.source)
         job.studies[ref.source] = study
     for s in study.series:
-        if s.uid == ref.series_uid:
+        if s.uid == ref.series_uid or ref.series_uid in getattr(s, "aliases", ()):
             return s
     # A set kept beside its study (the demo's) may come from a copy at another path, where path-based uids differ:
     # fall back to the one series of the same description, or the only series.
@@ -196,8 +199,12 @@ def run_score_job(job: ScoreJob, progress: Progress, cancel, on_result: Callable
         if job.save is not None and len(results):
             try:
                 job.save(results)
-            except OSError:
-                pass
+            except OSError as exc:
+                message = str(exc) if isinstance(exc, SaveFailed) else (
+                    f"The scores of {len(results)} slices could not be saved ({exc.strerror or exc}). They are kept "
+                    "in memory while the study stays open; free some disk space, then press Ctrl+S.")
+                if job.on_save_error is not None:
+                    job.on_save_error(message)
     report = None
     if det.adapt_report is not None:
         from dataclasses import asdict
