@@ -37,12 +37,10 @@ def main() -> int:
     import numpy as np
     from PySide6.QtCore import QSettings, Qt, QTimer
 
-    import medad_viewer.review.session as session_mod
     from medad_viewer.gui.app import create_app
     from medad_viewer.gui.main_window import MainWindow
 
-    # Keep the session out of the checkout's resources/demo folder.
-    session_mod.is_writable_dir = lambda folder: str(folder).startswith(data)
+    # Sessions go to the (fresh, temporary) app data folder set above.
     app = create_app()
     if args.switch_interval is not None:
         sys.setswitchinterval(args.switch_interval)

@@ -330,21 +330,6 @@ def test_adaptation_cache_key_and_prune(tmp_path):
     assert cache.load("k3") is None  # not a real detector: treated as a miss, never an error
 
 
-def test_read_only_folder_is_respected_even_by_root(tmp_path):
-    from medad_viewer.review.storage import is_writable_dir
-
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    assert is_writable_dir(ro / ".medad-viewer")
-    os.rmdir(ro / ".medad-viewer")
-    os.chmod(ro, 0o555)
-    try:
-        assert not is_writable_dir(ro / ".medad-viewer")
-        assert not (ro / ".medad-viewer").exists()
-    finally:
-        os.chmod(ro, 0o755)
-
-
 def test_new_files_are_not_owner_only(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
