@@ -335,3 +335,28 @@ def test_new_files_are_not_owner_only(tmp_path):
     os.umask(umask)
     p = atomic_write_json(tmp_path / "x.json", {})
     assert p.stat().st_mode & 0o777 == 0o666 & ~umask  # as the umask allows, not mkstemp's 0600
+
+
+def test_maps_are_kept_compact_and_given_back_at_full_size(tmp_path):
+    """A 1,000-slice 512 x 512 series must not hold 1 GB of float32 maps: each is kept at most 256 px a side in
+    float16 and read back at the slice's size, close to what the detector gave (its maps are smooth)."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    amap = cv2.GaussianBlur(rng.random((512, 384)).astype(np.float32) * 40, (0, 0), 8)
+    res = ScoreResults("u", 3)
+    r = res.add(1, 2.0, 97.0, amap)
+    assert r.compact.dtype == np.float16 and max(r.compact.shape) == 256 and r.compact.nbytes == 256 * 192 * 2
+    back = r.map
+    assert back.shape == (512, 384) and back.dtype == np.float32
+    assert np.abs(back - amap).max() < 0.02 * float(amap.max() - amap.min())
+    res.save(tmp_path / "s.npz")
+    again = ScoreResults.load(tmp_path / "s.npz").get(1)
+    assert again.shape == (512, 384) and np.array_equal(again.compact, r.compact)
+    # Files saved by the previous version hold full-size float16 maps and no map_shape: they load as they were.
+    old = tmp_path / "old.npz"
+    meta = {"series_uid": "u", "num_slices": 3, "detector": {}, "complete": False, "seconds": 0.0}
+    np.savez_compressed(old, indices=np.array([1], np.int32), scores=np.array([2.0]), percentiles=np.array([97.0]),
+                        maps=amap[None].astype(np.float16), meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+    legacy = ScoreResults.load(old).get(1)
+    assert legacy.map.shape == (512, 384) and np.abs(legacy.map - amap).max() < 0.02 * float(amap.max())

@@ -1037,7 +1037,7 @@ class MainWindow(QMainWindow):
             self.detector_info = payload
             self._update_backbone_label()
             return
-        r = res.add(payload.index, payload.score, payload.percentile, payload.map)
+        r = res.put(payload)
         if self.series is not None and self.series.uid == res.series_uid:
             self.ranking.add_score(r.index, r.score, r.percentile)
             if r.index == self.index:

@@ -19,12 +19,48 @@ from ..io.atomic import atomic_write_npz
 _QUANTILES = np.linspace(0.0, 1.0, 1001)  # the grid of engine.calibration.NormalCalibration.pixel_quantiles
 
 
-@dataclass
+# Maps are kept at most this many pixels on a side, as float16. The detector computes them at its input size
+# (260 px for EfficientNet-Lite2) and smooths them, so this loses nothing visible, and a 1,000-slice 512 x 512 series
+# holds 128 MB of maps instead of 1 GB: the maps never cost more than the series itself.
+MAP_SIDE = 256
+
+
+def compact_map(amap: np.ndarray, side: int = MAP_SIDE) -> np.ndarray:
+    """`amap` shrunk (area average) to at most `side` pixels on its long side, as float16."""
+    import cv2
+
+    amap = np.asarray(amap, dtype=np.float32)
+    h, w = amap.shape
+    if max(h, w) > side:
+        scale = side / max(h, w)
+        amap = cv2.resize(amap, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    return amap.astype(np.float16)
+
+
 class SliceResult:
-    index: int
-    score: float
-    percentile: float
-    map: np.ndarray  # (rows, columns) float32; 0 = typical normal, 1 ~ 99th percentile of normal pixels
+    """One slice's score, percentile and map. The map is stored compact (see MAP_SIDE) and given back at the slice's
+    full size, float32, each time `map` is read."""
+
+    __slots__ = ("index", "score", "percentile", "shape", "compact")
+
+    def __init__(self, index: int, score: float, percentile: float, amap: np.ndarray,
+                 shape: tuple[int, int] | None = None):
+        self.index, self.score, self.percentile = int(index), float(score), float(percentile)
+        amap = np.asarray(amap)
+        self.shape = tuple(int(v) for v in (shape or amap.shape))
+        self.compact = amap if amap.dtype == np.float16 and shape is not None else compact_map(amap)
+
+    @property
+    def map(self) -> np.ndarray:
+        """(rows, columns) float32; 0 = typical normal, 1 ~ 99th percentile of normal pixels."""
+        m = self.compact.astype(np.float32)
+        if m.shape != self.shape:
+            import cv2
+            m = cv2.resize(m, (self.shape[1], self.shape[0]), interpolation=cv2.INTER_LINEAR)
+        return m
+
+    def __repr__(self) -> str:
+        return f"SliceResult({self.index}, score={self.score:.3f}, percentile={self.percentile:.1f})"
 
 
 @dataclass
@@ -38,7 +74,10 @@ class ScoreResults:
     seconds: float = 0.0
 
     def add(self, index: int, score: float, percentile: float, amap: np.ndarray) -> SliceResult:
-        r = SliceResult(int(index), float(score), float(percentile), np.asarray(amap, dtype=np.float32))
+        return self.put(SliceResult(index, score, percentile, amap))
+
+    def put(self, r: SliceResult) -> SliceResult:
+        """Keep `r` itself (results shared between the job and the window cost their memory once)."""
         self.results[r.index] = r
         return r
 
@@ -77,10 +116,10 @@ class ScoreResults:
     def save(self, path: str | os.PathLike) -> Path:
         """Compressed .npz; maps as float16 (plenty for display, half the size)."""
         idx = np.array(sorted(self.results), dtype=np.int32)
-        maps = (np.stack([self.results[i].map for i in idx]).astype(np.float16) if idx.size
-                else np.zeros((0, 1, 1), np.float16))
+        maps = (np.stack([self.results[i].compact for i in idx]) if idx.size else np.zeros((0, 1, 1), np.float16))
+        shape = list(self.results[int(idx[0])].shape) if idx.size else None
         meta = {"series_uid": self.series_uid, "num_slices": self.num_slices, "detector": self.detector,
-                "complete": self.complete, "seconds": self.seconds}
+                "complete": self.complete, "seconds": self.seconds, "map_shape": shape}
         arrays = {"indices": idx, "scores": np.array([self.results[i].score for i in idx], np.float64),
                   "percentiles": np.array([self.results[i].percentile for i in idx], np.float64),
                   "maps": maps, "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
@@ -96,8 +135,9 @@ class ScoreResults:
                 out = cls(meta["series_uid"], int(meta["num_slices"]), meta.get("detector", {}),
                           np.array(z["pixel_quantiles"]) if "pixel_quantiles" in z else None,
                           complete=bool(meta.get("complete")), seconds=float(meta.get("seconds", 0.0)))
+                shape = tuple(meta["map_shape"]) if meta.get("map_shape") else None  # None: saved full size
                 for i, s, p, m in zip(z["indices"], z["scores"], z["percentiles"], z["maps"]):
-                    out.add(int(i), float(s), float(p), m.astype(np.float32))
+                    out.put(SliceResult(int(i), float(s), float(p), np.array(m), shape))
         except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
             raise ValueError(f"cannot read saved scores {Path(path).name}: {exc}") from exc
         return out

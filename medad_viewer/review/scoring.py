@@ -179,9 +179,9 @@ def run_score_job(job: ScoreJob, progress: Progress, cancel, on_result: Callable
                            None if det.calibration is None else np.asarray(det.calibration.pixel_quantiles))
 
     def got(slice_score) -> None:
-        results.add(slice_score.index, slice_score.score, slice_score.percentile, slice_score.map)
+        r = results.add(slice_score.index, slice_score.score, slice_score.percentile, slice_score.map)
         if on_result is not None:
-            on_result(slice_score)
+            on_result(r)  # the compact result itself: the window keeps the same object, not a second copy
 
     def score_progress(f: float, msg: str) -> None:
         progress(fit_end + (1.0 - fit_end) * f, msg)

@@ -1,0 +1,181 @@
+"""A large CT series, as a user meets it: a synthetic 1,000-slice 512 x 512 CT written as DICOM files in a temporary
+folder, opened in the real window (offscreen), browsed, then scored with k = 4 normal references.
+
+    python benchmarks/big_series.py [--slices 1000] [--score-slices N] [--keep DIR]
+
+Prints one JSON line:
+  first_slice_s       open_path() until the first slice is on screen (the rest of the series may still be loading)
+  loaded_s            open_path() until every slice is readable
+  peak_rss_mb         peak resident memory of this process while browsing and scoring
+  volume_mb           one int16 copy of the volume (what the series must cost, plus the model)
+  score_s_per_slice   Adapt & score (default method, k = 4) per slice, over all slices (or --score-slices)
+The files are written once per --keep folder (writing 1,000 DICOM files takes a while) and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def phantom(z: int, n: int, size: int = 512):
+    """A CT-like slice in HU: air, an elliptic body with fat, soft tissue, lungs in the middle third, a spine."""
+    import numpy as np
+
+    rng = np.random.default_rng(z)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    cy, cx = size / 2, size / 2
+    img = np.full((size, size), -1000.0, np.float32)
+    body = ((xx - cx) / (0.42 * size)) ** 2 + ((yy - cy) / (0.33 * size)) ** 2 < 1
+    img[body] = -80.0
+    inner = ((xx - cx) / (0.38 * size)) ** 2 + ((yy - cy) / (0.29 * size)) ** 2 < 1
+    img[inner] = 40.0
+    t = z / max(n - 1, 1)
+    if 0.3 < t < 0.7:
+        for side in (-1, 1):
+            lung = ((xx - cx - side * 0.17 * size) / (0.13 * size)) ** 2 + ((yy - cy) / (0.2 * size)) ** 2 < 1
+            img[lung] = -850.0
+    spine = ((xx - cx) / (0.04 * size)) ** 2 + ((yy - cy - 0.2 * size) / (0.04 * size)) ** 2 < 1
+    img[spine] = 700.0
+    img += rng.normal(0, 12, img.shape).astype(np.float32)
+    return np.clip(img, -1024, 3000).astype(np.int16)
+
+
+def write_series(folder: Path, n: int) -> None:
+    import SimpleITK as sitk
+
+    folder.mkdir(parents=True, exist_ok=True)
+    study, series = "1.2.826.0.1.3680043.9.7433.1.1", "1.2.826.0.1.3680043.9.7433.1.2"
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for z in range(n):
+        img = sitk.GetImageFromArray(phantom(z, n))
+        tags = {
+            "0008|0060": "CT", "0008|0016": "1.2.840.10008.5.1.4.1.1.2", "0008|0018": f"{series}.{z + 1}",
+            "0020|000d": study, "0020|000e": series, "0020|0011": "1", "0020|0013": str(z + 1),
+            "0008|103e": "Synthetic chest CT", "0010|0010": "Synthetic^Patient", "0010|0020": "BIG-1",
+            "0020|0032": f"-250\\-250\\{z * 1.0:.1f}", "0020|0037": "1\\0\\0\\0\\1\\0",
+            "0028|0030": "0.9765625\\0.9765625", "0018|0050": "1.0",
+            "0028|1052": "0", "0028|1053": "1", "0028|1054": "HU",
+        }
+        for k, v in tags.items():
+            img.SetMetaData(k, v)
+        writer.SetFileName(str(folder / f"IM{z + 1:05d}.dcm"))
+        writer.Execute(img)
+    (folder / ".complete").write_text(str(n))
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def hwm_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--slices", type=int, default=1000)
+    p.add_argument("--score-slices", type=int, default=None, help="score only the first N slices (default: all)")
+    p.add_argument("--no-score", action="store_true")
+    p.add_argument("--keep", default=None, help="folder for the DICOM files (kept and reused)")
+    args = p.parse_args()
+
+    root = Path(args.keep) if args.keep else Path(tempfile.gettempdir()) / f"medad-big-series-{args.slices}"
+    folder = root / "dicom"
+    if not (folder / ".complete").is_file() or (folder / ".complete").read_text() != str(args.slices):
+        shutil.rmtree(folder, ignore_errors=True)
+        t = time.monotonic()
+        write_series(folder, args.slices)
+        print(f"wrote {args.slices} files in {time.monotonic() - t:.0f} s", file=sys.stderr)
+
+    data = tempfile.mkdtemp(prefix="medad-big-data-")
+    os.environ["MEDAD_VIEWER_DATA_DIR"] = data
+    from PySide6.QtCore import QSettings
+    from medad_viewer.gui.app import create_app
+    from medad_viewer.gui.main_window import MainWindow
+
+    app = create_app()
+    win = MainWindow(QSettings(os.path.join(data, "settings.ini"), QSettings.Format.IniFormat))
+    win.show()
+    for _ in range(20):
+        app.processEvents()
+    base_rss = rss_mb()
+
+    def wait(cond, timeout):
+        t = time.monotonic()
+        while not cond() and time.monotonic() - t < timeout:
+            app.processEvents()
+            time.sleep(0.002)
+        return cond()
+
+    t0 = time.monotonic()
+    win.open_path(str(folder))
+    wait(lambda: win.series is not None and win.index >= 0, 300)
+    first = time.monotonic() - t0
+    loaded = first  # the study is shown once it is read in full
+    s = win.series
+    out = {"slices": s.num_slices, "first_slice_s": round(first, 2), "loaded_s": round(loaded, 2),
+           "volume_mb": round(s.num_slices * s.rows * s.columns * 2 / 2**20, 1),
+           "rss_before_open_mb": round(base_rss, 1)}
+    # Browse: every 10th slice, then back, as a user scrolling through.
+    t = time.monotonic()
+    steps = list(range(0, s.num_slices, 10)) + list(range(s.num_slices - 1, 0, -25))
+    for i in steps:
+        win.show_slice(i)
+        app.processEvents()
+    out["browse_ms_per_slice"] = round(1000 * (time.monotonic() - t) / len(steps), 1)
+    out["rss_browsing_mb"] = round(rss_mb(), 1)
+
+    if not args.no_score:
+        n = s.num_slices
+        for i in (int(n * 0.1), int(n * 0.2), int(n * 0.8), int(n * 0.9)):
+            win.show_slice(i)
+            win.add_reference("normal")
+        if args.score_slices:
+            real = win.run_scoring
+            import medad_viewer.review.scoring as scoring
+            orig = scoring.ScoreJob.__init__
+
+            def limited(self, *a, **kw):
+                orig(self, *a, **kw)
+                self.indices = list(range(min(args.score_slices, n)))
+            scoring.ScoreJob.__init__ = limited
+        done = []
+        win.scoringFinished.connect(done.append)
+        win.scoringFailed.connect(done.append)
+        t = time.monotonic()
+        win.run_scoring()
+        wait(lambda: bool(done), 7200)
+        scored = len(win.results[s.uid]) if s.uid in win.results else 0
+        out["scored"] = scored
+        out["score_s_per_slice"] = round((time.monotonic() - t) / max(scored, 1), 3)
+        out["rss_scored_mb"] = round(rss_mb(), 1)
+        if done and isinstance(done[0], str):
+            out["error"] = done[0]
+    out["peak_rss_mb"] = round(hwm_mb(), 1)
+    out["peak_over_start_mb"] = round(hwm_mb() - base_rss, 1)
+    win.close()
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
