@@ -64,21 +64,18 @@ class SeriesScores:
         return sorted(self.results.values(), key=lambda r: r.score, reverse=True)
 
 
-def normalized_slices(series, indices: Sequence[int], normalizer: IntensityNormalizer | None = None) -> list[np.ndarray]:
-    norm = normalizer or normalizer_for_series(series)
-    return [norm(series.slice(i)) for i in indices]
-
-
 def score_series(detector: AnomalyDetector, series, indices: Sequence[int] | None = None,
                  normalizer: IntensityNormalizer | None = None, batch_size: int = 8,
                  progress: Callable[[float, str], None] = no_progress, cancel: CancelToken | None = None,
-                 on_result: Callable[[SliceScore], None] | None = None) -> SeriesScores:
+                 on_result: Callable[[SliceScore], None] | None = None, keep: bool = True) -> SeriesScores:
     """Score slices of a series batch by batch, reading each slice only when its batch comes up.
-    Results already delivered through `on_result` stay valid when the job is cancelled."""
+    Results already delivered through `on_result` stay valid when the job is cancelled. keep=False: results go only
+    to `on_result` (a caller keeping its own copy need not hold every full-size map twice)."""
     cancel = cancel or CancelToken()
     norm = normalizer or normalizer_for_series(series)
     idx = list(range(series.num_slices)) if indices is None else list(indices)
     out = SeriesScores()
+    done = 0
     t0 = time.monotonic()
     for start in range(0, len(idx), batch_size):
         cancel.raise_if_cancelled()
@@ -87,9 +84,11 @@ def score_series(detector: AnomalyDetector, series, indices: Sequence[int] | Non
         scored: list[ScoredImage] = detector.score(imgs, batch_size=batch_size)
         for i, r in zip(chunk, scored):
             s = SliceScore(i, r.score, r.percentile, r.map)
-            out.results[i] = s
+            done += 1
+            if keep:
+                out.results[i] = s
             if on_result is not None:
                 on_result(s)
-        progress(len(out.results) / len(idx), f"Scored {len(out.results)} of {len(idx)} slices")
+        progress(done / len(idx), f"Scored {done} of {len(idx)} slices")
     out.seconds = time.monotonic() - t0
     return out

@@ -11,10 +11,12 @@ slice normal, pointed so its main component is positive (axial: inferior to supe
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
 import struct
-from collections import defaultdict
+from collections import defaultdict, deque
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -254,6 +256,71 @@ def _parse_floats(text: str, count: int | None = None) -> list[float] | None:
 # Loading
 
 
+def _probe_file(path: str, named_dicom: bool) -> tuple[str, object]:
+    """What one candidate file is: ("header", DicomHeader), ("damaged", (path, message, scan values)),
+    ("error", LoadError) or ("skip", None). Runs in a reader thread."""
+    name = os.path.basename(path)
+    try:
+        with open(path, "rb") as fh:
+            empty = not fh.read(1)
+    except OSError as exc:
+        return "error", LoadError(path, f"{name}: could not be opened ({exc.strerror or exc})")
+    magic = has_dicom_magic(path)
+    scan_values: dict[str, str] = {}
+    if magic:
+        sop_class = read_file_meta(path).get("0002|0002", "")
+        if is_non_image_sop_class(sop_class):
+            log.debug("skipping non-image DICOM %s (%s)", path, sop_class)
+            return "skip", None
+        scan = scan_dicom(path)
+        scan_values = scan.values
+        if scan.truncated:
+            # Checked before GDCM, which can take many seconds over a truncated file.
+            return "damaged", (path, f"{name}: the file is truncated (it ends before its data does)", scan_values)
+    try:
+        return "header", read_header(path)
+    except ReadFailure as exc:
+        if magic:
+            return "damaged", (path, f"{name}: {exc}", scan_values)
+        if named_dicom:
+            if empty:
+                return "error", LoadError(path, f"{name}: the file is empty")
+            return "error", LoadError(path, f"{name}: named like a DICOM file but is not DICOM (no DICOM header found)")
+        log.debug("ignoring %s: not DICOM", path)
+        return "skip", None
+
+
+# GDCM releases the GIL while it reads and parses, so a few threads read a large series faster (the consumer keeps
+# the order, and at most a few files are in flight).
+READ_THREADS = max(1, min(4, os.cpu_count() or 1))
+
+
+def _in_order(fn: Callable, items: list, workers: int | None = None):
+    """Yield (item, (fn(item), None)) or (item, (None, exception)) in the order of `items`, computed in threads."""
+    def call(x):
+        try:
+            return fn(x), None
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer, which decides
+            return None, exc
+
+    workers = READ_THREADS if workers is None else workers
+    if workers <= 1 or len(items) < 8:
+        for x in items:
+            yield x, call(x)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="medad-dicom") as pool:
+        pending: deque = deque()
+        it = iter(items)
+        for x in itertools.islice(it, 4 * workers):
+            pending.append((x, pool.submit(call, x)))
+        while pending:
+            x, fut = pending.popleft()
+            nxt = next(it, pending)  # `pending` stands for "no more"
+            if nxt is not pending:
+                pending.append((nxt, pool.submit(call, nxt)))
+            yield x, fut.result()
+
+
 def load_dicom_files(
     candidates: Iterable[tuple[str, bool]],
     *,
@@ -264,44 +331,16 @@ def load_dicom_files(
     headers: list[DicomHeader] = []
     damaged: list[tuple[str, str, dict[str, str]]] = []
     errors: list[LoadError] = []
-    for path, named_dicom in candidates:
-        name = os.path.basename(path)
-        try:
-            with open(path, "rb") as fh:
-                empty = not fh.read(1)
-        except OSError as exc:
-            errors.append(LoadError(path, f"{name}: could not be opened ({exc.strerror or exc})"))
-            tick()
-            continue
-        magic = has_dicom_magic(path)
-        scan_values: dict[str, str] = {}
-        if magic:
-            sop_class = read_file_meta(path).get("0002|0002", "")
-            if is_non_image_sop_class(sop_class):
-                log.debug("skipping non-image DICOM %s (%s)", path, sop_class)
-                tick()
-                continue
-            scan = scan_dicom(path)
-            scan_values = scan.values
-            if scan.truncated:
-                # Checked before GDCM, which can take many seconds over a truncated file.
-                damaged.append((path, f"{name}: the file is truncated (it ends before its data does)", scan_values))
-                tick()
-                continue
-        try:
-            headers.append(read_header(path))
-        except ReadFailure as exc:
-            if magic:
-                damaged.append((path, f"{name}: {exc}", scan_values))
-            elif named_dicom:
-                if empty:
-                    errors.append(LoadError(path, f"{name}: the file is empty"))
-                else:
-                    errors.append(
-                        LoadError(path, f"{name}: named like a DICOM file but is not DICOM (no DICOM header found)")
-                    )
-            else:
-                log.debug("ignoring %s: not DICOM", path)
+    for (path, named_dicom), (outcome, exc) in _in_order(lambda c: _probe_file(*c), list(candidates)):
+        if exc is not None:
+            raise exc
+        kind, value = outcome
+        if kind == "error":
+            errors.append(value)
+        elif kind == "damaged":
+            damaged.append(value)
+        elif kind == "header":
+            headers.append(value)
         tick()
 
     series: list[Series] = []
@@ -522,9 +561,10 @@ def _build_single_frame_series(
     out = SliceStack(len(stack), first.rows, first.columns, planned)
     warnings: list[str] = []
     kept: list[int] = []
-    for idx, h in enumerate(stack):
+    for idx, (h, (plane, exc)) in enumerate(_in_order(_read_plane, stack)):
         try:
-            plane = _read_plane(h)
+            if exc is not None:
+                raise exc
             if geometry is not None:
                 if geometry.flip_rows:
                     plane = plane[::-1, :]

@@ -191,7 +191,7 @@ def run_score_job(job: ScoreJob, progress: Progress, cancel, on_result: Callable
     t1 = time.monotonic()
     try:
         score_series(det, series, job.indices, batch_size=batch, progress=score_progress, cancel=cancel,
-                     on_result=got)
+                     on_result=got, keep=False)
     finally:
         # Cancelled or failed half-way: the slices already scored are kept for the next opening too.
         results.complete = len(results) == (series.num_slices if job.indices is None else len(job.indices))
