@@ -516,3 +516,38 @@ def test_scores_that_cannot_be_saved_are_said_and_kept(qtbot, tmp_path, ct_study
     w.save_session()
     assert not w._unsaved_scores and len(w.store.load_scores(uid)) == 20
     close_window(qtbot, w)
+
+
+def test_out_of_memory_while_scoring_is_said_and_keeps_the_earlier_results(qtbot, tmp_path, ct_study, monkeypatch):
+    from medad_viewer.engine.detector import AnomalyDetector
+
+    w = make_window(qtbot, tmp_path)
+    open_study(qtbot, w, ct_study)
+    for i in (2, 5):
+        w.show_slice(i)
+        key(qtbot, w, Qt.Key.Key_R)
+    with qtbot.waitSignal(w.scoringFinished, timeout=120_000):
+        w.run_scoring()
+    uid = w.series.uid
+    before = {i: r.score for i, r in w.results[uid].results.items()}
+    assert len(before) == 20
+
+    def oom(self, *a, **kw):  # what torch says on a CPU that has no memory left
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:114] data. DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 9437184000 bytes. Error code 12 (Cannot allocate memory)")
+
+    monkeypatch.setattr(AnomalyDetector, "score", oom)
+    w.show_slice(9)
+    key(qtbot, w, Qt.Key.Key_R)  # other references: a new adaptation, then scoring runs out of memory
+    with qtbot.waitSignal(w.scoringFailed, timeout=120_000) as failed:
+        w.run_scoring()
+    message = failed.args[0]
+    assert message.startswith("Out of memory") and "earlier results" in message and "Settings" in message
+    assert w._message_box is not None and w._message_box.text() == message
+    qtbot.waitUntil(lambda: w.job is None, timeout=10_000)
+    assert {i: r.score for i, r in w.results[uid].results.items()} == before  # the earlier scores are back
+    assert w.ranking.list.count() == 20
+    monkeypatch.undo()
+    with qtbot.waitSignal(w.scoringFinished, timeout=120_000):  # and the app goes on working
+        w.run_scoring()
+    close_window(qtbot, w)

@@ -103,8 +103,7 @@ class Worker(QObject):
         except Cancelled:
             self.cancelled.emit()
         except MemoryError:
-            self.failed.emit("Out of memory. Close other programs, score fewer slices, or choose a smaller backbone "
-                             "or the CPU device in Settings.")
+            self.failed.emit(OUT_OF_MEMORY)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a message, never a crash
             traceback.print_exc()
             self.failed.emit(_readable(exc))
@@ -136,13 +135,21 @@ def wait_for_detached(timeout_s: float) -> bool:
     return True
 
 
+OUT_OF_MEMORY = ("Out of memory: this computer could not give the job the memory it needed. Nothing was lost: "
+                 "the earlier results and your review are kept. Close other programs, use fewer reference slices "
+                 "or a smaller input size, or choose another device or backbone in Settings, then try again.")
+
+# How the allocators say it: CPython, torch on the CPU, CUDA and Apple's MPS.
+_OOM_MARKERS = ("out of memory", "can't allocate memory", "defaultcpuallocator", "cannot allocate memory",
+                "mps backend out of memory", "failed to allocate")
+
+
 def _readable(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     name = type(exc).__name__
     low = text.lower()
-    if "out of memory" in low or "cuda error: out of memory" in low:
-        return ("The device ran out of memory. Choose the CPU device or a smaller backbone in Settings, "
-                f"or close other programs. ({text.splitlines()[0]})")
+    if isinstance(exc, MemoryError) or any(m in low for m in _OOM_MARKERS):
+        return f"{OUT_OF_MEMORY} ({text.splitlines()[0][:200]})"
     if name in ("ValueError", "WeightsUnavailable", "ReferenceUnavailable", "FileNotFoundError", "RuntimeError"):
         return text
     return f"{text} ({name})"
