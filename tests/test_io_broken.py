@@ -199,3 +199,18 @@ def test_uncompressed_nifti_named_gz_opens(sample_data: Path, tmp_path: Path) ->
     cut = load_study(tmp_path / "cut")
     assert not cut.series
     assert [e.message for e in cut.errors] == ["renamed-half.nii.gz: the file is truncated (it ends before its data does)"]
+
+
+def test_every_load_error_names_the_file_and_says_what_to_do(sample_data: Path, tmp_path: Path) -> None:
+    (tmp_path / "empty.dcm").write_bytes(b"")
+    (tmp_path / "notes.dcm").write_bytes(b"just some text, not DICOM")
+    png = (sample_data / "xray" / "00000001_000.png").read_bytes()
+    (tmp_path / "half.png").write_bytes(png[: len(png) // 2])
+    (tmp_path / "scan.nii.gz").write_bytes(b"\x1f\x8b" + b"\0" * 40)
+    study = load_study(tmp_path)
+    assert len(study.errors) == 4
+    for e in study.errors:
+        assert e.message.startswith(Path(e.path).name + ":"), e.message
+        assert e.advice and e.full == f"{e.message}. {e.advice}", e.message
+    gone = load_study(tmp_path / "moved-away")
+    assert "moved" in gone.errors[0].advice

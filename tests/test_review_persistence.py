@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -360,3 +361,17 @@ def test_maps_are_kept_compact_and_given_back_at_full_size(tmp_path):
                         maps=amap[None].astype(np.float16), meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
     legacy = ScoreResults.load(old).get(1)
     assert legacy.map.shape == (512, 384) and np.abs(legacy.map - amap).max() < 0.02 * float(amap.max())
+
+
+def test_a_temporary_left_by_a_killed_save_is_removed_later(tmp_path):
+    path = _demo_copy(tmp_path / "s")
+    study = load_study(path)
+    store = SessionStore.for_study(study, path)
+    store.save(Session(str(path), study.series[0].uid, 5))
+    left = store.folder / ".session.abcd1234.part.json"
+    left.write_text('{"format": "medad-viewer-se')  # what a SIGKILL during the write leaves
+    fresh = store.folder / ".session.efgh5678.part.json"
+    fresh.write_text("{")  # another window writing right now: not touched
+    os.utime(left, (time.time() - 3600, time.time() - 3600))
+    assert SessionStore.for_study(study, path).load().slice_index == 5
+    assert not left.exists() and fresh.exists()

@@ -20,6 +20,17 @@ class LoadError:
     def __str__(self) -> str:
         return self.message
 
+    @property
+    def advice(self) -> str:
+        """What the user can do about it, in one sentence ("" when there is nothing to say)."""
+        from .advice import advice_for
+        return advice_for(self.message)
+
+    @property
+    def full(self) -> str:
+        """The message and the advice, as shown to the user."""
+        return f"{self.message}. {self.advice}" if self.advice else self.message
+
 
 @dataclass(eq=False)
 class Series:

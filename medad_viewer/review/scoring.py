@@ -76,8 +76,9 @@ def _series_for(ref: ReferenceSlice, job: ScoreJob, load_study: Callable[[str], 
     if len(study.series) == 1:
         return study.series[0]
     where = f"{ref.source}" if study.series else f"{ref.source} ({'; '.join(e.message for e in study.errors) or 'nothing loaded'})"
-    raise ReferenceUnavailable(f"reference slice {ref.index + 1} of series '{ref.description or ref.series_uid}' "
-                          f"was not found in {where}")
+    raise ReferenceUnavailable(f"Reference slice {ref.index + 1} of series '{ref.description or ref.series_uid}' "
+                               f"was not found in {where}. Put the study back where it was, or remove the "
+                               "reference from the tray and pick another.")
 
 
 def reference_images(job: ScoreJob, load_study: Callable[[str], Any] | None = None
@@ -93,8 +94,9 @@ def reference_images(job: ScoreJob, load_study: Callable[[str], Any] | None = No
     for ref in job.reference_set.references:
         series = _series_for(ref, job, load_study)
         if not 0 <= ref.index < series.num_slices:
-            raise ReferenceUnavailable(f"reference slice {ref.index + 1} is beyond the {series.num_slices} slices of "
-                                  f"'{series.description}'")
+            raise ReferenceUnavailable(f"Reference slice {ref.index + 1} is beyond the {series.num_slices} slices of "
+                                       f"'{series.description}' ({ref.source}): remove it from the tray and pick "
+                                       "another.")
         norm = normalizers.get(id(series))
         if norm is None:
             norm = normalizers[id(series)] = normalizer_for_series(series)

@@ -28,7 +28,7 @@ from typing import Any, Iterable
 from .references import ReferenceSet
 from .results import ScoreResults
 from .state import ReviewState
-from ..io.atomic import atomic_write_json
+from ..io.atomic import atomic_write_json, leftover_temporaries
 from .storage import data_dir, short_hash
 
 FORMAT = "medad-viewer-session/2"
@@ -168,6 +168,8 @@ class SessionStore:
     def load(self, study: Any | None = None) -> Session | None:
         """The newest saved session of this study, or None. A damaged file is skipped, never fatal. With the
         loaded `study`, references to its series point at where the study is now (it may have moved)."""
+        for folder in self.places:
+            _remove_stale_temporaries(folder)
         for path in self._existing():
             session = _read_session(path, str(self.study_path))
             if session is None:
@@ -231,6 +233,19 @@ class SessionStore:
             _remove_legacy(folder, prefix, [p for _, p in scores])
             return True
         return False
+
+
+def _remove_stale_temporaries(folder: Path, age_s: float = 60.0) -> None:
+    """A process killed while writing leaves its temporary beside the session; one older than a minute is nobody's."""
+    if not folder.is_dir():
+        return
+    now = time.time()
+    for p in leftover_temporaries(folder):
+        try:
+            if now - p.stat().st_mtime > age_s:
+                p.unlink()
+        except OSError:
+            pass
 
 
 def legacy_places(study_path: Path) -> list[tuple[Path, str]]:
