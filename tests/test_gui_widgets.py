@@ -68,7 +68,7 @@ def test_worker_failure_and_cancel(qtbot):
     w3 = Worker(oom)
     with qtbot.waitSignal(w3.failed, timeout=5000) as b:
         w3.start()
-    assert "ran out of memory" in b.args[0]
+    assert b.args[0].startswith("Out of memory") and "CUDA error: out of memory" in b.args[0]
     w3.wait()
 
 

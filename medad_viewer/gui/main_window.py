@@ -1196,7 +1196,8 @@ class MainWindow(QMainWindow):
 
     def _export_failed(self, path: str, msg: str) -> None:
         self.statusBar().showMessage(f"Export of {Path(path).name} failed", 8000)
-        self._error(f"Could not export {Path(path).name}: {msg}\n\nNo file was written.", title="Export failed")
+        self._error(f"Could not export {path}: {msg}\n\nNo file was written. Choose another folder or file name, or "
+                    "free some disk space, then export again.", title="Export failed")
 
     # ============================================================================================ misc UI
     def open_settings(self) -> None:
