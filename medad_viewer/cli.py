@@ -82,7 +82,7 @@ def study_to_json(study: Any) -> dict[str, Any]:
             }
             for s in study.series
         ],
-        "errors": [{"path": e.path, "message": e.message} for e in study.errors],
+        "errors": [{"path": e.path, "message": e.message, "advice": e.advice} for e in study.errors],
     }
 
 
@@ -112,7 +112,7 @@ def _print_table(study: Any, out: TextIO) -> None:
         lines.append("  no series could be loaded")
     if study.errors:
         lines.append("not loaded:")
-        lines.extend(f"  {e.message}" for e in study.errors)
+        lines.extend(f"  {e.full}" for e in study.errors)
     text = "\n".join(lines) + "\n"
     # A console that cannot show a character of a description must not end in a traceback.
     encoding = getattr(out, "encoding", None) or "utf-8"

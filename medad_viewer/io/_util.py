@@ -14,6 +14,11 @@ import SimpleITK as sitk
 MAX_BYTES = 2**31
 # Refuse 2D images wider or taller than this: nothing medical is, and decoders may misbehave.
 MAX_2D_SIDE = 16384
+# Compressed pixels are not believed to expand more than MAX_EXPANSION times once they would take more than
+# EXPANSION_FLOOR: real images, even nearly blank ones and label maps, stay below that; a damaged header or a
+# decompression bomb does not, and decoding it would take gigabytes for a file of a few megabytes.
+MAX_EXPANSION = 200
+EXPANSION_FLOOR = 256 * 2**20
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -49,6 +54,11 @@ def check_size(name: str, shape: tuple[int, ...], itemsize: int = 2) -> None:
             f"{name}: image is too large to open ({dims} voxels, about {human_bytes(nbytes)}; "
             f"the limit is {human_bytes(MAX_BYTES)})"
         )
+
+
+def credible_expansion(decoded: int, stored: int) -> bool:
+    """Whether `stored` bytes of compressed data can credibly hold `decoded` bytes of pixels."""
+    return decoded <= EXPANSION_FLOOR or decoded <= MAX_EXPANSION * stored
 
 
 def stable_uid(path: str | os.PathLike[str], suffix: str = "") -> str:

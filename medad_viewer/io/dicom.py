@@ -23,8 +23,18 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-from ._util import ReadFailure, SliceStack, check_size, compact_dtype, natural_key, owned_view, storage_dtype_for
-from ._dicomscan import scan_dicom
+from ._util import (
+    ReadFailure,
+    SliceStack,
+    check_size,
+    compact_dtype,
+    credible_expansion,
+    human_bytes,
+    natural_key,
+    owned_view,
+    storage_dtype_for,
+)
+from ._dicomscan import ScanResult, scan_dicom
 from .deid import IDENTIFYING_TAGS
 from .series import LoadError, Series
 
@@ -267,6 +277,7 @@ def _probe_file(path: str, named_dicom: bool) -> tuple[str, object]:
         return "error", LoadError(path, f"{name}: could not be opened ({exc.strerror or exc})")
     magic = has_dicom_magic(path)
     scan_values: dict[str, str] = {}
+    scan: ScanResult | None = None
     if magic:
         sop_class = read_file_meta(path).get("0002|0002", "")
         if is_non_image_sop_class(sop_class):
@@ -277,8 +288,14 @@ def _probe_file(path: str, named_dicom: bool) -> tuple[str, object]:
         if scan.truncated:
             # Checked before GDCM, which can take many seconds over a truncated file.
             return "damaged", (path, f"{name}: the file is truncated (it ends before its data does)", scan_values)
+        # Before GDCM too: it allocates gigabytes for such files (or crashes) before giving up, or fills the
+        # pixels a header claims beyond the data with zeros.
+        problem = scan.damage or _pixel_size_problem(lambda tag: scan_values.get(tag, ""), scan.pixel_bytes,
+                                                     scan.encapsulated)
+        if problem:
+            return "damaged", (path, f"{name}: the file is damaged ({problem})", scan_values)
     try:
-        return "header", read_header(path)
+        header = read_header(path)
     except ReadFailure as exc:
         if magic:
             return "damaged", (path, f"{name}: {exc}", scan_values)
@@ -288,6 +305,41 @@ def _probe_file(path: str, named_dicom: bool) -> tuple[str, object]:
             return "error", LoadError(path, f"{name}: named like a DICOM file but is not DICOM (no DICOM header found)")
         log.debug("ignoring %s: not DICOM", path)
         return "skip", None
+    if scan is None:  # no Part 10 header: a bare data set, always uncompressed, its pixels within the file
+        problem = _pixel_size_problem(header.get, os.path.getsize(path), False, bare=True)
+        if problem:
+            return "damaged", (path, f"{name}: the file is damaged ({problem})", scan_values)
+    return "header", header
+
+
+def _pixel_size_problem(
+    get: Callable[[str], str], have: int | None, encapsulated: bool, bare: bool = False
+) -> str | None:
+    """Why `have` bytes of pixel data (of file, when `bare`) cannot hold the image the header tags (`get`) describe,
+    or None: GDCM allocates the image a header describes and fills what the data lacks with zeros (a header claiming
+    16384 x 16384 pixels over 512 KB loads as a huge, nearly empty image), or decodes into it and fails."""
+
+    def number(tag: str, default: int) -> int:
+        try:
+            return int(float(get(tag).split("\\")[0]))
+        except (ValueError, OverflowError):
+            return default
+
+    bits = number("0028|0100", 0)
+    if bits <= 0 or have is None:
+        return None
+    rows, columns = number("0028|0010", 0), number("0028|0011", 0)
+    frames, samples = max(number("0028|0008", 1), 1), max(number("0028|0002", 1), 1)
+    if get("0028|0004").strip().upper() in ("YBR_FULL_422", "YBR_PARTIAL_422"):
+        samples = 2  # two samples a pixel stored, whatever SamplesPerPixel says
+    needed = (rows * columns * frames * samples * bits + 7) // 8
+    image = f"{columns} x {rows} pixels" + (f" x {frames} frames" if frames > 1 else "")
+    if not encapsulated and needed > have:
+        holder = f"the whole file ({human_bytes(have)}) holds" if bare else f"its {human_bytes(have)} of pixel data hold"
+        return f"its header describes {image}, more than {holder}"
+    if encapsulated and not credible_expansion(needed, have):
+        return f"its header describes {image}, far more than its {human_bytes(have)} of compressed pixel data can hold"
+    return None
 
 
 # GDCM releases the GIL while it reads and parses, so a few threads read a large series faster (the consumer keeps
@@ -675,7 +727,10 @@ def _to_grey(arr: np.ndarray) -> np.ndarray:
 
 
 def _monochrome1_range(h: DicomHeader) -> tuple[float, float]:
-    bits = int(h.number("0028|0101") or h.dtype.itemsize * 8)
+    full = h.dtype.itemsize * 8
+    bits = int(h.number("0028|0101") or full)
+    if not 1 <= bits <= full:  # a damaged BitsStored (up to 65535): the pixels hold no more than their type does
+        bits = full
     signed = int(h.number("0028|0103") or 0) == 1
     raw_lo, raw_hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
     slope = h.number("0028|1053", 1.0) or 1.0
@@ -690,7 +745,7 @@ def _invert_if_monochrome1(plane: np.ndarray, h: DicomHeader) -> np.ndarray:
     if h.get("0028|0004").upper() != "MONOCHROME1":
         return plane
     lo, hi = _monochrome1_range(h)
-    if plane.dtype.kind in "iu" and float(lo).is_integer() and float(hi).is_integer():
+    if plane.dtype.kind in "iu" and float(lo).is_integer() and float(hi).is_integer() and abs(lo + hi) < 2**62:
         return (int(lo + hi) - plane.astype(np.int64)).astype(np.int64)
     return (lo + hi) - plane.astype(np.float64)
 

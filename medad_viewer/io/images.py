@@ -10,6 +10,7 @@ Modality is 'OT' unless the caller says otherwise. Multi-page TIFF: first page o
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,7 +18,17 @@ import cv2
 import numpy as np
 import SimpleITK as sitk
 
-from ._util import MAX_BYTES, ReadFailure, SliceStack, check_size, natural_key, stable_uid, storage_dtype_for
+from ._util import (
+    MAX_BYTES,
+    ReadFailure,
+    SliceStack,
+    check_size,
+    credible_expansion,
+    human_bytes,
+    natural_key,
+    stable_uid,
+    storage_dtype_for,
+)
 from .dicom import _SITK_TO_NUMPY
 from .series import LoadError, Series
 
@@ -59,7 +70,34 @@ def _probe(path: str) -> _Probe:
         grey = decode_image(path)
         return _Probe(path, grey.shape[0], grey.shape[1], _depth_of(grey.dtype), decoded=grey)
     check_size(name, (int(size[1]), int(size[0])), 2)
+    check_expansion(path, int(size[1]), int(size[0]), int(reader.GetNumberOfComponents()), dtype.itemsize)
     return _Probe(path, int(size[1]), int(size[0]), _depth_of(dtype), int(reader.GetNumberOfComponents()))
+
+
+def check_expansion(path: str, rows: int, cols: int, channels: int, itemsize: int) -> None:
+    """Raise ReadFailure when decoding the image the header describes would take far more memory than its file
+    could credibly hold (a damaged header or a decompression bomb; see _util.MAX_EXPANSION)."""
+    decoded = rows * cols * max(channels, 1) * itemsize
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return  # reported when the file is read
+    if not credible_expansion(decoded, size):
+        raise ReadFailure(
+            f"{os.path.basename(path)}: the file is damaged (its header claims {cols} x {rows} pixels, "
+            f"{human_bytes(decoded)} to decode, far more than a file of {human_bytes(size)} can hold)"
+        )
+
+
+def _png_size(path: str) -> tuple[int, int, int, int] | None:
+    """(rows, columns, channels, bytes a sample) from a PNG's IHDR chunk, or None when it has none."""
+    with open(path, "rb") as fh:
+        head = fh.read(26)
+    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    width, height, depth, colour = struct.unpack(">IIBB", head[16:26])
+    channels = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(colour)  # a palette decodes to colour
+    return None if channels is None else (height, width, channels, 2 if depth == 16 else 1)
 
 
 def decode_image(path: str) -> np.ndarray:
@@ -69,6 +107,11 @@ def decode_image(path: str) -> np.ndarray:
     try:
         if os.path.getsize(path) > MAX_BYTES:
             raise ReadFailure(f"{name}: file is too large to open")
+        # The size the decoder will allocate, checked first (also when SimpleITK could not read the header).
+        png = _png_size(path) if kind == "PNG" else None
+        if png is not None:
+            check_size(name, png[:2], 2)
+            check_expansion(path, *png)
         # np.fromfile + imdecode rather than imread: imread cannot open non-ASCII paths on Windows.
         buf = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:

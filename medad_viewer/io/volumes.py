@@ -21,7 +21,16 @@ import zlib
 import numpy as np
 import SimpleITK as sitk
 
-from ._util import ReadFailure, check_size, compact_dtype, owned_view, stable_uid, storage_dtype_for
+from ._util import (
+    ReadFailure,
+    check_size,
+    compact_dtype,
+    credible_expansion,
+    human_bytes,
+    owned_view,
+    stable_uid,
+    storage_dtype_for,
+)
 from .deid import FREE_TEXT_KEYS
 from .dicom import _SITK_TO_NUMPY
 from .series import Series
@@ -69,6 +78,8 @@ def read_volume(path: str) -> tuple[np.ndarray, Geometry, dict]:
         raise ReadFailure(f"{name}: holds colour or vector voxels, which the viewer cannot show")
     if dim not in (2, 3, 4):
         raise ReadFailure(f"{name}: is a {dim}-D image; only 2-D, 3-D and 4-D files are supported")
+    if 0 in size:
+        raise ReadFailure(f"{name}: holds no voxels (its header gives its size as {' x '.join(map(str, size))})")
     notes: list[str] = []
     if dim == 4:
         if size[3] > 1:
@@ -82,6 +93,8 @@ def read_volume(path: str) -> tuple[np.ndarray, Geometry, dict]:
     native = np.dtype(_SITK_TO_NUMPY.get(reader.GetPixelID(), np.float64))
     shape = tuple(reversed(size)) if len(size) == 3 else (1, size[1], size[0])
     check_size(name, shape, max(storage_dtype_for(native).itemsize, 2))
+    if _FORMATS.get(volume_suffix(path) or "") in ("NRRD", "MetaImage"):
+        _check_data_size(path, int(np.prod(shape, dtype=np.int64)), native.itemsize)
     try:
         image = reader.Execute()
     except RuntimeError:
@@ -240,6 +253,68 @@ def _check_nifti_complete(path: str, reader: sitk.ImageFileReader) -> None:
         raise ReadFailure(truncated) from None
     if total < expected:
         raise ReadFailure(truncated)
+
+
+def _attached_data(path: str) -> tuple[str, int] | None:
+    """(encoding, bytes after the header) of a NRRD or MetaImage file whose data follows its header in the same
+    file, the encoding being 'raw', 'hex', 'text' or 'compressed'; None when the data is in another file or the
+    header is not understood (ITK then decides)."""
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+        size = os.fstat(fh.fileno()).st_size
+    fields: dict[str, str] = {}
+    offset = 0
+    if head.startswith(b"NRRD"):
+        for line in head.splitlines(keepends=True):
+            offset += len(line)
+            text = line.decode("latin-1").strip()
+            if not text:  # the blank line ending the header
+                break
+            key, sep, value = text.partition(":")
+            if sep and not text.startswith("#") and not value.startswith("="):  # "key:=value" is not a field
+                fields[key.strip().lower()] = value.strip().lower()
+        else:
+            return None
+        if "data file" in fields or "datafile" in fields:
+            return None
+        kind = {"raw": "raw", "hex": "hex", "txt": "text", "text": "text", "ascii": "text", "gzip": "compressed",
+                "gz": "compressed", "bzip2": "compressed", "bz2": "compressed"}.get(fields.get("encoding", ""))
+        return (kind, size - offset) if kind else None
+    for line in head.splitlines(keepends=True):  # MetaImage: "Key = Value" lines, ElementDataFile last
+        offset += len(line)
+        key, sep, value = line.decode("latin-1").partition("=")
+        if not sep:
+            return None
+        fields[key.strip().lower()] = value.strip().lower()
+        if key.strip().lower() == "elementdatafile":
+            if fields["elementdatafile"] != "local":
+                return None
+            return ("compressed" if fields.get("compresseddata") == "true" else "raw", size - offset)
+    return None
+
+
+def _check_data_size(path: str, voxels: int, itemsize: int) -> None:
+    """Raise ReadFailure when a NRRD or MetaImage header claims more voxels than its file can hold: ITK would
+    allocate them all (up to the size limit) before failing, or fill what the file lacks with zeros."""
+    name = os.path.basename(path)
+    try:
+        attached = _attached_data(path)
+    except OSError:
+        return  # reported when the file is read
+    if attached is None:
+        return
+    kind, have = attached
+    needed = voxels * itemsize
+    if kind == "compressed":
+        if not credible_expansion(needed, have):
+            raise ReadFailure(
+                f"{name}: the file is damaged (its header claims {human_bytes(needed)} of voxels, far more than "
+                f"its {human_bytes(have)} of compressed data can hold)"
+            )
+        return
+    # Raw data needs every byte; hex two characters a byte; text at least one character a voxel.
+    if have < {"raw": needed, "hex": 2 * needed, "text": voxels}[kind]:
+        raise ReadFailure(f"{name}: the file is truncated (it ends before its data does)")
 
 
 def _cal_window(image: sitk.Image) -> tuple[float, float] | None:
