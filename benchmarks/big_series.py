@@ -115,9 +115,6 @@ def main() -> int:
     app = create_app()
     win = MainWindow(QSettings(os.path.join(data, "settings.ini"), QSettings.Format.IniFormat))
     win.show()
-    for _ in range(20):
-        app.processEvents()
-    base_rss = rss_mb()
 
     def wait(cond, timeout):
         t = time.monotonic()
@@ -125,6 +122,10 @@ def main() -> int:
             app.processEvents()
             time.sleep(0.002)
         return cond()
+
+    # As a user would: the window has settled (its start-up device probe, which imports torch, is done).
+    wait(lambda: "checking" not in win.device_label.text(), 60)
+    base_rss = rss_mb()
 
     t0 = time.monotonic()
     win.open_path(str(folder))

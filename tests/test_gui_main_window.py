@@ -475,7 +475,7 @@ def test_close_returns_at_once_while_a_job_cannot_stop(qtbot, tmp_path, ct_study
     open_study(qtbot, w, ct_study)
     w.show_slice(4)
     key(qtbot, w, Qt.Key.Key_A)
-    w._start_loader(Worker(lambda progress, cancel, emit: time.sleep(3), "stuck", w))
+    w._start_loader(Worker(lambda progress, cancel, emit: time.sleep(1.5), "stuck", w))
     t0 = time.monotonic()
     w.close()
     assert time.monotonic() - t0 < 1.0
