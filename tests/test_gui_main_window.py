@@ -488,14 +488,19 @@ def test_close_returns_at_once_while_a_job_cannot_stop(qtbot, tmp_path, ct_study
     qtbot.waitUntil(lambda: detached_jobs() == 0, timeout=10_000)
 
 
+def _ct_with_references(qtbot, tmp_path, ct_study, slices=(2, 5)) -> MainWindow:
+    w = make_window(qtbot, tmp_path)
+    open_study(qtbot, w, ct_study)
+    for i in slices:
+        w.show_slice(i)
+        key(qtbot, w, Qt.Key.Key_R)
+    return w
+
+
 def test_scores_that_cannot_be_saved_are_said_and_kept(qtbot, tmp_path, ct_study, monkeypatch):
     import medad_viewer.review.session as session_mod
 
-    w = make_window(qtbot, tmp_path)
-    open_study(qtbot, w, ct_study)
-    for i in (2, 5):
-        w.show_slice(i)
-        key(qtbot, w, Qt.Key.Key_R)
+    w = _ct_with_references(qtbot, tmp_path, ct_study)
     blocked = tmp_path / "full-disk"
     blocked.write_text("")
     monkeypatch.setattr(session_mod, "sessions_root", lambda: blocked / "sessions")
@@ -521,11 +526,7 @@ def test_scores_that_cannot_be_saved_are_said_and_kept(qtbot, tmp_path, ct_study
 def test_out_of_memory_while_scoring_is_said_and_keeps_the_earlier_results(qtbot, tmp_path, ct_study, monkeypatch):
     from medad_viewer.engine.detector import AnomalyDetector
 
-    w = make_window(qtbot, tmp_path)
-    open_study(qtbot, w, ct_study)
-    for i in (2, 5):
-        w.show_slice(i)
-        key(qtbot, w, Qt.Key.Key_R)
+    w = _ct_with_references(qtbot, tmp_path, ct_study)
     with qtbot.waitSignal(w.scoringFinished, timeout=120_000):
         w.run_scoring()
     uid = w.series.uid
