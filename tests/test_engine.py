@@ -225,3 +225,13 @@ def test_user_marked_abnormal_slices_are_used_as_positives(mr, effnet):
     inside = lab[tumour[-1]]
     contrast = [d.score([target])[0].map[inside].mean() for d in (without, with_pos)]
     assert contrast[1] > contrast[0]
+
+
+def test_clip_without_open_clip_says_what_to_do(monkeypatch):
+    """The app bundle leaves open_clip and torchvision out: asking for a CLIP backbone says so in plain words."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "open_clip", None)  # as if it were not installed
+    with pytest.raises(WeightsUnavailable) as err:
+        load_open_clip("ViT-B-16", "openai")
+    assert "installer/setup.sh" in str(err.value) and "EfficientNet-Lite2" in str(err.value)

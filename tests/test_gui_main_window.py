@@ -552,3 +552,19 @@ def test_out_of_memory_while_scoring_is_said_and_keeps_the_earlier_results(qtbot
     with qtbot.waitSignal(w.scoringFinished, timeout=120_000):  # and the app goes on working
         w.run_scoring()
     close_window(qtbot, w)
+
+
+def test_startup_log_for_the_bundle_smoke_test(qtbot, tmp_path, ct_study, monkeypatch):
+    from medad_viewer.gui.app import STARTUP_LOG_ENV, _startup_log
+
+    log = tmp_path / "startup.log"
+    monkeypatch.setenv(STARTUP_LOG_ENV, str(log))
+    w = make_window(qtbot, tmp_path)
+    _startup_log(w)
+    open_study(qtbot, w, ct_study)
+    w.show_slice(3)  # browsing logs nothing more
+    qtbot.waitUntil(lambda: log.is_file() and "window" in log.read_text(), timeout=5000)
+    lines = log.read_text().split("\n")
+    assert [ln.split()[0] for ln in lines if ln] == ["window", "first-slice"]
+    assert lines[1].split()[2] == "20" and float(lines[1].split()[1]) >= float(lines[0].split()[1])
+    close_window(qtbot, w)

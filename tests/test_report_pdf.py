@@ -233,3 +233,19 @@ def test_many_flagged_slices_paginate(ct, tmp_path):
     top = sorted(data.flagged, key=lambda r: -r.score)[:2]
     for r in top:
         assert f"Slice {r.number} of 20" in text
+
+
+def test_reports_use_the_fonts_shipped_with_the_app(ct_pdf):
+    """resources/fonts (DejaVu Sans) is registered with Qt, so a report looks the same on a machine (or in the app
+    bundle) without those fonts installed."""
+    from medad_viewer.paths import FONTS
+    from medad_viewer.report.painting import register_fonts
+    from PySide6.QtGui import QFontDatabase
+
+    assert len(list(FONTS.glob("DejaVuSans*.ttf"))) == 4 and (FONTS / "LICENSE-DejaVu.txt").is_file()
+    register_fonts()
+    shipped = {f for p in FONTS.glob("*.ttf") for f in QFontDatabase.applicationFontFamilies(
+        QFontDatabase.addApplicationFont(str(p)))}
+    assert shipped == {"DejaVu Sans"}
+    fonts = subprocess.run(["pdffonts", str(ct_pdf[0])], check=True, capture_output=True, text=True).stdout
+    assert "DejaVuSans" in fonts

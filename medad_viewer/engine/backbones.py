@@ -313,6 +313,18 @@ def _parse_open_clip_name(name: str) -> str:
     return name.split(":", 1)[1] if name.startswith("open_clip:") else name
 
 
+def _open_clip():
+    """open_clip, or WeightsUnavailable in plain words where it is not installed (the app bundle leaves it out)."""
+    try:
+        import open_clip
+    except Exception as exc:  # noqa: BLE001 - ImportError, or a torchvision that does not match torch
+        raise WeightsUnavailable(
+            "CLIP backbones need the open_clip and torchvision packages, which this installation does not have (the "
+            "app bundle carries only the offline EfficientNet-Lite2 backbone). Install MedAD Viewer from source "
+            f"(installer/setup.sh) to use them. ({type(exc).__name__}: {exc})") from None
+    return open_clip
+
+
 def load_open_clip(arch: str, weights: str | None, layers: Sequence[int] | None = None,
                    model_cfg: dict | None = None) -> OpenClipBackbone:
     """open_clip model by architecture and weights.
@@ -321,7 +333,7 @@ def load_open_clip(arch: str, weights: str | None, layers: Sequence[int] | None 
     read with weights_only=True) for air-gapped sites, `None` with an `hf-hub:` arch, or `"random"` for an untrained
     model (tests only; always labelled as UNTRAINED). `model_cfg` registers a custom architecture (tests use a tiny one).
     """
-    import open_clip
+    open_clip = _open_clip()
 
     if model_cfg is not None:
         from open_clip import factory
@@ -361,7 +373,7 @@ def load_open_clip(arch: str, weights: str | None, layers: Sequence[int] | None 
 
 
 def _load_hf_hub(arch: str, layers) -> OpenClipBackbone:
-    import open_clip
+    open_clip = _open_clip()
 
     try:
         model, _ = open_clip.create_model_from_pretrained(arch)

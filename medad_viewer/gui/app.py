@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
@@ -23,12 +24,39 @@ def create_app() -> QApplication:
     return app
 
 
+STARTUP_LOG_ENV = "MEDAD_VIEWER_STARTUP_LOG"
+
+
+def _startup_log(win: MainWindow) -> None:
+    """With $MEDAD_VIEWER_STARTUP_LOG set to a file: append `window <unix time>` when the window is first drawn and
+    `first-slice <unix time> <slices>` when a study's first slice is on screen (the bundle's smoke test reads it)."""
+    path = os.environ.get(STARTUP_LOG_ENV)
+    if not path:
+        return
+
+    def log(line: str) -> None:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+    QTimer.singleShot(0, lambda: log(f"window {time.time():.3f}"))
+    shown: list[str] = []
+
+    def first_slice(_index: int) -> None:
+        uid = win.series.uid if win.series is not None else ""
+        if uid not in shown:  # once per series opened
+            shown.append(uid)
+            log(f"first-slice {time.time():.3f} {win.series.num_slices if win.series else 0}")
+
+    win.sliceShown.connect(first_slice)
+
+
 def run_app(path: str | None = None, demo: bool = False) -> int:
     """Open the main window (on `path`, or on the demo study with its references in the tray); returns the exit
     code when the window closes."""
     app = create_app()
     win = MainWindow()
     win.show()
+    _startup_log(win)
     if demo:
         if not DEMO_STUDY.is_file():
             win.browser.errors.add_messages([f"The demo study is missing: {DEMO_STUDY}"])

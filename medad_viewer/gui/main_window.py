@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (QDockWidget, QFileDialog, QInputDialog, QLabel, Q
                                QMessageBox, QWidget)
 
 from ..io import Series, Study, load_study
+from ..paths import DEMO_REFERENCES, DEMO_STUDY
 from ..io.windowing import default_window, presets_for
 from ..review.adaptation_cache import AdaptationCache
 from ..review.export import EXPORTS, ExportContext
@@ -34,9 +35,6 @@ from .slice_viewer import SliceViewer
 from .study_browser import StudyBrowser, pixmap_from_gray
 from .worker import Worker
 
-RESOURCES = Path(__file__).resolve().parent.parent.parent / "resources"
-DEMO_STUDY = RESOURCES / "demo" / "brain1_image.nrrd"
-DEMO_REFERENCES = RESOURCES / "demo" / "reference_set.json"
 
 
 def _load_study_job(path: str):

@@ -18,6 +18,20 @@ ANNOTATION_COLOR = QColor(80, 220, 255)  # the viewer's annotation colour (gui.s
 FONT_FAMILIES = ["DejaVu Sans", "Segoe UI", "Helvetica Neue", "Arial", "Liberation Sans", "Noto Sans"]
 
 
+def register_fonts() -> int:
+    """Make the fonts shipped in resources/fonts (DejaVu Sans) available to Qt, so reports look the same on every
+    machine, the app bundle included. Needs a Qt application object; returns how many were added."""
+    from PySide6.QtGui import QFontDatabase
+
+    from ..paths import FONTS
+
+    if getattr(register_fonts, "_done", False):
+        return 0
+    n = sum(QFontDatabase.addApplicationFont(str(p)) >= 0 for p in sorted(FONTS.glob("*.ttf")))
+    register_fonts._done = True  # type: ignore[attr-defined]
+    return n
+
+
 def ensure_qt_app() -> None:
     """Fonts need a Qt application; make one for headless use (offscreen on Linux without a display)."""
     if QGuiApplication.instance() is not None:
@@ -35,6 +49,7 @@ def ensure_qt_app() -> None:
 
 
 def font(point_size: float, bold: bool = False, italic: bool = False) -> QFont:
+    register_fonts()
     f = QFont()
     f.setFamilies(FONT_FAMILIES)
     f.setStyleHint(QFont.StyleHint.SansSerif)
