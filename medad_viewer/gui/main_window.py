@@ -22,7 +22,7 @@ from ..review.adaptation_cache import AdaptationCache
 from ..review.export import EXPORTS, ExportContext
 from ..review.references import ReferenceSet, ReferenceSlice, list_named, load_named, save_named
 from ..review.results import ScoreResults
-from ..review.scoring import ScoreJob, run_score_job
+from ..review.scoring import FIT_END, ScoreJob, run_score_job
 from ..review.session import SaveFailed, Session, SessionStore
 from ..review.state import Decision, annotations_mask, next_flagged
 from .export_dialog import ExportProgressDialog, PdfExportDialog, open_when_done, set_open_when_done
@@ -1013,7 +1013,7 @@ class MainWindow(QMainWindow):
             self._per_slice_s = per_slice
             return per_slice * (total - done)
         elapsed = now - self._job_started
-        fit_fraction = fraction / 0.85  # run_score_job gives adaptation 0 .. 0.85 of the bar
+        fit_fraction = fraction / FIT_END  # run_score_job gives adaptation 0 .. FIT_END of the bar
         if fit_fraction < 0.03 or elapsed < 3:
             return None
         fit_left = elapsed * (1.0 - fit_fraction) / fit_fraction

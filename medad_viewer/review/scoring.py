@@ -21,6 +21,11 @@ from .session import SaveFailed
 
 Progress = Callable[[float, str], None]
 
+# The job's progress bar: adaptation takes 0 .. FIT_END of it (0 .. CACHED_FIT_END when a cached fit is reused), the
+# slices the rest. The window's time-remaining estimate reads the stages back from these.
+FIT_END = 0.85
+CACHED_FIT_END = 0.05
+
 # Loaded backbones are reused across jobs: loading one costs seconds (and, for CLIP, hundreds of MB).
 _BACKBONES: dict[tuple, Any] = {}
 _BACKBONES_LOCK = threading.Lock()
@@ -157,9 +162,9 @@ def run_score_job(job: ScoreJob, progress: Progress, cancel, on_result: Callable
     t0 = time.monotonic()
     det = cache.load(key, backbone=backbone, device=device)
     from_cache = det is not None
-    fit_end = 0.05
+    fit_end = CACHED_FIT_END
     if det is None:
-        fit_end = 0.85
+        fit_end = FIT_END
         det = AnomalyDetector(settings, backbone, device)
 
         def fit_progress(f: float, msg: str) -> None:
