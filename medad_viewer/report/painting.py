@@ -74,14 +74,6 @@ def qimage_rgb(a: np.ndarray) -> QImage:
     return QImage(a.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
 
 
-def qimage_to_array(img: QImage) -> np.ndarray:
-    """RGB uint8 array of a QImage (for tests and checks)."""
-    img = img.convertToFormat(QImage.Format.Format_RGB888)
-    w, h = img.width(), img.height()
-    buf = np.frombuffer(img.constBits(), dtype=np.uint8, count=img.bytesPerLine() * h)
-    return buf.reshape(h, img.bytesPerLine())[:, : 3 * w].reshape(h, w, 3).copy()
-
-
 def draw_image(p: QPainter, rect: QRectF, img: QImage, min_dpi: float = 150.0) -> None:
     """Draw `img` into `rect` (device units); upsampled smoothly first if it would print below `min_dpi`.
 

@@ -48,12 +48,6 @@ class Geometry:
         except (KeyError, TypeError, ValueError) as exc:
             raise ReportError(f"the run does not record its series geometry ({exc}); cannot write a volume") from None
 
-    @classmethod
-    def from_series(cls, series) -> "Geometry":
-        from .score_dir import series_record
-
-        return cls.from_record(series_record(series))
-
 
 def to_image(volume: np.ndarray, geometry: Geometry) -> sitk.Image:
     """A SimpleITK image of a displayed-grid (slices, rows, columns) array, moved back onto the file's grid."""

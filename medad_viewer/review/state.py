@@ -262,7 +262,3 @@ def annotations_mask(annotations: Iterable[Annotation], shape: tuple[int, int]) 
         else:
             cv2.polylines(m, [pts], False, 1, thickness=thick)
     return m.astype(bool)
-
-
-def decisions_by_index(state: ReviewState, series_uid: str, indices: Iterable[int]) -> dict[int, Decision]:
-    return {i: state.get(series_uid, i).decision for i in indices}
