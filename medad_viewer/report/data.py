@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ..io.deid import deidentify, pseudonym
+from ..review.references import ReferenceSlice, resolve_series
 from ..review.state import Decision, ReviewState, SliceReview
 from .score_dir import ScoreRun, series_record
 
@@ -155,13 +156,12 @@ def load_target_series(run: ScoreRun | Mapping, source: str | os.PathLike | None
     def fits(s) -> bool:
         return None in shape or (s.num_slices, s.rows, s.columns) == shape
 
-    by_uid = [s for s in study.series if s.uid == target.get("uid") and fits(s)]
-    # Path-based uids change when a study moves: fall back to the same description and shape, or the only fit.
-    by_desc = [s for s in study.series if s.description == target.get("description") and fits(s)]
-    by_shape = [s for s in study.series if fits(s)]
-    for candidates in (by_uid, by_desc, by_shape):
-        if len(candidates) == 1:
-            return candidates[0]
+    # The series of the recorded shape with the run's uid (or an older path-based uid as an alias), else the one of
+    # the same description, else the only one of that shape.
+    scored = ReferenceSlice(path, str(target.get("uid") or ""), 0, description=str(target.get("description") or ""))
+    series = resolve_series(scored, {path: study}, fits=fits)
+    if series is not None:
+        return series
     raise SourceUnavailable(f"the study at {path} no longer holds the scored series "
                             f"({shape[0]} slices of {shape[2]} x {shape[1]} pixels)")
 

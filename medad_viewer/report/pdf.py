@@ -22,6 +22,7 @@ from .. import __version__
 from ..engine.jobs import CancelToken, no_progress
 from ..io.deid import pseudonym
 from ..io.windowing import default_window, to_uint8
+from ..review.references import ReferenceSlice, resolve_series
 from ..review.state import Decision
 from ..io.atomic import atomic_output
 from .data import DISCLAIMER, Progress, ReportData, ReportError, SliceRow, score_threshold
@@ -353,24 +354,18 @@ class _Report:
     def _reference_image(self, ref: dict, studies: dict) -> np.ndarray | None:
         """Windowed uint8 thumbnail of a reference slice, or None when its study cannot be read any more."""
         try:
+            idx = int(ref.get("index", -1))
             series = None
             if str(ref.get("series_uid")) == str(self.series.uid):
                 series = self.series
-            else:
-                src = str(ref.get("source", ""))
-                if not src or not os.path.exists(src):
-                    return None
-                if src not in studies:
-                    from ..io import load_study
+            elif ref.get("source"):
+                from ..io import load_study
 
-                    studies[src] = load_study(src)
-                cands = [s for s in studies[src].series if s.uid == ref.get("series_uid")]
-                if not cands and len(studies[src].series) == 1:
-                    cands = studies[src].series
-                series = cands[0] if cands else None
+                src = str(ref["source"])
+                series = resolve_series(ReferenceSlice(src, str(ref.get("series_uid", "")), idx), studies,
+                                        load_study if os.path.exists(src) else None)
             if series is None:
                 return None
-            idx = int(ref.get("index", -1))
             if not 0 <= idx < series.num_slices:
                 return None
             wp = default_window(series)

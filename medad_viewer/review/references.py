@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import cv2
 import numpy as np
 
 from ..io.atomic import atomic_write, atomic_write_json
+from ..io.series import Series, Study
 from .storage import data_dir
 
 FORMAT = "medad-viewer-reference-set/1"
@@ -168,6 +170,47 @@ class ReferenceSet:
             return cls.from_dict(d, path.parent, path)
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path.name} is not a usable MedAD Viewer reference set ({exc})") from exc
+
+
+def resolve_series(ref: ReferenceSlice, studies: Mapping[str, Study],
+                   load_study: Callable[[str], Study] | None = None, *,
+                   fits: Callable[[Series], bool] | None = None) -> Series | None:
+    """The series `ref` was picked from, or None: the one answer for the tray, scoring and the report.
+
+    Tried in order: the series whose uid is `ref.series_uid` (in the study at `ref.source` first, then in any study
+    of `studies`: pixel-derived uids survive a study being copied or moved); one that has it among its `aliases`
+    (the path-based uids earlier versions gave files without a UID of their own); then, in the study at
+    `ref.source` only, the one series of the same description, or the only series. A set kept beside its study
+    (the demo's) may come from a copy at another path, where path-based uids differ.
+
+    The study at `ref.source` is loaded with `load_study` when `studies` lacks it (and a loader is given); it is
+    kept in `studies` when that is a mutable mapping, so the next reference from it is not loaded again. `fits`
+    narrows every step to the series it accepts (e.g. of a recorded shape).
+    """
+    def accepted(found: list[Study | None]) -> list[Series]:
+        return [s for st in found if st is not None for s in st.series if fits is None or fits(s)]
+
+    def by_uid(found: list[Study | None]) -> Series | None:
+        return next((s for s in accepted(found) if s.uid == ref.series_uid), None)
+
+    own = studies.get(ref.source)
+    others = [st for path, st in studies.items() if path != ref.source]
+    hit = by_uid([own, *others])
+    if hit is None and own is None and load_study is not None:
+        # Only now: a series matched by uid in a study already loaded needs no second reading.
+        own = load_study(ref.source)
+        if isinstance(studies, MutableMapping):
+            studies[ref.source] = own
+        hit = by_uid([own])
+    if hit is None:
+        hit = next((s for s in accepted([own, *others]) if ref.series_uid in s.aliases), None)
+    if hit is not None or own is None:
+        return hit
+    mine = accepted([own])
+    same = [s for s in mine if ref.description and s.description == ref.description]
+    if len(same) == 1:
+        return same[0]
+    return mine[0] if len(mine) == 1 else None
 
 
 def _write_png(tmp: str, img: np.ndarray) -> None:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .adaptation_cache import AdaptationCache, cache_key
-from .references import ReferenceSet, ReferenceSlice
+from .references import ReferenceSet, ReferenceSlice, resolve_series
 from .results import ScoreResults
 from .session import SaveFailed
 
@@ -66,21 +66,11 @@ class ScoreOutcome:
 def _series_for(ref: ReferenceSlice, job: ScoreJob, load_study: Callable[[str], Any]) -> Any:
     if job.series is not None and ref.series_uid == job.series.uid:
         return job.series
+    series = resolve_series(ref, job.studies, load_study)
+    if series is not None:
+        return series
     study = job.studies.get(ref.source)
-    if study is None:
-        study = load_study(ref.source)
-        job.studies[ref.source] = study
-    for s in study.series:
-        if s.uid == ref.series_uid or ref.series_uid in getattr(s, "aliases", ()):
-            return s
-    # A set kept beside its study (the demo's) may come from a copy at another path, where path-based uids differ:
-    # fall back to the one series of the same description, or the only series.
-    same = [s for s in study.series if ref.description and s.description == ref.description]
-    if len(same) == 1:
-        return same[0]
-    if len(study.series) == 1:
-        return study.series[0]
-    where = f"{ref.source}" if study.series else f"{ref.source} ({'; '.join(e.message for e in study.errors) or 'nothing loaded'})"
+    where = f"{ref.source}" if study is None or study.series else f"{ref.source} ({'; '.join(e.message for e in study.errors) or 'nothing loaded'})"
     raise ReferenceUnavailable(f"Reference slice {ref.index + 1} of series '{ref.description or ref.series_uid}' "
                                f"was not found in {where}. Put the study back where it was, or remove the "
                                "reference from the tray and pick another.")
