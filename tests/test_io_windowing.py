@@ -78,3 +78,20 @@ def test_non_ct_file_window_is_default() -> None:
                            file_window=(8.0, 10.0))
     assert [p.name for p in presets_for(xr)] == ["Auto", "File"]
     assert default_window(xr) == WindowPreset("File", 8.0, 10.0)
+
+
+def test_letterbox_fits_centres_and_pads():
+    import cv2
+
+    from medad_viewer.io.imaging import fit_size, letterbox
+
+    assert fit_size(100, 50, 64) == (64, 32) and fit_size(1, 1000, 64) == (1, 64)
+    img = np.full((100, 50), 200, np.uint8)
+    box = letterbox(img, 64)
+    assert box.shape == (64, 64) and box.dtype == np.uint8
+    assert (box[:, 16:48] == 200).all() and not box[:, :16].any() and not box[:, 48:].any()
+    mask = np.zeros((50, 100), np.uint8)
+    mask[20:30, 40:60] = 1
+    small = letterbox(mask, 20, cv2.INTER_NEAREST)  # labels stay labels
+    assert set(np.unique(small)) == {0, 1} and not small[:5].any() and not small[15:].any()
+    assert letterbox(np.ones((4, 8, 3), np.uint8), 16).shape == (16, 16, 3)

@@ -21,6 +21,7 @@ from PySide6.QtGui import QColor, QFont, QFontMetricsF, QPageSize, QPainter, QPa
 from .. import __version__
 from ..engine.jobs import CancelToken, no_progress
 from ..io.deid import pseudonym
+from ..io.imaging import fit_size
 from ..io.windowing import default_window, to_uint8
 from ..review.references import ReferenceSlice, resolve_series
 from ..review.state import Decision
@@ -373,9 +374,8 @@ class _Report:
             sx, sy = series.spacing[0], series.spacing[1]
             # Square pixels and a small size: the thumbnail is for recognising the anatomy, not reading.
             h, w = g.shape
-            ww, hh = w * sx / min(sx, sy), h * sy / min(sx, sy)
-            s = 256.0 / max(ww, hh)
-            return cv2.resize(g, (max(1, int(round(ww * s))), max(1, int(round(hh * s)))), interpolation=cv2.INTER_AREA)
+            nh, nw = fit_size(h * sy / min(sx, sy), w * sx / min(sx, sy), 256.0)
+            return cv2.resize(g, (nw, nh), interpolation=cv2.INTER_AREA)
         except Exception:  # noqa: BLE001 - a reference that cannot be shown must not stop the report
             return None
 
