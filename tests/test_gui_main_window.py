@@ -442,7 +442,7 @@ def test_exports_run_in_the_background(qtbot, tmp_path, ct_study):
 
 def test_the_latest_open_wins_over_a_slower_earlier_one(qtbot, tmp_path, ct_study, monkeypatch):
     """Open A (slow to read), then B: B is shown, A's load is cancelled and its late result dropped."""
-    import medad_viewer.gui.main_window as mw
+    import medad_viewer.gui.jobs as mw
 
     slow = REPO / "resources" / "demo" / "brain1_label.nrrd"
     real = mw.load_study

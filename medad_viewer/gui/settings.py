@@ -51,6 +51,17 @@ class AppSettings:
                 "weights": self.get("weights") or None, "modality": modality or "OT",
                 "adapt": {"time_budget_s": float(self.get("time_budget_s")), "max_steps": int(self.get("max_steps"))}}
 
+    # ---------------------------------------------------------------------------------------------------- stats
+    def seconds_per_slice(self) -> float:
+        """The last measured scoring pace, for the first time-remaining estimate of a run."""
+        try:
+            return float(self.q.value("stats/seconds_per_slice", 0.5))
+        except (TypeError, ValueError):
+            return 0.5
+
+    def set_seconds_per_slice(self, seconds: float) -> None:
+        self.q.setValue("stats/seconds_per_slice", float(seconds))
+
     # --------------------------------------------------------------------------------------------------- recent
     def recent(self) -> list[str]:
         v = self.q.value("recent/studies", [])

@@ -147,7 +147,7 @@ def export_annotation_volume(ctx: Any, path: str, *, progress=no_progress, cance
     return write_annotation_volume(_data_from_context(ctx, need_scores=False), path, progress, cancel)
 
 
-def export_view_png(ctx: Any, path: str, *, cancel: CancelToken | None = None) -> Path:
+def export_view_png(ctx: Any, path: str, *, progress=no_progress, cancel: CancelToken | None = None) -> Path:
     """The current slice as shown: window, overlay (when scored), annotations and colour bar."""
     from ..io.windowing import default_window
 

@@ -1,0 +1,169 @@
+"""The main window's menus, keyboard shortcuts and toolbar, and the export menu: built from one table of actions,
+so the shortcuts page (Help → Keyboard shortcuts) and the keys cannot drift apart."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import QMenu
+
+from ..review.state import Decision
+from .export_dialog import open_when_done, set_open_when_done
+
+
+def make_action(win, text: str, slot: Callable, shortcut: str | QKeySequence | list | None = None,
+            tip: str = "", menu: QMenu | None = None) -> QAction:
+    a = QAction(text, win)
+    if shortcut is not None:
+        if isinstance(shortcut, list):
+            a.setShortcuts([QKeySequence(s) for s in shortcut])
+        else:
+            a.setShortcut(QKeySequence(shortcut))
+    # Window-wide, so keys work wherever the focus is (text fields still get their own keys first).
+    a.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+    if tip:
+        a.setStatusTip(tip)
+        a.setToolTip(tip)
+    a.triggered.connect(lambda _checked=False: slot())
+    win.addAction(a)
+    if menu is not None:
+        menu.addAction(a)
+    return a
+
+
+
+def build_actions(win) -> None:
+    """The menus, their keyboard shortcuts and the toolbar; the actions the window updates become its attributes."""
+    self = win
+    _action = lambda *a, **k: make_action(win, *a, **k)  # noqa: E731
+    mb = self.menuBar()
+    m_file = mb.addMenu("&File")
+    self.act_open_folder = _action("Open folder…", self.open_folder_dialog, QKeySequence.StandardKey.Open,
+                                        "Open a folder of DICOM files or images", m_file)
+    self.act_open_file = _action("Open file…", self.open_file_dialog, "Ctrl+Shift+O",
+                                      "Open a NIfTI, NRRD, MetaImage, DICOM or image file", m_file)
+    self.recent_menu = m_file.addMenu("Open recent")
+    self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+    _action("Open the demo study", self.open_demo, None, "Brain MR with a tumour and saved references",
+                 m_file)
+    m_file.addSeparator()
+    _action("Save session", self.save_session, QKeySequence.StandardKey.Save,
+                 "Reviews are saved automatically; this saves now", m_file)
+    self.export_menu = m_file.addMenu("Export")
+    build_export_menu(win)
+    m_file.addSeparator()
+    _action("Quit", self.close, QKeySequence.StandardKey.Quit, "", m_file)
+
+    m_edit = mb.addMenu("&Edit")
+    self.act_undo = _action("Undo", self.undo, "Ctrl+Z", "Undo the last review action", m_edit)
+    self.act_redo = _action("Redo", self.redo, ["Ctrl+Y", "Ctrl+Shift+Z"], "Redo", m_edit)
+    m_edit.addSeparator()
+    _action("Settings…", self.open_settings, "Ctrl+,", "Backbone, weights, device, method, budget", m_edit)
+
+    m_view = mb.addMenu("&View")
+    _action("Next slice", lambda: self.show_slice(self.index + 1), "Down", "", m_view)
+    _action("Previous slice", lambda: self.show_slice(self.index - 1), "Up", "", m_view)
+    _action("Forward 10 slices", lambda: self.show_slice(self.index + 10), "PgDown", "", m_view)
+    _action("Back 10 slices", lambda: self.show_slice(self.index - 10), "PgUp", "", m_view)
+    _action("First slice", lambda: self.show_slice(0), "Home", "", m_view)
+    _action("Last slice", lambda: self.show_slice(10 ** 9), "End", "", m_view)
+    m_view.addSeparator()
+    self.presets_menu = m_view.addMenu("Window presets")
+    self.preset_actions = [_action(f"Preset {k + 1}", lambda k=k: self.apply_preset(k), str(k + 1))
+                           for k in range(5)]
+    _action("Reset window", self.reset_window, "0", "Back to the series' default window", m_view)
+    _action("Fit to window", self.viewer.fit, "F", "Also: double-click the image", m_view)
+    m_view.addSeparator()
+    self.act_overlay = _action("Show anomaly overlay", self.toggle_overlay, "H", "", m_view)
+    self.act_overlay.setCheckable(True)
+    self.act_overlay.setChecked(True)
+    _action("Show contour", lambda: self.analysis.contour.toggle(), "C", "", m_view)
+
+    m_review = mb.addMenu("&Review")
+    _action("Confirm finding", lambda: self.set_decision(Decision.CONFIRMED), "A", "", m_review)
+    _action("Dismiss", lambda: self.set_decision(Decision.DISMISSED), "D", "", m_review)
+    _action("Mark unreviewed", lambda: self.set_decision(Decision.UNREVIEWED), "U", "", m_review)
+    m_review.addSeparator()
+    _action("Next flagged slice", lambda: self.goto_flagged(+1), "N", "", m_review)
+    _action("Previous flagged slice", lambda: self.goto_flagged(-1), "P", "", m_review)
+    m_review.addSeparator()
+    _action("Window/level tool", lambda: self.set_tool("window"), "W", "", m_review)
+    _action("Ellipse tool", lambda: self.set_tool("ellipse"), "E", "", m_review)
+    _action("Brush tool", lambda: self.set_tool("brush"), "B", "", m_review)
+    m_review.addSeparator()
+    _action("Add as normal reference", lambda: self.add_reference("normal"), "R",
+                 "Use the current slice as an example of normal anatomy", m_review)
+    _action("Add as abnormal example", lambda: self.add_reference("abnormal"), "Shift+R",
+                 "The drawn ellipses/strokes become its mask", m_review)
+
+    m_an = mb.addMenu("&Analysis")
+    self.act_run = _action("Adapt && score", self.run_scoring, "Ctrl+Return", "", m_an)
+    self.act_cancel = _action("Cancel", self.cancel_job, "Esc", "", m_an)
+
+    m_help = mb.addMenu("&Help")
+    _action("Keyboard shortcuts", self._show_shortcuts, "F1", "", m_help)
+    _action("About MedAD Viewer", self._about, None, "", m_help)
+
+    tb = self.addToolBar("Main")
+    tb.setObjectName("main-toolbar")
+    tb.setMovable(False)
+    tb.addAction(self.act_open_folder)
+    tb.addAction(self.act_open_file)
+    tb.addSeparator()
+    tb.addAction(self.act_run)
+    tb.addAction(self.act_cancel)
+    tb.addSeparator()
+    tb.addAction(self.act_undo)
+    tb.addAction(self.act_redo)
+
+
+
+def build_export_menu(win) -> None:
+    """File → Export: one action per export of the report package (a broken report package disables them, with
+    the reason as tooltip, instead of stopping the viewer)."""
+    from .exports import export_functions
+
+    functions, why = export_functions()
+    win.export_actions = {}
+    for text, fn_name, filt in EXPORT_MENU:
+        fn = functions.get(fn_name)
+        a = QAction(text, win)
+        if fn is None:
+            a.setEnabled(False)
+            a.setToolTip(f"Not available: {why}")
+        else:
+            a.triggered.connect(lambda _c=False, f=fn, t=text, flt=filt: win._export(f, t, flt))
+        win.export_menu.addAction(a)
+        win.export_actions[fn_name] = a
+    win.export_menu.addSeparator()
+    q = win.app_settings.q
+    win.act_open_exports = QAction("Open exported files when done", win)
+    win.act_open_exports.setCheckable(True)
+    win.act_open_exports.setChecked(open_when_done(q))
+    win.act_open_exports.toggled.connect(lambda on: set_open_when_done(q, on))
+    win.export_menu.addAction(win.act_open_exports)
+    win.export_menu.aboutToShow.connect(lambda: win.act_open_exports.setChecked(open_when_done(q)))
+    win.export_menu.setToolTipsVisible(True)
+
+
+from ..review.export import EXPORTS as EXPORT_MENU  # noqa: E402 - (menu text, report function, file filter)
+
+SHORTCUTS_HTML = """
+<table>
+<tr><td><b>Mouse wheel, ↑ / ↓</b></td><td>previous / next slice (PgUp/PgDn: 10, Home/End)</td></tr>
+<tr><td><b>Left-drag</b></td><td>window / level (or draw, with the Ellipse or Brush tool)</td></tr>
+<tr><td><b>Right-drag, Ctrl+wheel</b></td><td>zoom</td></tr>
+<tr><td><b>Middle-drag</b></td><td>pan</td></tr>
+<tr><td><b>Double-click, F</b></td><td>fit to window</td></tr>
+<tr><td><b>1 – 5, 0</b></td><td>window presets, default window</td></tr>
+<tr><td><b>H, C</b></td><td>anomaly overlay on/off, contour on/off</td></tr>
+<tr><td><b>R, Shift+R</b></td><td>add as normal reference, as abnormal example</td></tr>
+<tr><td><b>A, D, U</b></td><td>confirm, dismiss, unreviewed</td></tr>
+<tr><td><b>N, P</b></td><td>next / previous flagged slice</td></tr>
+<tr><td><b>W, E, B</b></td><td>window/level, ellipse, brush tool</td></tr>
+<tr><td><b>Ctrl+Z, Ctrl+Y</b></td><td>undo, redo review actions</td></tr>
+<tr><td><b>Ctrl+Enter, Esc</b></td><td>Adapt &amp; score, cancel</td></tr>
+</table>
+"""

@@ -1,0 +1,126 @@
+"""File → Export, for the main window: which report function each menu entry runs, the PDF options dialog, the file
+name, and the export itself in the background worker with a progress window and Cancel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from PySide6.QtCore import QTimer, QUrl, Qt
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import QFileDialog
+
+from ..review.export import ExportContext
+from .export_dialog import ExportProgressDialog, PdfExportDialog, open_when_done
+from .worker import Worker
+
+NEEDS_SCORES: set = set()  # the exports that need the series scored first (filled by export_functions)
+
+
+def report_module():
+    from .. import report
+    return report
+
+
+def export_functions() -> tuple[dict[str, Callable], str]:
+    """The report package's export for each File → Export entry (by the names review.export.EXPORTS lists), and
+    why there are none when the package cannot be imported."""
+    try:
+        report = report_module()
+    except Exception as exc:  # noqa: BLE001 - a broken optional package must not stop the viewer
+        return {}, f"the report package could not be imported ({exc})"
+    table = {"export_pdf_report": report.export_pdf_report, "export_scores_csv": report.export_scores_csv,
+             "export_scores_json": report.export_scores_json, "export_map_volume": report.export_map_volume,
+             "export_annotation_volume": report.export_annotation_volume,
+             "export_view_png": report.export_view_png}
+    # The annotation volume and the view PNG work without scores.
+    NEEDS_SCORES.update({report.export_pdf_report, report.export_scores_csv, report.export_scores_json,
+                         report.export_map_volume})
+    return table, ""
+
+
+class ExportsMixin:
+    """The main window's export methods (self is the MainWindow)."""
+
+    def _export(self, fn: Callable, text: str, filt: str) -> None:
+        """File → Export → <text>: the PDF report asks for its options first; then a file name; then the export runs
+        in the background with a progress window and Cancel."""
+        if self.series is None:
+            self._say("Open a study first.")
+            return
+        res = self.results.get(self.series.uid)
+        if fn in NEEDS_SCORES and (res is None or not len(res)):
+            self._error("This series has no scores yet: pick normal references and press Adapt & score first.",
+                        title="Export")
+            return
+        title = text.rstrip("…")
+        if fn is report_module().export_pdf_report:
+            ctx = self.export_context()
+            dlg = PdfExportDialog(ctx.threshold_pct, self.app_settings.q, self, flag_pct=ctx.flag_pct)
+            dlg.setWindowModality(Qt.WindowModality.WindowModal)
+            self.export_dialog = dlg
+            dlg.accepted.connect(lambda: self._export_ask_path(fn, title, filt, dlg.options(), dlg.open_after))
+            dlg.finished.connect(dlg.deleteLater)
+            dlg.open()
+            return
+        self._export_ask_path(fn, title, filt, None, open_when_done(self.app_settings.q))
+
+    def _export_ask_path(self, fn: Callable, title: str, filt: str, options: dict | None, open_after: bool) -> None:
+        self.export_dialog = None
+        path, _ = QFileDialog.getSaveFileName(self, title, str(Path(self.study_path or ".").parent), filt)
+        if path:
+            self.export_to(fn, path, options, open_after=open_after)
+
+    def export_context(self) -> ExportContext:
+        s = self.series
+        c, w, name = self.windows.get(s.uid, (None, None, "")) if s is not None else (None, None, "")
+        ov = self.analysis.overlay_state()
+        return ExportContext(self.study_path or "", s, self.results.get(s.uid) if s is not None else None,
+                             self.session.review, self.session.reference_set, ov["threshold_pct"],
+                             self.detector_info or {}, self.index, None if c is None else (c, w), name,
+                             ov["opacity"], ov["colormap"], self.ranking.threshold_pct)
+
+    def export_to(self, fn: Callable, path: str, options: dict | None = None, *, open_after: bool = False) -> Worker:
+        """Run an export in the background (a PDF of many slices takes a while) with a non-modal progress window and
+        Cancel; `options` are keyword arguments for `fn` (those it accepts). A cancelled or failed export leaves no
+        file (the report package writes atomically); a failure shows a message; with `open_after` the written file
+        is opened with the desktop's application."""
+        ctx = self.export_context().snapshot()
+        extra = dict(options or {})
+
+        def run(progress, cancel, emit):
+            # Every export takes the context, the path, its own options, and progress and cancel.
+            return fn(ctx, path, **extra, progress=progress, cancel=cancel)
+
+        name = Path(path).name
+        w = Worker(run, "export", self)
+        w.progress.connect(lambda f, m: self.statusBar().showMessage(f"Exporting {name}… {m}", 3000))
+        w.finished.connect(lambda out: self._export_finished(str(out or path), open_after))
+        w.failed.connect(lambda msg: self._export_failed(path, msg))
+        w.cancelled.connect(lambda: self.statusBar().showMessage(f"Export of {name} cancelled; no file was written.",
+                                                                 8000))
+        dlg = ExportProgressDialog(w, f"Exporting {name}", self)
+        w.done.connect(lambda: setattr(self, "export_progress", None) if self.export_progress is dlg else None)
+        self.export_progress = dlg
+        dlg.show()
+        self.statusBar().showMessage(f"Exporting {name} …")
+        # Started from the event loop, so a caller connecting to the returned worker's signals misses none of them
+        # (a quick export could otherwise finish before the caller has connected).
+        self._loaders.append(w)
+        w.thread_finished.connect(lambda w=w: self._loaders.remove(w) if w in self._loaders else None)
+        QTimer.singleShot(0, self, w.start)
+        return w
+
+    export_progress: ExportProgressDialog | None = None
+    export_dialog: PdfExportDialog | None = None
+
+    def _export_finished(self, path: str, open_after: bool) -> None:
+        self.statusBar().showMessage(f"Exported {path}", 8000)
+        if open_after and not QDesktopServices.openUrl(QUrl.fromLocalFile(path)):
+            self._say(f"Exported {path}, but no application could open it.")
+
+    def _export_failed(self, path: str, msg: str) -> None:
+        self.statusBar().showMessage(f"Export of {Path(path).name} failed", 8000)
+        self._error(f"Could not export {path}: {msg}\n\nNo file was written. Choose another folder or file name, or "
+                    "free some disk space, then export again.", title="Export failed")
+

@@ -1,0 +1,100 @@
+"""What the slice viewer shows around the image, for the main window: the slice's info and review lines, the
+anomaly overlay at the chosen threshold, window presets, and the ranking's thumbnails."""
+
+from __future__ import annotations
+
+from PySide6.QtGui import QPixmap
+
+from ..io.windowing import default_window, presets_for
+from ..review.state import Decision
+from .imaging import thumbnail
+from .study_browser import pixmap_from_gray
+
+
+class SliceDisplayMixin:
+    """The main window's display methods (self is the MainWindow)."""
+
+    def _fill_presets_menu(self) -> None:
+        self.presets_menu.clear()
+        if self.series is None:
+            return
+        for k, p in enumerate(presets_for(self.series)[:5]):
+            a = self.preset_actions[k]
+            a.setText(f"{p.name} (W {p.width:g} L {p.center:g})")
+            self.presets_menu.addAction(a)
+
+    def _refresh_slice_info(self) -> None:
+        s = self.series
+        if s is None:
+            return
+        i = self.index
+        rev = self.session.review.get(s.uid, i)
+        left = (f"<b>{_esc(s.description or s.modality)}</b> · {s.modality}<br>"
+                f"Slice {i + 1} / {s.num_slices} · {s.slice_position(i):.1f} mm")
+        right = []
+        res = self.results.get(s.uid)
+        r = res.get(i) if res is not None else None
+        if r is not None:
+            right.append(f"Score <b>{r.score:.2f}</b> · {r.percentile:.1f}th pct of normal")
+        if rev.decision == Decision.CONFIRMED:
+            right.append("<span style='color:#ff6b6b'><b>CONFIRMED</b></span>")
+        elif rev.decision == Decision.DISMISSED:
+            right.append("<span style='color:#bbbbbb'><b>DISMISSED</b></span>")
+        pos = self.session.reference_set.find(s.uid, i)
+        if pos is not None:
+            kind = self.session.reference_set.references[pos].kind
+            color = "#5dd39e" if kind == "normal" else "#ff8a80"
+            right.append(f"<span style='color:{color}'>{kind.capitalize()} reference</span>")
+        self.viewer.set_info(left, "<br>".join(right))
+        counts = self.session.review.counts(s.uid)
+        count_txt = (f"{counts[Decision.CONFIRMED]} confirmed · {counts[Decision.DISMISSED]} dismissed · "
+                     f"{s.num_slices - counts[Decision.CONFIRMED] - counts[Decision.DISMISSED]} unreviewed")
+        self.review_panel.show_review(f"Slice {i + 1} of {s.num_slices}", rev, count_txt,
+                                      self.session.review.undo_label(), self.session.review.redo_label())
+        self.viewer.set_annotations(rev.annotations)
+        self.act_undo.setEnabled(self.session.review.can_undo)
+        self.act_redo.setEnabled(self.session.review.can_redo)
+
+    def _refresh_overlay(self) -> None:
+        ov = self.analysis.overlay_state()
+        res, r = self.model.current_result()
+        if res is not None:
+            thr = res.value_at(ov["threshold_pct"])
+            self.analysis.set_threshold_value(thr)
+            self.viewer.map_percentile = res.pixel_percentile
+        else:
+            thr = 1.0
+            self.viewer.map_percentile = None
+        if r is None:
+            self.viewer.set_overlay(None)
+            return
+        # A fixed scale per threshold, so a colour means the same on every slice: threshold .. threshold + max(1, thr)
+        # (in units of the normal 99th percentile).
+        vmax = thr + max(1.0, thr)
+        self.viewer.set_overlay(r.map, thr, vmax, ov["opacity"], ov["colormap"], ov["contour"], ov["visible"])
+
+    def _ranking_thumbnail(self, index: int) -> QPixmap | None:
+        s = self.series
+        if s is None or not 0 <= index < s.num_slices:
+            return None
+        c, w, _ = self.windows.get(s.uid, (0.0, 1.0, ""))
+        return pixmap_from_gray(thumbnail(s.slice(index), (c, w), 40))
+
+    def apply_preset(self, k: int) -> None:
+        if self.series is None:
+            return
+        presets = presets_for(self.series)
+        if k >= len(presets):
+            self.statusBar().showMessage(f"No preset {k + 1} for {self.series.modality}", 3000)
+            return
+        p = presets[k]
+        self._set_window(p.center, p.width, p.name)
+
+    def reset_window(self) -> None:
+        if self.series is not None:
+            w = default_window(self.series)
+            self._set_window(w.center, w.width, w.name)
+
+
+def _esc(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
