@@ -1,0 +1,189 @@
+"""The viewer model alone, without Qt: which load wins, what a cancelled or failed run keeps, when the session is
+saved, which series a reference slice is from, and the time-remaining estimate."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from medad_viewer.io import load_study
+from medad_viewer.review.references import ReferenceSet, ReferenceSlice
+from medad_viewer.review.session import SessionStore
+from medad_viewer.review.state import Decision
+from medad_viewer.review.viewer import ADAPTING, CANCELLED, DONE, FAILED, SCORING, ViewerModel
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "resources" / "demo" / "brain1_image.nrrd"
+
+
+@pytest.fixture(autouse=True)
+def app_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDAD_VIEWER_DATA_DIR", str(tmp_path / "appdata"))
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+def payload(path) -> dict:
+    """What gui/jobs.load_study_job returns (the thumbnails aside)."""
+    study = load_study(path)
+    store = SessionStore.for_study(study, path)
+    return {"path": str(path), "study": study, "thumbs": [], "store": store, "session": store.load(study),
+            "scores": {}, "notes": []}
+
+
+def opened(path=DEMO, clock=None) -> tuple[ViewerModel, list]:
+    m = ViewerModel(clock=clock or Clock())
+    events: list = []
+    m.subscribe(lambda e, p: events.append((e, p)))
+    assert m.load_finished(m.begin_load(), payload(path))
+    m.select_series(0)
+    return m, events
+
+
+def test_the_model_needs_no_qt():
+    code = ("import sys, medad_viewer.review.viewer\n"
+            "assert not [m for m in sys.modules if m.startswith(('PySide6', 'pyqtgraph', 'torch'))]")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_an_older_load_is_dropped(sample_data):
+    m = ViewerModel()
+    first = m.begin_load()
+    second = m.begin_load()
+    assert m.load_finished(second, payload(sample_data / "ct-dicom"))
+    assert not m.load_finished(first, payload(DEMO))  # comes late: dropped
+    assert m.study.series[0].modality == "CT" and m.study_path.endswith("ct-dicom")
+
+
+def test_slices_clamp_and_the_saved_slice_comes_back():
+    m, events = opened()
+    assert m.index == 12 and ("slice", 12) in events  # the middle slice first
+    assert m.show_slice(999) == 24 and m.show_slice(-5) == 0
+    m.show_slice(7)
+    m.save()
+    again, _ = opened()
+    assert again.index == 7
+
+
+def test_save_is_due_within_the_delay_of_the_first_change():
+    clock = Clock()
+    m, events = opened(clock=clock)
+    m.save()
+    events.clear()
+    m.set_note("first word")
+    m.set_note("first word and more")  # a later change does not postpone the save
+    m.show_slice(3)
+    assert [p for e, p in events if e == "save-due"] == [m.AUTOSAVE_DELAY_S]
+    assert m.save_pending
+    assert SessionStore.for_study(m.study, m.study_path).load().review.get(m.series.uid, 12).note == ""
+    m.save()  # what the window's timer calls
+    assert not m.save_pending
+    assert SessionStore.for_study(m.study, m.study_path).load().review.get(m.series.uid, 12).note == \
+        "first word and more"
+    # Decisions are saved at once.
+    m.set_decision(Decision.CONFIRMED)
+    assert SessionStore.for_study(m.study, m.study_path).load().review.get(m.series.uid, 3).decision == \
+        Decision.CONFIRMED
+
+
+def _result(i):
+    from medad_viewer.review.results import SliceResult
+    return SliceResult(i, float(i), 50.0 + i, np.full((256, 256), i / 10, np.float32))
+
+
+def _scored(m: ViewerModel, n: int) -> None:
+    run = m.start_scoring("memory")
+    assert run.state == ADAPTING
+    m.job_partial(("detector", {"backbone": "efficientnet-lite2", "weights": "ImageNet", "pretrained": True}))
+    assert run.state == SCORING
+    for i in range(n):
+        m.job_partial(("slice", _result(i)))
+
+
+def test_a_cancelled_run_keeps_its_slices_and_an_empty_one_brings_back_the_old_scores():
+    m, _ = opened()
+    assert m.start_scoring("memory") == ("Add at least one normal reference slice first: browse to a slice with "
+                                         "normal anatomy and press R.")
+    m.show_slice(2)
+    assert "added as a normal reference" in m.add_reference("normal")
+    outcome = SimpleNamespace(detector={"backbone": "efficientnet-lite2"}, fit_seconds=1.0, score_seconds=2.0,
+                              from_cache=False)
+    _scored(m, 25)
+    res = m.run.results
+    res.complete = True
+    m.job_finished(SimpleNamespace(results=res, **vars(outcome)))
+    assert m.run.state == DONE and len(m.results[m.series.uid]) == 25 and m.seconds_per_slice == 2.0 / 25
+    first = m.results[m.series.uid]
+    # Cancelled after 3 slices: those 3 are kept.
+    _scored(m, 3)
+    m.job_cancelled()
+    assert m.run.state == CANCELLED and sorted(m.results[m.series.uid].results) == [0, 1, 2]
+    # Cancelled (or failed) before its first slice: the previous scores come back.
+    _scored(m, 3)
+    kept = m.results[m.series.uid]
+    m.start_scoring("memory")  # refused: one runs already
+    assert m.results[m.series.uid] is kept
+    m.job_cancelled()
+    m.start_scoring("memory")
+    m.job_failed("Out of memory: …")
+    assert m.run.state == FAILED and m.run.message.startswith("Out of memory")
+    assert m.results[m.series.uid] is kept and first is not kept
+
+
+def test_scores_a_save_could_not_write_go_with_the_next_save(tmp_path):
+    m, events = opened()
+    m.show_slice(2)
+    m.add_reference("normal")
+    _scored(m, 4)
+    m.job_partial(("save-error", "The scores of 4 slices could not be saved (No space left on device). …"))
+    assert m.unsaved_scores == {m.series.uid}
+    assert ("save-problem", m.save_problem) in events and "No space" in m.save_problem
+    m.save()
+    assert not m.unsaved_scores and len(m.store.load_scores(m.series.uid)) == 4 and m.save_problem is None
+
+
+def test_time_remaining_per_stage():
+    clock = Clock()
+    m, _ = opened(clock=clock)
+    m.seconds_per_slice = 0.5
+    m.show_slice(2)
+    m.add_reference("normal")
+    m.start_scoring("memory")
+    assert m.time_remaining(0.01) is None  # too early to say
+    clock.t += 10
+    # Adaptation 20 % done after 10 s: 40 s more, then 25 slices at the last measured 0.5 s.
+    assert m.time_remaining(0.2 * 0.85) == pytest.approx(40 + 12.5)
+    m.job_partial(("detector", {}))
+    clock.t += 2
+    for i in range(5):
+        m.job_partial(("slice", _result(i)))
+    assert m.time_remaining(0.9) == pytest.approx(2 / 5 * 20)
+
+
+def test_which_series_a_reference_is_from(tmp_path, sample_data):
+    m, _ = opened()
+    s = m.series
+    by_uid = ReferenceSlice(str(DEMO.resolve()), s.uid, 3)
+    by_alias = ReferenceSlice(str(DEMO.resolve()), s.aliases[0], 3)
+    by_description = ReferenceSlice(str(DEMO.resolve()), "file:somewhere-else", 3, description=s.description)
+    assert m.reference_series(by_uid) is s and m.reference_series(by_alias) is s
+    assert m.reference_series(by_description) is s  # the only series of its study, too
+    elsewhere = ReferenceSlice(str(sample_data / "ct-dicom"), "dicom:x", 1)
+    assert m.reference_series(elsewhere) is None  # its study is not loaded
+    m.add_studies({elsewhere.source: load_study(elsewhere.source)})
+    assert m.reference_series(elsewhere).modality == "CT"
+    # References carry over to a study without its own.
+    m.set_reference_set(ReferenceSet("r", "MR", [by_uid]))
+    assert m.load_finished(m.begin_load(), payload(sample_data / "ct-dicom"))
+    assert [r.index for r in m.session.reference_set] == [3]
