@@ -22,7 +22,7 @@ from medad_viewer.engine.backbones import load_backbone
 from medad_viewer.engine.detector import AnomalyDetector, DetectorSettings, fit_detector
 from medad_viewer.engine.evaluate import BmadDataset, fit_and_score
 from medad_viewer.engine.foreground import head_interior
-from medad_viewer.engine.model import masked_blur
+from medad_viewer.engine.maps import masked_blur
 from medad_viewer.engine.preprocess import normalizer_for_series, prepare
 from medad_viewer.io import load_study
 from medad_viewer.report.score_dir import read_score_dir

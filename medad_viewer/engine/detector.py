@@ -26,8 +26,9 @@ from .backbones import Backbone, load_backbone
 from .calibration import NormalCalibration
 from .defaults import DEFAULT_BACKBONE, DEFAULT_METHOD
 from .jobs import CancelToken, no_progress, sub_progress
+from .maps import combine_levels, masked_blur, masked_blur_np
 from .memory_bank import MemoryBank, patch_features
-from .model import AnomalyModel, combine_levels, masked_blur, masked_blur_np
+from .model import AnomalyModel
 from .preprocess import PreparedSlice, prepare, restore
 from .prompts import build_prompts, default_organ
 

@@ -1,17 +1,23 @@
-"""The anomaly model: a frozen backbone, optional adapters per level, and map/score heads."""
+"""Stages 2 and 3 of the detector, the model: a frozen backbone's level features, adapters on them, and heads.
+
+Called by `detector` (`features`, then `head_logits`) and trained by `adapt`; it never calls either. `features`
+gives per level the seg features (for maps and the memory bank) and det features (for the heads' image score): the
+frozen levels (`frozen_levels`) through the adapters (`adapt_levels`), or, for backbones that support it (ViTs), the
+adapters inside the backbone's stream. The heads (`head_logits`) turn adapted features into per-level abnormal-minus-
+normal logits: a learned 1x1 head for CNNs, alignment with normal/abnormal prompt embeddings (`class_text_embeddings`)
+for vision-language backbones. Only the adapters and heads have trainable parameters.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
-import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .adapters import LevelAdapter, LinearHeads, TextHeads
 from .backbones import Backbone
+from .prompts import build_prompts, default_organ
 
 
 @dataclass
@@ -20,15 +26,26 @@ class LevelFeatures:
     det: list[torch.Tensor]  # per used level (B, C, h, w): features for the image score
 
 
+def class_text_embeddings(backbone: Backbone, modality: str, organ: str | None = None) -> torch.Tensor:
+    """(2, D) for the text heads: the mean embedding of the normal prompts and of the abnormal prompts for this
+    modality and organ (the modality's usual organ when None)."""
+    prompts = build_prompts(modality, organ or default_organ(modality))
+    return torch.stack([backbone.encode_text(prompts.normal).mean(0), backbone.encode_text(prompts.abnormal).mean(0)])
+
+
 class AnomalyModel(nn.Module):
-    """Backbone + adapters + heads. Only adapters and heads have trainable parameters."""
+    """Backbone + adapters + heads. Only adapters and heads have trainable parameters.
+
+    heads: None, "linear" (CNNs) or "text" (vision-language backbones; needs `text_embeddings`, see
+    `class_text_embeddings`). input_size: the side of the inputs it is fed (None: the backbone's own; the detector
+    may choose a smaller one for CNNs); `adapt` prepares its training inputs at this size."""
 
     def __init__(self, backbone: Backbone, levels: list[int], adapters: bool, heads: str | None,
                  text_embeddings: torch.Tensor | None = None, stream: bool | None = None,
-                 learnable_prompts: bool = True, reduction: int = 4):
+                 learnable_prompts: bool = True, reduction: int = 4, input_size: int | None = None):
         super().__init__()
         self.backbone = backbone
-        self.input_size = backbone.input_size  # the detector may choose a smaller one for CNNs
+        self.input_size = int(input_size or backbone.input_size)
         self.levels = list(levels)
         dims = [backbone.level_dims[i] for i in self.levels]
         self.adapters = nn.ModuleList(LevelAdapter(d, reduction) for d in dims) if adapters else None
@@ -94,6 +111,7 @@ class AnomalyModel(nn.Module):
         return LevelFeatures(seg, det)
 
     def head_logits(self, feats: LevelFeatures) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Per level (B, 1, h, w) abnormal-minus-normal map logits, and (B,) image logits."""
         if self.heads is None:
             raise RuntimeError("this model has no heads")
         return self.heads(feats.seg, feats.det)
@@ -115,56 +133,3 @@ class _LevelSubset:
 
     def project_to_text_space(self, level: int, feats: torch.Tensor) -> torch.Tensor:
         return self._bb.project_to_text_space(self._levels[level], feats)
-
-
-def combine_levels(maps: list[torch.Tensor], size: int) -> torch.Tensor:
-    """Average per-level (B, h, w) or (B, 1, h, w) maps after bilinear upsampling to (B, size, size)."""
-    acc = None
-    for m in maps:
-        if m.dim() == 3:
-            m = m.unsqueeze(1)
-        up = F.interpolate(m.float(), size=(size, size), mode="bilinear", align_corners=False)
-        acc = up if acc is None else acc + up
-    return (acc / len(maps)).squeeze(1)
-
-
-def masked_blur(maps: torch.Tensor, masks: torch.Tensor, sigma_px: float) -> torch.Tensor:
-    """(B, H, W) smoothed within (B, H, W) bool masks by normalised convolution: G*(m·M) / G*M inside M, 0 outside.
-    Values outside the mask (air, scalp) never leak into it, so the anatomy has no bright rim."""
-    w = masks.to(maps.dtype)
-    if sigma_px <= 0:
-        return maps * w
-    b = maps.shape[0]
-    both = gaussian_blur(torch.cat([maps * w, w]), sigma_px)  # numerator and denominator in one pass
-    num, den = both[:b], both[b:]
-    return torch.where(masks, num / den.clamp_min(1e-6), torch.zeros_like(num))
-
-
-def masked_blur_np(maps: np.ndarray, masks: np.ndarray, sigma_px: float) -> np.ndarray:
-    """`masked_blur` for arrays on the CPU, with OpenCV's separable filter: the same kernel (radius 3 sigma) and
-    border (reflect-101), several times faster than a single-channel torch convolution."""
-    w = masks.astype(np.float32)
-    if sigma_px <= 0:
-        return (maps * w).astype(np.float32)
-    out = np.zeros(maps.shape, np.float32)
-    k = 2 * int(round(3 * sigma_px)) + 1
-    for i in range(maps.shape[0]):
-        num = cv2.GaussianBlur(np.ascontiguousarray(maps[i] * w[i], np.float32), (k, k), sigma_px,
-                               borderType=cv2.BORDER_REFLECT_101)
-        den = cv2.GaussianBlur(w[i], (k, k), sigma_px, borderType=cv2.BORDER_REFLECT_101)
-        out[i] = np.where(masks[i], num / np.maximum(den, 1e-6), 0.0)
-    return out
-
-
-def gaussian_blur(maps: torch.Tensor, sigma_px: float) -> torch.Tensor:
-    """(B, H, W) smoothed with a separable Gaussian (reflect padding)."""
-    if sigma_px <= 0:
-        return maps
-    radius = int(round(3 * sigma_px))
-    xs = torch.arange(-radius, radius + 1, device=maps.device, dtype=torch.float32)
-    k = torch.exp(-(xs ** 2) / (2 * sigma_px ** 2))
-    k = (k / k.sum()).view(1, 1, 1, -1)
-    x = maps.unsqueeze(1)
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), k)
-    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), k.transpose(2, 3))
-    return x.squeeze(1)

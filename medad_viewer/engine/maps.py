@@ -1,0 +1,101 @@
+"""Stage 4 of the detector, the anomaly map: per-level outputs -> one map per component on the input grid ->
+smoothed within the scoring region -> each component on the normal references' scale -> fused into one map.
+
+Components: "bank" (patch distances to the memory bank), "head" (a CNN's learned head) and "text" (alignment with
+the abnormal prompts); the heads give P(abnormal). Called by `detector`; uses only torch, numpy and OpenCV.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def cells_touching(regions: torch.Tensor, grid: int, grow: int = 0) -> torch.Tensor:
+    """(B, S, S) bool regions -> (B, grid, grid) bool: the patch cells that touch a region, grown by `grow` cells."""
+    cells = F.adaptive_max_pool2d(regions.unsqueeze(1).float(), (grid, grid))
+    if grow:
+        cells = F.max_pool2d(cells, 2 * grow + 1, stride=1, padding=grow)
+    return cells.squeeze(1) > 0
+
+
+def combine_levels(maps: list[torch.Tensor], size: int) -> torch.Tensor:
+    """Average per-level (B, h, w) or (B, 1, h, w) maps after bilinear upsampling to (B, size, size)."""
+    acc = None
+    for m in maps:
+        if m.dim() == 3:
+            m = m.unsqueeze(1)
+        up = F.interpolate(m.float(), size=(size, size), mode="bilinear", align_corners=False)
+        acc = up if acc is None else acc + up
+    return (acc / len(maps)).squeeze(1)
+
+
+def smooth_within(maps: torch.Tensor, regions: np.ndarray, sigma_px: float) -> np.ndarray:
+    """(B, S, S) maps smoothed within (B, S, S) bool regions, as arrays: OpenCV on a CPU, torch elsewhere."""
+    if maps.device.type == "cpu":
+        return masked_blur_np(maps.numpy(), regions, sigma_px)
+    return masked_blur(maps, torch.from_numpy(regions).to(maps.device), sigma_px).cpu().numpy()
+
+
+def masked_blur(maps: torch.Tensor, masks: torch.Tensor, sigma_px: float) -> torch.Tensor:
+    """(B, H, W) smoothed within (B, H, W) bool masks by normalised convolution: G*(m·M) / G*M inside M, 0 outside.
+    Values outside the mask (air, scalp) never leak into it, so the anatomy has no bright rim."""
+    w = masks.to(maps.dtype)
+    if sigma_px <= 0:
+        return maps * w
+    b = maps.shape[0]
+    both = gaussian_blur(torch.cat([maps * w, w]), sigma_px)  # numerator and denominator in one pass
+    num, den = both[:b], both[b:]
+    return torch.where(masks, num / den.clamp_min(1e-6), torch.zeros_like(num))
+
+
+def masked_blur_np(maps: np.ndarray, masks: np.ndarray, sigma_px: float) -> np.ndarray:
+    """`masked_blur` for arrays on the CPU, with OpenCV's separable filter: the same kernel (radius 3 sigma) and
+    border (reflect-101), several times faster than a single-channel torch convolution."""
+    w = masks.astype(np.float32)
+    if sigma_px <= 0:
+        return (maps * w).astype(np.float32)
+    out = np.zeros(maps.shape, np.float32)
+    k = 2 * int(round(3 * sigma_px)) + 1
+    for i in range(maps.shape[0]):
+        num = cv2.GaussianBlur(np.ascontiguousarray(maps[i] * w[i], np.float32), (k, k), sigma_px,
+                               borderType=cv2.BORDER_REFLECT_101)
+        den = cv2.GaussianBlur(w[i], (k, k), sigma_px, borderType=cv2.BORDER_REFLECT_101)
+        out[i] = np.where(masks[i], num / np.maximum(den, 1e-6), 0.0)
+    return out
+
+
+def gaussian_blur(maps: torch.Tensor, sigma_px: float) -> torch.Tensor:
+    """(B, H, W) smoothed with a separable Gaussian (reflect padding)."""
+    if sigma_px <= 0:
+        return maps
+    radius = int(round(3 * sigma_px))
+    xs = torch.arange(-radius, radius + 1, device=maps.device, dtype=torch.float32)
+    k = torch.exp(-(xs ** 2) / (2 * sigma_px ** 2))
+    k = (k / k.sum()).view(1, 1, 1, -1)
+    x = maps.unsqueeze(1)
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), k)
+    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), k.transpose(2, 3))
+    return x.squeeze(1)
+
+
+def fuse(comps: dict[str, np.ndarray], regions: np.ndarray, scales: dict[str, tuple[float, float]],
+         bank_weight: float) -> np.ndarray:
+    """Components on the normal references' scale, (v - median) / (p99 - median) from `scales` (fitted by the
+    calibration stage; (0, 1) for a component without one), and fused: the bank weighs `bank_weight` against the
+    heads' 1 - `bank_weight`. Inside the region the values keep their order (below 0 is closer to normal than the
+    references' median: clamping there would tie a tenth of lesion pixels with the background); outside it the map
+    holds the value of a perfect match, below anything inside."""
+    w = bank_weight
+    weights = {name: (w if name == "bank" else 1.0 - w) if ("bank" in comps and len(comps) > 1) else 1.0
+               for name in comps}
+    fused = None
+    floor = 0.0
+    for name, m in comps.items():
+        med, scale = scales.get(name, (0.0, 1.0))
+        part = weights[name] * (m - med) / scale
+        fused = part if fused is None else fused + part
+        floor += weights[name] * (0.0 - med) / scale  # every component is >= 0: distances, probabilities
+    return np.where(regions, fused, min(floor, 0.0)).astype(np.float32)
