@@ -2,6 +2,18 @@
 
 Methods: `memory` (training-free memory bank), `zero` (zero-shot text alignment, vision-language backbones only) and
 `adapted` (few-shot adaptation; final map = adapted head map fused with the memory bank on adapted features).
+
+This module is the orchestrator: `AnomalyDetector.fit` and `.score` run a slice through the stages, each a section
+of the class below in this order, each calling down into its own module and never back:
+
+1. prepare      `preprocess.prepare`: square, backbone-sized, body mask and scoring region
+2. features     `model.AnomalyModel.features`: the frozen backbone's levels ...
+3. adapt        ... through the adapters (method `adapted`; trained at fit time by `adapt.adapt`)
+4. map          components: distances to the `memory_bank` (`memory`, `adapted`), the model's heads (`adapted`,
+                `zero`); then `maps`: to the input grid, smoothed within the region, on the normal scale, fused
+5. image score  `image_score.image_scores`: one number per slice from its map
+6. calibrate    at fit time the normal scale of each map component and a `calibration.NormalCalibration` from the
+                references held out (leave-one-out, stages 2-5 on each); at score time the percentile of normal
 """
 
 from __future__ import annotations
@@ -14,10 +26,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Sequence
 
-import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .. import __version__
 from ..io.atomic import atomic_write, atomic_write_json
@@ -25,16 +35,17 @@ from .adapt import AdaptReport, AdaptSettings, adapt
 from .backbones import Backbone, load_backbone
 from .calibration import NormalCalibration
 from .defaults import DEFAULT_BACKBONE, DEFAULT_METHOD
+from .image_score import image_scores
 from .jobs import CancelToken, no_progress, sub_progress
-from .maps import combine_levels, masked_blur, masked_blur_np
+from .maps import cells_touching, combine_levels, fuse, smooth_within
 from .memory_bank import MemoryBank, patch_features
-from .model import AnomalyModel
+from .model import AnomalyModel, LevelFeatures, class_text_embeddings
 from .preprocess import PreparedSlice, prepare, restore
-from .prompts import build_prompts, default_organ
 
 METHODS = ("adapted", "memory", "zero")
 DETECTOR_FORMAT = "medad-viewer-detector/2"
 SCORING_REGIONS = ("anatomy", "body", "image")
+ADAPT_END = 0.8  # fit's progress: adaptation takes 0 .. ADAPT_END, the memory bank and calibration the rest
 
 
 @dataclass
@@ -97,8 +108,8 @@ class ScoredImage:
 
 
 class AnomalyDetector:
-    """prepare -> features -> (adapters) -> patch distances / head maps -> smoothed map in the anatomy -> image score
-    -> percentile of normal. Each stage is one method below, in that order."""
+    """Fit on normal references, then score slices. `fit` and `score` come first and read as the pipeline; the
+    stages follow in pipeline order (prepare, features, adapt, map, image score, calibrate), then save and load."""
 
     cpu_batch = 4  # slices per forward pass on a CPU: small enough that a cancel is honoured within a second
 
@@ -123,16 +134,13 @@ class AnomalyDetector:
         heads = None
         if settings.method in ("adapted", "zero"):
             if backbone.is_vision_language:
-                prompts = build_prompts(settings.modality, settings.organ or default_organ(settings.modality))
-                text = torch.stack([backbone.encode_text(prompts.normal).mean(0),
-                                    backbone.encode_text(prompts.abnormal).mean(0)])
+                text = class_text_embeddings(backbone, settings.modality, settings.organ)
                 heads = "text"
             else:
                 heads = "linear"
         torch.manual_seed(settings.adapt.seed)  # adapter and head initialisation: same seed, same model
         self.model = AnomalyModel(backbone, self.levels, adapters=settings.method == "adapted", heads=heads,
-                                  text_embeddings=text).to(device)
-        self.model.input_size = self.size
+                                  text_embeddings=text, input_size=self.size).to(device)
         self.bank = MemoryBank(settings.metric, settings.bank_max_patches) \
             if settings.method in ("adapted", "memory") else None
         # Each map component is put on the normal references' scale before fusing: (v - median) / (p99 - median).
@@ -142,13 +150,80 @@ class AnomalyDetector:
         self.adapt_report: AdaptReport | None = None
         self.timings: dict[str, float] = {}
 
-    # ------------------------------------------------------------------------------------------------- describe
     def describe(self) -> dict:
         return {"method": self.settings.method, "backbone": self.backbone.name, "weights": self.backbone.weights,
                 "pretrained": self.backbone.pretrained, "device": str(self.device), "input_size": self.size,
                 "levels": self.levels, "software": f"medad-viewer {__version__}"}
 
-    # -------------------------------------------------------------------------------------------------- prepare
+    # ------------------------------------------------------------------------------------------------------ fit
+    def fit(self, references: Sequence[np.ndarray], progress: Callable[[float, str], None] = no_progress,
+            cancel: CancelToken | None = None,
+            abnormal: Sequence[tuple[np.ndarray, np.ndarray]] = ()) -> "AnomalyDetector":
+        """references: normal slices in [0, 1] (any size). abnormal: optional (slice, mask) pairs as extra positives.
+
+        prepare the references -> adapt the model on them (method `adapted`) -> fill the memory bank with their
+        features (and their mirrored copies') -> calibrate on the held-out copies."""
+        cancel = cancel or CancelToken()
+        s = self.settings
+        if s.method != "zero" and len(references) < 1:
+            raise ValueError("pick at least one normal reference slice")
+        t0 = time.monotonic()
+        prepared = [self._prepare(r) for r in references]
+        self.reference_hashes = [hashlib.sha1(np.ascontiguousarray(r, dtype=np.float32).tobytes()).hexdigest()[:16]
+                                 for r in references]
+        if s.method == "adapted":
+            self._adapt(prepared, abnormal, sub_progress(progress, 0.0, ADAPT_END), cancel)
+        self.timings["adapt_s"] = time.monotonic() - t0
+        cancel.raise_if_cancelled()
+        progress(ADAPT_END, "Building the memory bank")
+        after_adapt = sub_progress(progress, ADAPT_END, 1.0)
+        self.model.eval()
+        if prepared:
+            mirrored = [self._mirrored(p) for p in prepared] if s.bank_flip else []
+            if self.bank is not None:
+                self._fit_bank(prepared + mirrored, cancel)
+            after_adapt(0.5, "Calibrating on the references (leave-one-out)")
+            self._calibrate(mirrored or prepared, len(prepared), cancel)
+        else:  # zero-shot without references: raw probabilities, nothing to calibrate against
+            self.component_scale = {"text": (0.0, 1.0)}
+            self.calibration = None
+        self.timings["fit_s"] = time.monotonic() - t0
+        progress(1.0, "Ready")
+        return self
+
+    # ---------------------------------------------------------------------------------------------------- score
+    def score(self, images: Sequence[np.ndarray], batch_size: int = 8,
+              progress: Callable[[float, str], None] = no_progress, cancel: CancelToken | None = None,
+              on_result: Callable[[int, ScoredImage], None] | None = None) -> list[ScoredImage]:
+        """Score slices in [0, 1]; `on_result(i, result)` is called as each arrives."""
+        cancel = cancel or CancelToken()
+        results: list[ScoredImage] = []
+        for start in range(0, len(images), batch_size):
+            cancel.raise_if_cancelled()
+            batch = [self._prepare(im) for im in images[start: start + batch_size]]
+            for j, r in enumerate(self.score_prepared(batch)):
+                results.append(r)
+                if on_result is not None:
+                    on_result(start + j, r)
+            progress(len(results) / len(images), f"Scored {len(results)} of {len(images)} slices")
+        return results
+
+    def score_prepared(self, prepared: Sequence[PreparedSlice]) -> list[ScoredImage]:
+        """Prepared slices -> features -> (adapters) -> map -> image score -> percentile of normal; each map back
+        on its slice's own pixel grid."""
+        if not prepared:
+            return []
+        regions = np.stack([self.region_of(p) for p in prepared])
+        finals = self._fuse(self._component_maps(prepared, regions), regions)
+        out = []
+        for m, p, raw in zip(finals, prepared, self._image_scores(finals, regions)):
+            out.append(ScoredImage(restore(m, p), raw, self._percentile(raw)))
+        return out
+
+    # ----------------------------------------------------------------------------------------------- 1 prepare
+    def _prepare(self, pixels01: np.ndarray) -> PreparedSlice:
+        return prepare(pixels01, self.size, self.settings.modality)
+
     def region_of(self, p: PreparedSlice) -> np.ndarray:
         """Where this detector looks for anomalies in a prepared slice."""
         if self.settings.scoring_region == "anatomy":
@@ -157,47 +232,111 @@ class AnomalyDetector:
             return p.body
         return np.ones_like(p.body)
 
+    @staticmethod
+    def _mirrored(p: PreparedSlice) -> PreparedSlice:
+        """The slice mirrored left-right, with its masks."""
+        return PreparedSlice(np.ascontiguousarray(p.image[:, ::-1]), np.ascontiguousarray(p.body[:, ::-1]),
+                             np.ascontiguousarray(p.region[:, ::-1]), p.original_shape, p.pad)
+
     def _to_input(self, imgs: Sequence[np.ndarray]) -> torch.Tensor:
+        """Prepared (S, S) images -> the backbone's (B, 3, S, S) input on this detector's device."""
         x = torch.from_numpy(np.stack(imgs).astype(np.float32)).unsqueeze(1).to(self.device)
         return self.backbone.preprocess(x, self.size)
 
-    # ------------------------------------------------------------------------------------------------- features
+    # ---------------------------------------------------------------------------------- 2 features, 3 adapters
+    def _features(self, prepared: Sequence[PreparedSlice]) -> LevelFeatures:
+        """The model's level features of prepared slices: the frozen backbone's, through the adapters if any."""
+        return self.model.features(self._to_input([p.image for p in prepared]))
+
+    # ---------------------------------------------------------------------------------------- 3 adapt (fit only)
+    def _adapt(self, prepared: list[PreparedSlice], abnormal: Sequence[tuple[np.ndarray, np.ndarray]],
+               progress: Callable[[float, str], None], cancel: CancelToken) -> None:
+        """Train the model's adapters and heads on the prepared references (and marked abnormal slices)."""
+        positives = []
+        for img, mask in abnormal:
+            p = self._prepare(img)
+            m = prepare(mask.astype(np.float32), self.size).image > 0.5
+            positives.append((p.image, m.astype(np.float32)))
+        self.adapt_report = adapt(self.model, [p.image for p in prepared], [self.region_of(p) for p in prepared],
+                                  self.settings.adapt, self.device, progress, cancel, positives)
+
+    # ----------------------------------------------------------------------------------------------------- 4 map
+    @torch.no_grad()
+    def _fit_bank(self, in_bank: list[PreparedSlice], cancel: CancelToken) -> None:
+        """At fit time: the memory bank holds the patch features of `in_bank` (slice i is owner i) that touch the
+        scoring region."""
+        chunks = []
+        step = self.cpu_batch if self.device.type == "cpu" else 32
+        for start in range(0, len(in_bank), step):
+            cancel.raise_if_cancelled()
+            chunks.append(self._patches(self._features(in_bank[start: start + step]).seg))
+        patches = torch.cat(chunks)
+        regions = torch.from_numpy(np.stack([self.region_of(p) for p in in_bank])).to(self.device)
+        keep = cells_touching(regions, patches.shape[-1])  # pure air is never scored: no need to keep it
+        self.bank.fit(patches, torch.arange(len(in_bank)), keep, seed=self.settings.adapt.seed)
+
+    def _patches(self, seg: list[torch.Tensor]) -> torch.Tensor:
+        """Level features -> the memory bank's patch features on one grid (each level's stride brought to it)."""
+        return patch_features(seg, self._grid(seg), self.settings.aggregate_kernel)
+
     def _grid(self, seg: list[torch.Tensor]) -> int:
         if self.backbone.is_vision_language:
             return int(seg[0].shape[-1])  # every ViT level shares the token grid
         return max(1, self.size // int(self.settings.patch_stride))
 
-    def _patches(self, seg: list[torch.Tensor]) -> torch.Tensor:
-        return patch_features(seg, self._grid(seg), self.settings.aggregate_kernel)
+    @torch.no_grad()
+    def _component_maps(self, prepared: Sequence[PreparedSlice], regions: np.ndarray,
+                        exclude_owners: tuple[int, ...] = ()) -> dict[str, np.ndarray]:
+        """Per component ("bank", "head" or "text"), (B, S, S) raw maps smoothed within each slice's region
+        (`regions`, (B, S, S) bool, from `region_of`). exclude_owners: bank entries hidden (calibration)."""
+        feats = self._features(prepared)
+        raw: dict[str, torch.Tensor] = {}
+        if self.bank is not None:
+            patches = self._patches(feats.seg)
+            # Only patches that the region's smoothed, upsampled map can read: those touching it and their neighbours.
+            where = cells_touching(torch.from_numpy(regions).to(self.device), patches.shape[-1], grow=1)
+            d = self.bank.score(patches, exclude_owners=exclude_owners, where=where)
+            raw["bank"] = combine_levels([d], self.size)
+        if self.model.heads is not None:
+            level_logits, _ = self.model.head_logits(feats)
+            # Heads give the abnormal-minus-normal logit: its sigmoid is the two-class softmax P(abnormal).
+            probs = [torch.sigmoid(l) for l in level_logits]
+            raw["text" if self.backbone.is_vision_language else "head"] = combine_levels(probs, self.size)
+        sigma = self.settings.smoothing_sigma * self.size / 256.0
+        return {k: smooth_within(v, regions, sigma) for k, v in raw.items()}
 
-    # ------------------------------------------------------------------------------------------------------ fit
-    def fit(self, references: Sequence[np.ndarray], progress: Callable[[float, str], None] = no_progress,
-            cancel: CancelToken | None = None,
-            abnormal: Sequence[tuple[np.ndarray, np.ndarray]] = ()) -> "AnomalyDetector":
-        """references: normal slices in [0, 1] (any size). abnormal: optional (slice, mask) pairs as extra positives."""
-        cancel = cancel or CancelToken()
+    def _fuse(self, comps: dict[str, np.ndarray], regions: np.ndarray) -> np.ndarray:
+        """The components on the normal references' scale (`component_scale`, from calibration), fused into one
+        map; outside the region the value of a perfect match."""
+        return fuse(comps, regions, self.component_scale, self.settings.fusion_weight)
+
+    # --------------------------------------------------------------------------------------------- 5 image score
+    def _image_scores(self, maps: np.ndarray, regions: np.ndarray) -> list[float]:
         s = self.settings
-        if s.method != "zero" and len(references) < 1:
-            raise ValueError("pick at least one normal reference slice")
-        t0 = time.monotonic()
-        prepared = [prepare(r, self.size, self.settings.modality) for r in references]
-        self.reference_hashes = [hashlib.sha1(np.ascontiguousarray(r, dtype=np.float32).tobytes()).hexdigest()[:16]
-                                 for r in references]
-        if s.method == "adapted":
-            positives = []
-            for img, mask in abnormal:
-                p = prepare(img, self.size, self.settings.modality)
-                m = prepare(mask.astype(np.float32), self.size).image > 0.5
-                positives.append((p.image, m.astype(np.float32)))
-            self.adapt_report = adapt(self.model, [p.image for p in prepared], [self.region_of(p) for p in prepared],
-                                      s.adapt, self.device, sub_progress(progress, 0.0, 0.8), cancel, positives)
-        self.timings["adapt_s"] = time.monotonic() - t0
-        cancel.raise_if_cancelled()
-        progress(0.8, "Building the memory bank")
-        self._fit_bank_and_calibrate(prepared, sub_progress(progress, 0.8, 1.0), cancel)
-        self.timings["fit_s"] = time.monotonic() - t0
-        progress(1.0, "Ready")
-        return self
+        return image_scores(maps, regions, s.image_score, s.image_score_window * self.size / 256.0,
+                            s.image_score_contrast)
+
+    # ----------------------------------------------------------------------------------------------- 6 calibrate
+    def _calibrate(self, slices: list[PreparedSlice], n: int, cancel: CancelToken) -> None:
+        """At fit time, from normal slices the detector was not fitted on (`slices`: the mirrored references, or
+        the references themselves without mirrored copies; n references): their raw components (stages 2-4,
+        leave-one-out), the per-component normal scale, then the fused maps' pixel values and image scores."""
+        regions = np.stack([self.region_of(p) for p in slices])
+        raw: dict[str, list[np.ndarray]] = {}
+        for i, exclude in enumerate(self._calibration_owners(n)):
+            cancel.raise_if_cancelled()
+            comps = self._component_maps(slices[i: i + 1], regions[i: i + 1],
+                                         exclude_owners=exclude if self.bank is not None else ())
+            for name, maps in comps.items():
+                raw.setdefault(name, []).append(maps)
+        self.component_scale = {}
+        for name, maps in raw.items():
+            vals = np.concatenate(maps)[regions].ravel()
+            med, p99 = np.percentile(vals, [50, 99]) if vals.size else (0.0, 1.0)
+            self.component_scale[name] = (float(med), float(max(p99 - med, 1e-6)))
+        finals = self._fuse({name: np.concatenate(maps) for name, maps in raw.items()}, regions)
+        scores = self._image_scores(finals, regions)
+        self.calibration = NormalCalibration.from_normal(finals[regions], np.array(scores))
 
     def _calibration_owners(self, n: int) -> list[tuple[int, ...]]:
         """The bank owners hidden from each calibration slice (the bank holds the n references as owners 0..n-1 and,
@@ -210,137 +349,9 @@ class AnomalyDetector:
             return [(i,) if n > 1 else () for i in range(n)]
         return [(i, n + i) if n > 1 else (n + i,) for i in range(n)]
 
-    @torch.no_grad()
-    def _fit_bank_and_calibrate(self, prepared: list[PreparedSlice], progress, cancel: CancelToken) -> None:
-        self.model.eval()
-        if not prepared:  # zero-shot without references: raw probabilities, nothing to calibrate against
-            self.component_scale = {"text": (0.0, 1.0)}
-            self.calibration = None
-            return
-        mirrored = [_mirrored(p) for p in prepared] if self.settings.bank_flip else []
-        if self.bank is not None:
-            in_bank = prepared + mirrored
-            chunks = []
-            step = self.cpu_batch if self.device.type == "cpu" else 32
-            for start in range(0, len(in_bank), step):
-                cancel.raise_if_cancelled()
-                x = self._to_input([p.image for p in in_bank[start: start + step]])
-                chunks.append(self._patches(self.model.features(x).seg))
-            patches = torch.cat(chunks)
-            regions = torch.from_numpy(np.stack([self.region_of(p) for p in in_bank])).to(self.device)
-            keep = _touching(regions, patches.shape[-1])  # patches that touch the anatomy
-            self.bank.fit(patches, torch.arange(len(in_bank)), keep, seed=self.settings.adapt.seed)
-        progress(0.5, "Calibrating on the references (leave-one-out)")
-        # Raw components of normal slices the detector was not fitted on, then the per-component normal scale.
-        slices = mirrored or prepared
-        regions = np.stack([self.region_of(p) for p in slices])
-        raw: dict[str, list[np.ndarray]] = {}
-        for i, exclude in enumerate(self._calibration_owners(len(prepared))):
-            cancel.raise_if_cancelled()
-            comps = self._components(slices[i: i + 1], regions[i: i + 1],
-                                     exclude_owners=exclude if self.bank is not None else ())
-            for name, maps in comps.items():
-                raw.setdefault(name, []).append(maps)
-        self.component_scale = {}
-        for name, maps in raw.items():
-            vals = np.concatenate(maps)[regions].ravel()
-            med, p99 = np.percentile(vals, [50, 99]) if vals.size else (0.0, 1.0)
-            self.component_scale[name] = (float(med), float(max(p99 - med, 1e-6)))
-        finals = self._fuse({name: np.concatenate(maps) for name, maps in raw.items()}, regions)
-        scores = self._image_scores(finals, regions)
-        self.calibration = NormalCalibration.from_normal(finals[regions], np.array(scores))
-
-    # ---------------------------------------------------------------------------------------------------- maps
-    @torch.no_grad()
-    def _components(self, prepared: Sequence[PreparedSlice], regions_np: np.ndarray,
-                    exclude_owners: tuple[int, ...] = ()) -> dict[str, np.ndarray]:
-        """Per component ("bank", "head" or "text"), (B, S, S) raw maps smoothed within each slice's region
-        (`regions_np`, (B, S, S) bool, from `region_of`)."""
-        x = self._to_input([p.image for p in prepared])
-        feats = self.model.features(x)
-        out: dict[str, torch.Tensor] = {}
-        regions = torch.from_numpy(regions_np).to(self.device)
-        if self.bank is not None:
-            patches = self._patches(feats.seg)
-            # Only patches that the region's smoothed, upsampled map can read: those touching it and their neighbours.
-            where = _touching(regions, patches.shape[-1], grow=1)
-            d = self.bank.score(patches, exclude_owners=exclude_owners, where=where)
-            out["bank"] = combine_levels([d], self.size)
-        if self.model.heads is not None:
-            level_logits, _ = self.model.head_logits(feats)
-            # Heads give the abnormal-minus-normal logit: its sigmoid is the two-class softmax P(abnormal).
-            probs = [torch.sigmoid(l) for l in level_logits]
-            out["text" if self.backbone.is_vision_language else "head"] = combine_levels(probs, self.size)
-        sigma = self.settings.smoothing_sigma * self.size / 256.0
-        if self.device.type == "cpu":
-            return {k: masked_blur_np(v.numpy(), regions_np, sigma) for k, v in out.items()}
-        return {k: masked_blur(v, regions, sigma).cpu().numpy() for k, v in out.items()}
-
-    def _fuse(self, comps: dict[str, np.ndarray], regions: np.ndarray) -> np.ndarray:
-        """Components on the normal references' scale, fused. Inside the region the values keep their order (below
-        0 is closer to normal than the references' median: clamping there would tie a tenth of lesion pixels with
-        the background); outside it the map holds the value of a perfect match, below anything inside."""
-        w = self.settings.fusion_weight
-        weights = {name: (w if name == "bank" else 1.0 - w) if ("bank" in comps and len(comps) > 1) else 1.0
-                   for name in comps}
-        fused = None
-        floor = 0.0
-        for name, m in comps.items():
-            med, scale = self.component_scale.get(name, (0.0, 1.0))
-            part = weights[name] * (m - med) / scale
-            fused = part if fused is None else fused + part
-            floor += weights[name] * (0.0 - med) / scale  # every component is >= 0: distances, probabilities
-        return np.where(regions, fused, min(floor, 0.0)).astype(np.float32)
-
-    # ---------------------------------------------------------------------------------------------- image score
-    def _image_scores(self, maps: np.ndarray, regions: np.ndarray) -> list[float]:
-        """Per slice: the largest mean of the map over a small fixed window inside the region ("local_max"), or its
-        largest pixel ("max"), less `image_score_contrast` times the slice's median inside the region when positive. A fixed
-        window, not a share of the body: the score must not grow with anatomy."""
-        out = []
-        win = int(round(self.settings.image_score_window * self.size / 256.0)) | 1
-        lam = float(self.settings.image_score_contrast)
-        for m, r in zip(maps, regions):
-            if not r.any():
-                out.append(0.0)
-                continue
-            if self.settings.image_score == "max" or win <= 1:
-                top = float(m[r].max())
-            else:
-                rf = r.astype(np.float32)
-                num = cv2.blur(m * rf, (win, win), borderType=cv2.BORDER_CONSTANT)
-                den = cv2.blur(rf, (win, win), borderType=cv2.BORDER_CONSTANT)
-                top = float(np.where(r, num / np.maximum(den, 1e-6), -np.inf).max())
-            out.append(top - lam * max(float(np.median(m[r])), 0.0) if lam else top)
-        return out
-
-    # ---------------------------------------------------------------------------------------------------- score
-    def score_prepared(self, prepared: Sequence[PreparedSlice]) -> list[ScoredImage]:
-        if not prepared:
-            return []
-        regions = np.stack([self.region_of(p) for p in prepared])
-        finals = self._fuse(self._components(prepared, regions), regions)
-        out = []
-        for m, p, raw in zip(finals, prepared, self._image_scores(finals, regions)):
-            pct = float(self.calibration.image_percentile(raw)) if self.calibration else float("nan")
-            out.append(ScoredImage(restore(m, p), raw, pct))
-        return out
-
-    def score(self, images: Sequence[np.ndarray], batch_size: int = 8,
-              progress: Callable[[float, str], None] = no_progress, cancel: CancelToken | None = None,
-              on_result: Callable[[int, ScoredImage], None] | None = None) -> list[ScoredImage]:
-        """Score slices in [0, 1]; `on_result(i, result)` is called as each arrives."""
-        cancel = cancel or CancelToken()
-        results: list[ScoredImage] = []
-        for start in range(0, len(images), batch_size):
-            cancel.raise_if_cancelled()
-            batch = [prepare(im, self.size, self.settings.modality) for im in images[start: start + batch_size]]
-            for j, r in enumerate(self.score_prepared(batch)):
-                results.append(r)
-                if on_result is not None:
-                    on_result(start + j, r)
-            progress(len(results) / len(images), f"Scored {len(results)} of {len(images)} slices")
-        return results
+    def _percentile(self, raw: float) -> float:
+        """At score time: an image score's percentile of normal (NaN when there was nothing to calibrate on)."""
+        return float(self.calibration.image_percentile(raw)) if self.calibration else float("nan")
 
     # ------------------------------------------------------------------------------------------------ save/load
     def save(self, path: str | os.PathLike) -> Path:
@@ -415,17 +426,3 @@ def fit_detector(references: Sequence[np.ndarray], settings: DetectorSettings | 
     if backbone is None:
         backbone = load_backbone(settings.backbone, settings.weights, device=device)
     return AnomalyDetector(settings, backbone, device).fit(references, progress, cancel, abnormal)
-
-
-def _mirrored(p: PreparedSlice) -> PreparedSlice:
-    """The slice mirrored left-right, with its masks."""
-    return PreparedSlice(np.ascontiguousarray(p.image[:, ::-1]), np.ascontiguousarray(p.body[:, ::-1]),
-                         np.ascontiguousarray(p.region[:, ::-1]), p.original_shape, p.pad)
-
-
-def _touching(regions: torch.Tensor, grid: int, grow: int = 0) -> torch.Tensor:
-    """(B, S, S) bool regions -> (B, grid, grid) bool: the patch cells that touch a region, grown by `grow` cells."""
-    cells = F.adaptive_max_pool2d(regions.unsqueeze(1).float(), (grid, grid))
-    if grow:
-        cells = F.max_pool2d(cells, 2 * grow + 1, stride=1, padding=grow)
-    return cells.squeeze(1) > 0
