@@ -10,7 +10,6 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QMenu
 
 from ..review.state import Decision
-from .export_dialog import open_when_done, set_open_when_done
 
 
 def make_action(win, text: str, slot: Callable, shortcut: str | QKeySequence | list | None = None,
@@ -138,13 +137,13 @@ def build_export_menu(win) -> None:
         win.export_menu.addAction(a)
         win.export_actions[fn_name] = a
     win.export_menu.addSeparator()
-    q = win.app_settings.q
+    settings = win.app_settings
     win.act_open_exports = QAction("Open exported files when done", win)
     win.act_open_exports.setCheckable(True)
-    win.act_open_exports.setChecked(open_when_done(q))
-    win.act_open_exports.toggled.connect(lambda on: set_open_when_done(q, on))
+    win.act_open_exports.setChecked(settings.open_exports_when_done)
+    win.act_open_exports.toggled.connect(lambda on: setattr(settings, "open_exports_when_done", on))
     win.export_menu.addAction(win.act_open_exports)
-    win.export_menu.aboutToShow.connect(lambda: win.act_open_exports.setChecked(open_when_done(q)))
+    win.export_menu.aboutToShow.connect(lambda: win.act_open_exports.setChecked(settings.open_exports_when_done))
     win.export_menu.setToolTipsVisible(True)
 
 

@@ -3,13 +3,12 @@ export shows while it runs in the background Worker."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout,
                                QHBoxLayout, QLabel, QProgressBar, QPushButton, QRadioButton, QVBoxLayout, QWidget)
 
 from .worker import Worker
 
-OPEN_WHEN_DONE_KEY = "export/open_when_done"
 
 # (value of report.export_pdf_report(slices=...), radio button text); the first is the default
 SLICE_OPTIONS = [
@@ -19,14 +18,7 @@ SLICE_OPTIONS = [
 ]
 
 
-def open_when_done(settings: QSettings) -> bool:
-    """The remembered "Open the file when done" choice (off until the user turns it on)."""
-    value = settings.value(OPEN_WHEN_DONE_KEY, False)
-    return value in (True, "true", "1", 1)
-
-
-def set_open_when_done(settings: QSettings, value: bool) -> None:
-    settings.setValue(OPEN_WHEN_DONE_KEY, bool(value))
+from .settings import OPEN_WHEN_DONE_KEY  # noqa: E402,F401 - where the choice is kept (AppSettings)
 
 
 class PdfExportDialog(QDialog):
@@ -34,7 +26,7 @@ class PdfExportDialog(QDialog):
     report.export_pdf_report (include_identifiers, flag_pct, threshold_pct, slices); `open_after` whether to open
     the file. Both thresholds start at the viewer's: "Flag at" of the ranking, the overlay's heatmap threshold."""
 
-    def __init__(self, threshold_pct: float, settings: QSettings, parent: QWidget | None = None,
+    def __init__(self, threshold_pct: float, settings, parent: QWidget | None = None,
                  flag_pct: float | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Export PDF report")
@@ -76,7 +68,7 @@ class PdfExportDialog(QDialog):
             self.slice_buttons[value] = b
 
         self.open_after_check = QCheckBox("Open the file when done")
-        self.open_after_check.setChecked(open_when_done(settings))
+        self.open_after_check.setChecked(settings.open_exports_when_done)
 
         form = QFormLayout()
         form.addRow("Flag slices at:", self.flag)
@@ -110,7 +102,7 @@ class PdfExportDialog(QDialog):
                 "threshold_pct": float(self.threshold.value()), "slices": self.slices}
 
     def accept(self) -> None:
-        set_open_when_done(self.settings, self.open_after)
+        self.settings.open_exports_when_done = self.open_after
         super().accept()
 
 

@@ -11,7 +11,7 @@ from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QFileDialog
 
 from ..review.export import ExportContext
-from .export_dialog import ExportProgressDialog, PdfExportDialog, open_when_done
+from .export_dialog import ExportProgressDialog, PdfExportDialog
 from .worker import Worker
 
 NEEDS_SCORES: set = set()  # the exports that need the series scored first (filled by export_functions)
@@ -56,14 +56,14 @@ class ExportsMixin:
         title = text.rstrip("…")
         if fn is report_module().export_pdf_report:
             ctx = self.export_context()
-            dlg = PdfExportDialog(ctx.threshold_pct, self.app_settings.q, self, flag_pct=ctx.flag_pct)
+            dlg = PdfExportDialog(ctx.threshold_pct, self.app_settings, self, flag_pct=ctx.flag_pct)
             dlg.setWindowModality(Qt.WindowModality.WindowModal)
             self.export_dialog = dlg
             dlg.accepted.connect(lambda: self._export_ask_path(fn, title, filt, dlg.options(), dlg.open_after))
             dlg.finished.connect(dlg.deleteLater)
             dlg.open()
             return
-        self._export_ask_path(fn, title, filt, None, open_when_done(self.app_settings.q))
+        self._export_ask_path(fn, title, filt, None, self.app_settings.open_exports_when_done)
 
     def _export_ask_path(self, fn: Callable, title: str, filt: str, options: dict | None, open_after: bool) -> None:
         self.export_dialog = None

@@ -23,6 +23,7 @@ METHODS = [("memory", "Memory bank (default; no training, seconds)"),
 DEVICES = [("auto", "Automatic (CUDA GPU, else Apple MPS, else CPU)"), ("cpu", "CPU"), ("cuda", "CUDA GPU"),
            ("mps", "Apple MPS")]
 MAX_RECENT = 10
+OPEN_WHEN_DONE_KEY = "export/open_when_done"
 
 
 class AppSettings:
@@ -50,6 +51,15 @@ class AppSettings:
         return {"method": self.get("method"), "backbone": self.get("backbone"),
                 "weights": self.get("weights") or None, "modality": modality or "OT",
                 "adapt": {"time_budget_s": float(self.get("time_budget_s")), "max_steps": int(self.get("max_steps"))}}
+
+    @property
+    def open_exports_when_done(self) -> bool:
+        """The remembered "Open the file when done" choice of exports (off until the user turns it on)."""
+        return self.q.value(OPEN_WHEN_DONE_KEY, False) in (True, "true", "1", 1)
+
+    @open_exports_when_done.setter
+    def open_exports_when_done(self, value: bool) -> None:
+        self.q.setValue(OPEN_WHEN_DONE_KEY, bool(value))
 
     # ---------------------------------------------------------------------------------------------------- stats
     def seconds_per_slice(self) -> float:
