@@ -9,6 +9,10 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+# Widgets loaded before any test: report.painting.ensure_qt_app then makes a QApplication, never a bare
+# QGuiApplication that would leave the widget tests (pytest-qt) of the same process without one.
+import PySide6.QtWidgets  # noqa: E402,F401
+
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_DATA = Path(os.environ.get("MEDAD_SAMPLE_DATA", REPO.parent / "shared" / "sample-data"))
 

@@ -137,6 +137,13 @@ def test_viewer_overlay_contour_and_drawing(qtbot):
     amap[10:20, 30:45] = 3.0
     v.set_overlay(amap, threshold=1.0, vmax=4.0, opacity=0.5, colormap="viridis", contour=True)
     assert v.colorbar_visible and v.overlay.opacity() == 0.5
+    # The viewer's colours are pyqtgraph's map without its darkest quarter, entry 0 (the threshold) transparent.
+    import pyqtgraph as pg
+
+    expected = pg.colormap.get("viridis").getLookupTable(0.25, 1.0, 256, alpha=True)
+    expected[0, 3] = 0
+    np.testing.assert_array_equal(v.overlay.lut, expected)
+    np.testing.assert_array_equal(v.colorbar.colorMap().getLookupTable(0.0, 1.0, 256, alpha=False), expected[:, :3])
     x, y = v.contour.getData()
     assert len(x) > 0 and x.min() >= 30 and x.max() <= 45.5
     v.set_overlay(None)

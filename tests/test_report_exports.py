@@ -8,6 +8,8 @@ import csv
 import io
 import json
 import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -18,7 +20,7 @@ from medad_viewer.engine.jobs import CancelToken, Cancelled
 from medad_viewer.io import load_study
 from medad_viewer.report import ReportData, read_score_dir, write_score_dir
 from medad_viewer.report.commands import add_report_parser
-from medad_viewer.report.overlay import (OVERLAY_CMAP_START, blend, colorize, colormap_lut, compose, default_vmax,
+from medad_viewer.report.overlay import (COLORMAPS, OVERLAY_CMAP_START, blend, colorize, compose, default_vmax,
                                          overlay_lut)
 from medad_viewer.report.synthetic import synthetic_run
 from medad_viewer.report.tables import write_scores_csv, write_scores_json
@@ -186,11 +188,11 @@ def test_csv_and_json(ct, tmp_path):
 def test_colours_match_the_viewer():
     import pyqtgraph as pg
 
-    full_map = pg.colormap.get("inferno")
-    np.testing.assert_array_equal(colormap_lut("inferno"), full_map.getLookupTable(0.0, 1.0, 256, alpha=False))
-    # Overlays skip the near-black start of the map, as the viewer's overlay and colour bar do.
-    lut = full_map.getLookupTable(OVERLAY_CMAP_START, 1.0, 256, alpha=False)
-    np.testing.assert_array_equal(overlay_lut("inferno"), lut)
+    # The fixed tables (io.colormaps, no pyqtgraph needed) are pyqtgraph's maps without their near-black start.
+    for name in COLORMAPS:
+        np.testing.assert_array_equal(overlay_lut(name),
+                                      pg.colormap.get(name).getLookupTable(OVERLAY_CMAP_START, 1.0, 256, alpha=False))
+    lut = overlay_lut("inferno")
     assert default_vmax(1.0) == 2.0 and default_vmax(1.5) == 3.0  # the viewer's threshold + max(1, threshold)
     amap = np.array([[0.5, 1.0, 2.0, 3.0, np.nan, 9.0]], dtype=np.float32)
     rgba = colorize(amap, 1.0, 3.0)
@@ -205,7 +207,7 @@ def test_colours_match_the_viewer():
     half = compose(gray, amap, threshold=1.0, vmax=3.0, opacity=0.5)
     np.testing.assert_allclose(half[0, 3], (100 + lut[255].astype(float)) / 2, atol=1)
     with pytest.raises(ValueError):
-        colormap_lut("rainbow")
+        overlay_lut("rainbow")
 
 
 def test_view_png(ct, tmp_path):
@@ -278,6 +280,24 @@ def test_cli_report(ct, tmp_path, capsys):
     assert (tmp_path / "x.pdf").stat().st_size > 10_000
     assert _cli(str(folder)) == 2
     assert "nothing to write" in capsys.readouterr().err
+
+
+def test_cli_report_needs_no_widgets(ct, tmp_path):
+    """`medad-viewer report` paints with QtGui alone: no QtWidgets, no pyqtgraph (a QGuiApplication is enough)."""
+    folder = write_score_dir(tmp_path / "run", synthetic_run(ct, (4,), references=[(ct.source, ct.uid, 2)]))
+    out = tmp_path / "r.pdf"
+    script = ("import sys\n"
+              "from medad_viewer.cli import main\n"
+              f"rc = main(['report', {str(folder)!r}, '--out', {str(out)!r}, '--maps', {str(tmp_path / 'm.nrrd')!r}])\n"
+              "from PySide6.QtGui import QGuiApplication\n"
+              "print('app', type(QGuiApplication.instance()).__name__)\n"
+              "print('loaded', [m for m in ('PySide6.QtWidgets', 'pyqtgraph') if m in sys.modules])\n"
+              "sys.exit(rc)\n")
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "app QGuiApplication" in done.stdout and "loaded []" in done.stdout, done.stdout
+    assert out.read_bytes().startswith(b"%PDF") and (tmp_path / "m.nrrd").is_file()
 
 
 # ------------------------------------------------------------------------------------------- the viewer's exports

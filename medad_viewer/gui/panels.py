@@ -7,8 +7,8 @@ from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QFormLayout, 
                                QPlainTextEdit, QProgressBar, QPushButton, QSlider, QSpinBox, QToolButton,
                                QVBoxLayout, QWidget)
 
+from ..io.colormaps import COLORMAPS, DEFAULT_COLORMAP
 from ..review.state import Decision, SliceReview
-from .slice_viewer import COLORMAPS, DEFAULT_COLORMAP
 
 # Threshold choices in "percentile of normal": dense near the top, where the useful thresholds are.
 THRESHOLDS = (50.0, 60.0, 70.0, 75.0, 80.0, 85.0, 90.0, 92.0, 94.0, 95.0, 96.0, 97.0, 98.0, 98.5, 99.0, 99.2, 99.4,

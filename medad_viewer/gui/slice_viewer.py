@@ -16,13 +16,10 @@ from PySide6.QtGui import QBrush, QColor, QPainterPath, QPen, QTransform
 from PySide6.QtWidgets import (QGraphicsEllipseItem, QGraphicsPathItem, QLabel, QSizePolicy, QVBoxLayout,
                                QWidget)
 
+from ..io.colormaps import DEFAULT_COLORMAP, overlay_lut
 from ..review.state import Ellipse, Stroke
 
-DEFAULT_COLORMAP = "inferno"
-COLORMAPS = ("inferno", "viridis", "magma", "plasma", "cividis", "turbo")
-
 ANNOTATION_COLOR = QColor(80, 220, 255)
-OVERLAY_CMAP_START = 0.25
 
 
 class ViewerBox(pg.ViewBox):
@@ -131,7 +128,8 @@ class SliceViewer(QWidget):
         self._draw_start: tuple[float, float] | None = None
         self.brush_width = 6.0  # pixels of the slice
 
-        self.colorbar = pg.ColorBarItem(values=(1.0, 3.0), width=14, colorMap=pg.colormap.get(DEFAULT_COLORMAP),
+        self._luts: dict[str, tuple[pg.ColorMap, np.ndarray]] = {}
+        self.colorbar = pg.ColorBarItem(values=(1.0, 3.0), width=14, colorMap=self._colormap(DEFAULT_COLORMAP)[0],
                                         interactive=False, colorMapMenu=False)
         self.colorbar.axis.setTickFont(self.font())
         # The scale's unit: map values are multiples of the normal references' 99th percentile.
@@ -168,7 +166,6 @@ class SliceViewer(QWidget):
         self._info_left = ""
         self._info_right = ""
         self._window_name = ""
-        self._luts: dict[str, tuple] = {}
         self._bar_state: tuple | None = None
         self._corners_pending = False
 
@@ -308,10 +305,10 @@ class SliceViewer(QWidget):
         """The colour map and its overlay LUT, whose entry 0 (at or below the threshold) is transparent."""
         hit = self._luts.get(name)
         if hit is None:
-            full = pg.colormap.get(name)
-            # The darkest quarter of maps like inferno is near-black: invisible over a grey slice. The overlay
-            # (and its colour bar) use the rest.
-            rgba = full.getLookupTable(OVERLAY_CMAP_START, 1.0, 256, alpha=True)
+            # The overlay part of the map (io.colormaps: its near-black start left out), the report's colours too.
+            rgba = np.empty((256, 4), np.uint8)
+            rgba[:, :3] = overlay_lut(name)
+            rgba[:, 3] = 255
             cmap = pg.ColorMap(np.linspace(0.0, 1.0, 256), rgba)
             lut = rgba.copy()
             lut[:, 3] = 255

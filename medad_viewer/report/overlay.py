@@ -1,48 +1,22 @@
-"""Colour maps and overlay compositing shared by the viewer, the PDF report and PNG exports (numpy only, no widgets).
+"""Overlay compositing for the PDF report and PNG exports, as the viewer shows it (numpy only, no Qt).
 
-The colour scale follows the viewer (gui.slice_viewer / main_window): map values at or below `threshold` are
-transparent, colours run threshold..vmax (default threshold + max(1, threshold)) through the upper three quarters
-of the colour map, and the result is blended over the windowed slice at `opacity`.
+The colour scale follows the viewer (gui.slice_viewer): map values at or below `threshold` are transparent, colours
+run threshold..vmax (default threshold + max(1, threshold)) through the overlay table of the colour map
+(io.colormaps, the tables the viewer uses too), and the result is blended over the windowed slice at `opacity`.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 
-DEFAULT_COLORMAP = "inferno"
-COLORMAPS = ("inferno", "viridis", "magma", "plasma", "cividis", "turbo")
+from ..io.colormaps import COLORMAPS, DEFAULT_COLORMAP, OVERLAY_CMAP_START, overlay_lut
+
+__all__ = ["COLORBAR_LABEL", "COLORMAPS", "DEFAULT_COLORMAP", "DEFAULT_OPACITY", "OVERLAY_CMAP_START", "blend",
+           "colorbar_rgb", "colorize", "compose", "default_vmax", "overlay_lut"]
+
 # Defaults of the viewer's overlay controls (gui.panels / gui.slice_viewer), so an export looks like the screen.
 DEFAULT_OPACITY = 0.6
-# The darkest quarter of maps like inferno is near-black, invisible over a grey slice: overlays use the rest.
-OVERLAY_CMAP_START = 0.25
 COLORBAR_LABEL = "anomaly (× normal p99)"
-
-
-@lru_cache(maxsize=None)
-def colormap_lut(name: str = DEFAULT_COLORMAP) -> np.ndarray:
-    """(256, 3) uint8 lookup table of a named colour map, as pyqtgraph (and so the viewer) draws it."""
-    if name not in COLORMAPS:
-        raise ValueError(f"unknown colour map {name!r} (choose one of {', '.join(COLORMAPS)})")
-    # pyqtgraph ships the perceptually uniform maps as data files: the same table the viewer uses, no matplotlib.
-    from pyqtgraph import colormap
-
-    lut = np.asarray(colormap.get(name).getLookupTable(0.0, 1.0, 256, alpha=False), dtype=np.uint8)
-    lut.flags.writeable = False
-    return lut
-
-
-@lru_cache(maxsize=None)
-def overlay_lut(name: str = DEFAULT_COLORMAP) -> np.ndarray:
-    """(256, 3) uint8: the part of the colour map overlays use (OVERLAY_CMAP_START..1), as the viewer draws it."""
-    if name not in COLORMAPS:
-        raise ValueError(f"unknown colour map {name!r} (choose one of {', '.join(COLORMAPS)})")
-    from pyqtgraph import colormap
-
-    lut = np.asarray(colormap.get(name).getLookupTable(OVERLAY_CMAP_START, 1.0, 256, alpha=False), dtype=np.uint8)
-    lut.flags.writeable = False
-    return lut
 
 
 def default_vmax(threshold: float) -> float:

@@ -1,5 +1,6 @@
 """QPainter helpers shared by the PDF report and the PNG view export: images from numpy, colour bar, annotation
-outlines, orientation letters. Paints on any QPaintDevice (QPdfWriter, QImage); no widgets, works offscreen."""
+outlines, orientation letters. Paints on any QPaintDevice (QPdfWriter, QImage) with QtGui only (no widgets), works
+offscreen."""
 
 from __future__ import annotations
 
@@ -33,19 +34,24 @@ def register_fonts() -> int:
 
 
 def ensure_qt_app() -> None:
-    """Fonts need a Qt application; make one for headless use (offscreen on Linux without a display)."""
+    """Fonts need a Qt application; make one for headless use (offscreen on Linux without a display).
+
+    A QGuiApplication is all QPdfWriter and QImage painting need, and keeps `medad-viewer report` free of widgets.
+    Only one application object can ever exist, though, and widgets need a QApplication: when QtWidgets is already
+    imported (the viewer, pytest-qt), widgets may come later in this process, so a QApplication is made instead.
+    """
     if QGuiApplication.instance() is not None:
         return
     argv = ["medad-viewer"]
     if (sys.platform.startswith("linux") and not os.environ.get("QT_QPA_PLATFORM")
             and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")):
         argv += ["-platform", "offscreen"]
-    # A QApplication (not just QGuiApplication): if the viewer's widgets or pytest-qt come later in the same process
-    # they need one, and only one application object can ever exist. Kept on the function: one that is garbage
-    # collected takes the font database with it.
-    from PySide6.QtWidgets import QApplication
-
-    ensure_qt_app._app = QApplication(argv)  # type: ignore[attr-defined]
+    app_class = QGuiApplication
+    widgets = sys.modules.get("PySide6.QtWidgets")
+    if widgets is not None:
+        app_class = widgets.QApplication
+    # Kept on the function: an application that is garbage collected takes the font database with it.
+    ensure_qt_app._app = app_class(argv)  # type: ignore[attr-defined]
 
 
 def font(point_size: float, bold: bool = False, italic: bool = False) -> QFont:
