@@ -9,6 +9,7 @@ import numpy as np
 from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import QFileDialog, QInputDialog
 
+from ..io.imaging import letterbox
 from ..io.windowing import default_window
 from ..review.references import ReferenceSet, list_named, load_named, save_named
 from .imaging import thumbnail
@@ -85,17 +86,12 @@ class ReferencesMixin:
 
 
 def _with_mask_outline(img: np.ndarray, mask: np.ndarray) -> QPixmap:
+    """A reference card's thumbnail with its abnormal example's mask outlined in red."""
     import cv2
     from PySide6.QtGui import QImage
 
     size = img.shape[0]
-    h, w = mask.shape
-    scale = size / max(h, w)
-    nh, nw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
-    small = cv2.resize(mask.astype(np.uint8), (nw, nh), interpolation=cv2.INTER_NEAREST)
-    m = np.zeros((size, size), np.uint8)
-    top, left = (size - nh) // 2, (size - nw) // 2
-    m[top: top + nh, left: left + nw] = small
+    m = letterbox(mask.astype(np.uint8), size, cv2.INTER_NEAREST)
     rgb = np.repeat(img[..., None], 3, axis=2).copy()
     edge = cv2.morphologyEx(m, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
     rgb[edge] = (235, 70, 60)

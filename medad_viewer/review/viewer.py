@@ -261,16 +261,9 @@ class ViewerModel:
 
     def reference_series(self, r: ReferenceSlice) -> Any:
         """The loaded series a reference slice is from, or None (its study is not loaded)."""
-        study = self.studies.get(r.source)
-        if study is None:
-            return None
-        for s in study.series:
-            if s.uid == r.series_uid or r.series_uid in getattr(s, "aliases", ()):
-                return s
-        same = [s for s in study.series if r.description and s.description == r.description]
-        if len(same) == 1:
-            return same[0]
-        return study.series[0] if len(study.series) == 1 else None
+        from .references import resolve_series
+
+        return resolve_series(r, self.studies)
 
     # ------------------------------------------------------------------------------------------------ review
     def _here(self) -> tuple[str, int] | None:
