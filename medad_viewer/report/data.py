@@ -11,11 +11,11 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from statistics import NormalDist
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from ..engine.calibration import normal_z
 from ..io.deid import deidentify, pseudonym
 from ..review.references import ReferenceSlice, resolve_series
 from ..review.state import Decision, ReviewState, SliceReview
@@ -186,15 +186,14 @@ def score_threshold(run: ScoreRun, threshold_pct: float) -> float | None:
     The engine's percentile is a Gaussian fit of the normal scores: from the run's calibration when recorded, else
     recovered from the (score, percentile) pairs themselves by a straight-line fit of score against z.
     """
-    nd = NormalDist()
-    z_thr = nd.inv_cdf(min(max(threshold_pct / 100.0, 1e-9), 1 - 1e-9))
+    z_thr = normal_z(threshold_pct)
     cal = run.run.get("calibration") or {}
     if _finite(cal.get("image_mean")) and _finite(cal.get("image_std")):
         return float(cal["image_mean"]) + float(cal["image_std"]) * z_thr
     s, p = np.asarray(run.scores, float), np.asarray(run.percentiles, float)
     ok = np.isfinite(s) & np.isfinite(p) & (p > 0.01) & (p < 99.99)  # saturated percentiles carry no z
     if ok.sum() >= 2 and np.ptp(p[ok]) > 0:
-        z = np.array([nd.inv_cdf(v / 100.0) for v in p[ok]])
+        z = np.array([normal_z(v) for v in p[ok]])
         slope, icpt = np.polyfit(z, s[ok], 1)
         if slope > 0:
             return float(icpt + slope * z_thr)

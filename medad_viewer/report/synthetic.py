@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from statistics import NormalDist
 from typing import Sequence
 
 import cv2
 import numpy as np
 
+from ..engine.calibration import normal_percentile
 from .score_dir import ScoreRun, series_record
 
 
@@ -38,7 +38,7 @@ def synthetic_run(series, hot: Sequence[int] = (), *, references: Sequence[tuple
             z = float(np.clip(z, -1.6, 1.6))
         maps[k] = m
         scores[k] = mean + std * z
-        pcts[k] = 100.0 * NormalDist().cdf(z)
+        pcts[k] = normal_percentile(z)
     positions = np.array([series.slice_position(int(i)) for i in idx])
     run = {
         "target": series_record(series),

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..engine.calibration import QUANTILES, quantile_percentile, quantile_value
 from ..io.atomic import atomic_write_npz
-
-_QUANTILES = np.linspace(0.0, 1.0, 1001)  # the grid of engine.calibration.NormalCalibration.pixel_quantiles
 
 
 # Maps are kept at most this many pixels on a side, as float16. The detector computes them at its input size
@@ -98,18 +97,21 @@ class ScoreResults:
         return {i: r.score for i, r in self.results.items()}
 
     # --------------------------------------------------------------------------------------------- calibration
+    def _calibrated(self) -> bool:
+        return self.pixel_quantiles is not None and len(self.pixel_quantiles) == len(QUANTILES)
+
     def value_at(self, percentile: float) -> float:
         """Map value that `percentile` % of normal in-body pixels stay below; 1.0 stands for p99 when unknown."""
-        if self.pixel_quantiles is None or len(self.pixel_quantiles) != len(_QUANTILES):
+        if not self._calibrated():
             return float(percentile) / 99.0
-        return float(np.interp(percentile / 100.0, _QUANTILES, self.pixel_quantiles))
+        return quantile_value(self.pixel_quantiles, percentile)
 
     def pixel_percentile(self, value: float | np.ndarray) -> np.ndarray | float:
-        if self.pixel_quantiles is None or len(self.pixel_quantiles) != len(_QUANTILES):
+        """Percentile of normal in-body pixels of a map value (or array), 0..100; value x 99 when unknown."""
+        if not self._calibrated():
             out = np.clip(np.asarray(value, dtype=np.float64) * 99.0, 0.0, 100.0)
         else:
-            xp, idx = np.unique(self.pixel_quantiles, return_index=True)
-            out = np.interp(np.asarray(value, dtype=np.float64), xp, _QUANTILES[idx] * 100.0, left=0.0, right=100.0)
+            out = quantile_percentile(self.pixel_quantiles, value)
         return float(out) if np.ndim(out) == 0 else out
 
     # ------------------------------------------------------------------------------------------------ save/load
