@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -97,6 +98,29 @@ class _Layout:
             idx = np.flatnonzero(self.body.ravel())
         k = int(idx[rng.integers(idx.size)])
         return k // self.w, k % self.w
+
+    def irregular_patch(self, rng: np.random.Generator, irregularity: tuple[float, float],
+                        feather: tuple[float, float]) -> "_Patch":
+        """Where an irregular, feathered patch goes (cutpaste, structure_gamma): size, centre, crop box, blend
+        weight (1 inside, tapering to 0 at the wobbled edge) and support (inside the edge and the body)."""
+        a, b, ang = self.sample_axes(rng)
+        irr = rng.uniform(*irregularity)
+        cy, cx = self.sample_centre(rng, a)
+        box = _box(self.h, self.w, cy, cx, a * (1 + irr))
+        dy, dx = _offsets(box, cy, cx)
+        rho = _irregular_rho(dy, dx, a, b, ang, rng, irr)
+        weight = _taper(rho, rng.uniform(*feather))
+        support = (rho < 1.0) & self.body[box[0]:box[1], box[2]:box[3]]
+        return _Patch(a, cy, cx, box, weight, support)
+
+
+class _Patch(NamedTuple):
+    a: float  # semi-major axis, pixels
+    cy: int
+    cx: int
+    box: tuple[int, int, int, int]  # y0, y1, x0, x1
+    weight: np.ndarray
+    support: np.ndarray
 
 
 def _box(h: int, w: int, cy: int, cx: int, extent: float) -> tuple[int, int, int, int]:
@@ -254,14 +278,7 @@ def cutpaste(img: np.ndarray, body: np.ndarray, rng: np.random.Generator,
     res = None
     for attempt in range(_ATTEMPTS):
         force = attempt == _ATTEMPTS - 1
-        a, b, ang = lay.sample_axes(rng)
-        irr = rng.uniform(0.0, 0.35)
-        cy, cx = lay.sample_centre(rng, a)
-        box = _box(h, w, cy, cx, a * (1 + irr))
-        dy, dx = _offsets(box, cy, cx)
-        rho = _irregular_rho(dy, dx, a, b, ang, rng, irr)
-        alpha = _taper(rho, rng.uniform(0.15, 0.4))
-        support = (rho < 1.0) & body[box[0]:box[1], box[2]:box[3]]
+        a, cy, cx, box, alpha, support = lay.irregular_patch(rng, (0.0, 0.35), (0.15, 0.4))
         if not support.any():
             continue
 
@@ -377,20 +394,13 @@ def structure_gamma(img: np.ndarray, body: np.ndarray, rng: np.random.Generator)
     """Structure-preserving change (PPAD-style): inside a smooth irregular region apply a gamma
     (0.4-0.8 or 1.25-2.5) or a contrast/brightness change; edges and anatomy stay where they are."""
     img, body = _prepare(img, body)
-    h, w = img.shape
     lay = _Layout(body)
     res = None
     for attempt in range(_ATTEMPTS):
         force = attempt == _ATTEMPTS - 1
-        a, b, ang = lay.sample_axes(rng)
-        irr = rng.uniform(0.1, 0.4)
-        cy, cx = lay.sample_centre(rng, a)
-        box = _box(h, w, cy, cx, a * (1 + irr))
+        patch = lay.irregular_patch(rng, (0.1, 0.4), (0.3, 0.6))
+        box, weight, support = patch.box, patch.weight, patch.support
         y0, y1, x0, x1 = box
-        dy, dx = _offsets(box, cy, cx)
-        rho = _irregular_rho(dy, dx, a, b, ang, rng, irr)
-        weight = _taper(rho, rng.uniform(0.3, 0.6))
-        support = (rho < 1.0) & body[y0:y1, x0:x1]
         if not support.any():
             continue
         old = img[y0:y1, x0:x1]
