@@ -772,14 +772,12 @@ def _build_multiframe(uid: str, h: DicomHeader) -> Series:
         if volume.dtype != target:
             volume = volume.astype(target)
     del arr, image
-    normal = np.array(direction).reshape(3, 3)[:, 2]
-    positions = float(np.dot(origin, normal)) + np.arange(volume.shape[0]) * spacing[2]
     modality = h.get("0008|0060").upper()
     series = _make_series(
         uid=uid,
         headers=[h],
         volume=volume,
-        positions=positions,
+        positions=None,  # evenly spaced along the normal from the origin (Series.from_array)
         spacing=spacing,  # type: ignore[arg-type]
         origin=origin,  # type: ignore[arg-type]
         direction=direction,
@@ -795,7 +793,7 @@ def _make_series(
     uid: str,
     headers: list[DicomHeader],
     volume: np.ndarray,
-    positions: np.ndarray,
+    positions: np.ndarray | None,
     spacing: tuple[float, float, float],
     origin: tuple[float, float, float],
     direction: tuple[float, ...],
@@ -826,26 +824,23 @@ def _make_series(
         f"{modality} series {series_number}" if series_number else f"{modality} image"
     )
     source = _group_source(headers)
-    return Series(
+    return Series.from_array(
+        volume,
         uid=uid,
         modality=modality,
         description=description,
         source=source,
-        num_slices=int(volume.shape[0]),
-        rows=int(volume.shape[1]),
-        columns=int(volume.shape[2]),
         spacing=spacing,
         origin=origin,
         direction=direction,
+        is_volume=three_d,
+        positions=positions,
         slice_thickness=ref.number("0018|0050"),
         file_window=window,
         photometric=photometric,
         metadata=metadata,
         identifiers=identifiers,
         warnings=warnings,
-        _volume=volume,
-        _positions=positions,
-        _three_d=three_d,
     )
 
 

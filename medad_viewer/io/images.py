@@ -206,20 +206,17 @@ def load_image_files(
         if colour:
             metadata["converted_to_grey"] = colour
         series.append(
-            Series(
+            # A stack of images, not a volume: unit spacing, positions 0, 1, 2, ... (from_array's defaults).
+            Series.from_array(
+                volume,
                 uid=uid,
                 modality=(modality or "OT").upper(),
                 description=description,
                 source=source,
-                num_slices=int(volume.shape[0]),
-                rows=rows,
-                columns=cols,
+                is_volume=False,
                 metadata=metadata,
                 identifiers={"SourceFiles": [os.path.basename(p.path) for p in kept]},
                 warnings=warnings,
-                _volume=volume,
-                _positions=np.arange(volume.shape[0], dtype=np.float64),
-                _three_d=False,
             )
         )
     return series, errors

@@ -124,9 +124,12 @@ class Series:
         positions: np.ndarray | None = None,
         **kwargs: Any,
     ) -> Series:
-        """Wrap an array of shape (slices, rows, columns) or (rows, columns) without copying it.
+        """Wrap an array of shape (slices, rows, columns) or (rows, columns) without copying it: the one way the
+        loaders (and tests, for synthetic data) make a Series, so its shape fields always come from the array.
 
-        Meant for synthetic data and tests; the array is marked read-only.
+        The array is marked read-only. `positions` default to slices evenly spaced by spacing[2] along the slice
+        normal (direction's third column) from the origin; `is_volume` to more than one slice. Further keyword
+        arguments are Series fields (slice_thickness, file_window, photometric, metadata, identifiers, ...).
         """
         vol = np.asarray(volume)
         if vol.ndim == 2:

@@ -192,28 +192,23 @@ def guess_modality(arr: np.ndarray, path: str) -> str:
 def load_volume_series(path: str, modality: str | None = None) -> Series:
     """One volume file as a Series (raises ReadFailure)."""
     volume, (spacing, origin, direction), info = read_volume(path)
-    normal = np.array(direction).reshape(3, 3)[:, 2]
-    positions = float(np.dot(origin, normal)) + np.arange(volume.shape[0]) * spacing[2]
     metadata = {k: info[k] for k in ("format", "pixel_type", "original_size", "original_spacing",
                                       "original_direction", "reoriented")}
-    return Series(
+    # Slices evenly spaced along the normal from the origin: from_array's positions.
+    return Series.from_array(
+        volume,
         uid=stable_uid(path),
         modality=(modality or guess_modality(volume, path)).upper(),
         description=os.path.basename(path),
         source=os.path.abspath(path),
-        num_slices=int(volume.shape[0]),
-        rows=int(volume.shape[1]),
-        columns=int(volume.shape[2]),
         spacing=spacing,
         origin=origin,
         direction=direction,
+        is_volume=True,
         file_window=info["cal"],
         metadata=metadata,
         identifiers={**info["free_text"], "SourceFiles": [os.path.basename(path)]},
         warnings=list(info["notes"]),
-        _volume=volume,
-        _positions=positions,
-        _three_d=True,
     )
 
 
