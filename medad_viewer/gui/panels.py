@@ -23,6 +23,25 @@ def slider_to_pct(pos: int) -> float:
     return THRESHOLDS[min(max(int(pos), 0), len(THRESHOLDS) - 1)]
 
 
+def _button_row(*buttons: tuple[str, object]) -> tuple[QHBoxLayout, list[QPushButton]]:
+    """A row of push buttons, each (text, the signal its click emits)."""
+    row = QHBoxLayout()
+    made = []
+    for text, signal in buttons:
+        b = QPushButton(text)
+        b.clicked.connect(signal)
+        row.addWidget(b)
+        made.append(b)
+    return row, made
+
+
+def _bold(widget: QWidget) -> QWidget:
+    f = widget.font()
+    f.setBold(True)
+    widget.setFont(f)
+    return widget
+
+
 class AnalysisPanel(QWidget):
     """Adapt & score button, progress with stage and time remaining, Cancel; overlay controls below."""
 
@@ -36,9 +55,7 @@ class AnalysisPanel(QWidget):
         self.run_button.setToolTip("Adapt to the reference slices (or reuse a cached adaptation), then score every "
                                    "slice of the open series")
         self.run_button.setMinimumHeight(34)
-        f = self.run_button.font()
-        f.setBold(True)
-        self.run_button.setFont(f)
+        _bold(self.run_button)
         self.run_button.clicked.connect(self.runRequested)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.clicked.connect(self.cancelRequested)
@@ -176,10 +193,7 @@ class ReviewPanel(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.slice_label = QLabel("No slice")
-        f = self.slice_label.font()
-        f.setBold(True)
-        self.slice_label.setFont(f)
+        self.slice_label = _bold(QLabel("No slice"))
         self.buttons: dict[Decision, QPushButton] = {}
         self.group = QButtonGroup(self)
         self.group.setExclusive(True)
@@ -197,13 +211,8 @@ class ReviewPanel(QWidget):
         self.buttons[Decision.CONFIRMED].setStyleSheet("QPushButton:checked { background: #c0392b; color: white; }")
         self.buttons[Decision.DISMISSED].setStyleSheet("QPushButton:checked { background: #7f8c8d; color: white; }")
 
-        nav = QHBoxLayout()
-        self.prev_button = QPushButton("◀ Previous flagged (P)")
-        self.next_button = QPushButton("Next flagged (N) ▶")
-        self.prev_button.clicked.connect(self.previousFlaggedRequested)
-        self.next_button.clicked.connect(self.nextFlaggedRequested)
-        nav.addWidget(self.prev_button)
-        nav.addWidget(self.next_button)
+        nav, (self.prev_button, self.next_button) = _button_row(
+            ("◀ Previous flagged (P)", self.previousFlaggedRequested), ("Next flagged (N) ▶", self.nextFlaggedRequested))
 
         self.note = QPlainTextEdit()
         self.note.setPlaceholderText("Note on this slice…")
@@ -236,13 +245,8 @@ class ReviewPanel(QWidget):
         tools.addWidget(self.brush_size, 1, 0, 1, 2)
         tools.addWidget(self.clear_button, 1, 2)
 
-        ur = QHBoxLayout()
-        self.undo_button = QPushButton("Undo")
-        self.redo_button = QPushButton("Redo")
-        self.undo_button.clicked.connect(self.undoRequested)
-        self.redo_button.clicked.connect(self.redoRequested)
-        ur.addWidget(self.undo_button)
-        ur.addWidget(self.redo_button)
+        ur, (self.undo_button, self.redo_button) = _button_row(("Undo", self.undoRequested),
+                                                              ("Redo", self.redoRequested))
         self.counts = QLabel("")
         self.counts.setStyleSheet("QLabel { color: #666; }")
 

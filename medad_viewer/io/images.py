@@ -18,17 +18,8 @@ import cv2
 import numpy as np
 import SimpleITK as sitk
 
-from ._util import (
-    MAX_BYTES,
-    ReadFailure,
-    SliceStack,
-    check_size,
-    credible_expansion,
-    human_bytes,
-    natural_key,
-    stable_uid,
-    storage_dtype_for,
-)
+from ._util import (MAX_BYTES, ReadFailure, SliceStack, check_size, credible_expansion, human_bytes, natural_key,
+                    stable_uid, storage_dtype_for)
 from .dicom import _SITK_TO_NUMPY
 from .series import LoadError, Series
 

@@ -21,16 +21,8 @@ import zlib
 import numpy as np
 import SimpleITK as sitk
 
-from ._util import (
-    ReadFailure,
-    check_size,
-    compact_dtype,
-    credible_expansion,
-    human_bytes,
-    owned_view,
-    stable_uid,
-    storage_dtype_for,
-)
+from ._util import (ReadFailure, check_size, compact_dtype, credible_expansion, human_bytes, owned_view, stable_uid,
+                    storage_dtype_for)
 from .deid import FREE_TEXT_KEYS
 from .dicom import _SITK_TO_NUMPY
 from .series import Series
