@@ -1,4 +1,5 @@
-"""Small image helpers for thumbnails: numpy only, safe to call from the worker thread."""
+"""Thumbnails for the study browser, the ranking and the reference tray: numpy and OpenCV (io.imaging.letterbox),
+no Qt, safe to call from the worker thread."""
 
 from __future__ import annotations
 

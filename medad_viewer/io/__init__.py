@@ -1,4 +1,5 @@
-"""Loading studies: DICOM series, medical volumes and plain images; windowing; metadata. No Qt."""
+"""Loading studies: DICOM series, medical volumes and plain images; windowing; metadata; the overlay colour tables
+(colormaps.py) and thumbnail fitting (imaging.py) the viewer and the report share. No Qt."""
 
 from ._util import MAX_2D_SIDE, MAX_BYTES, ReadFailure
 from .deid import IDENTIFYING_KEYS, deidentify, pseudonym

@@ -1,4 +1,5 @@
-"""Reference sets: the normal (and optionally known-abnormal) slices a detector is fitted on, saved as JSON.
+"""Reference sets: the normal (and optionally known-abnormal) slices a detector is fitted on, saved as JSON; and
+`resolve_series`, which series of the loaded studies a reference slice is from.
 
 Sources are stored relative to the set file, so a set kept beside its studies (like the demo's) works from any copy.
 """
