@@ -11,15 +11,19 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
 from ..engine.calibration import normal_z
 from ..io.deid import deidentify, pseudonym
-from ..review.references import ReferenceSlice, resolve_series
+from ..io.series import Series
+from ..review.references import ReferenceSet, ReferenceSlice, resolve_series
 from ..review.state import Decision, ReviewState, SliceReview
 from .score_dir import ScoreRun, series_record
+
+if TYPE_CHECKING:
+    from ..review.results import ScoreResults
 
 Progress = Callable[[float, str], None]
 
@@ -242,7 +246,7 @@ class ReportData:
     """One run ready to export: rows in slice order, the flagged ones, thresholds and privacy."""
 
     run: ScoreRun
-    series: Any  # io.Series or None (tables and volumes do without it)
+    series: Series | None  # tables and volumes do without it
     reviews: dict[int, SliceReview]
     threshold_pct: float
     pixel_threshold: float
@@ -260,7 +264,7 @@ class ReportData:
             self.flag_pct = self.threshold_pct
 
     @classmethod
-    def build(cls, run: ScoreRun, series: Any = None,
+    def build(cls, run: ScoreRun, series: Series | None = None,
               review: ReviewState | Mapping[int, SliceReview] | None = None, *,
               threshold_pct: float | None = None, include_identifiers: bool = False,
               flag_pct: float | None = None) -> "ReportData":
@@ -283,7 +287,7 @@ class ReportData:
                                  reviews.get(int(i), SliceReview()), bool(pct == pct and pct >= flag_pct),
                                  int(ranks[k])))
         rows.sort(key=lambda r: r.index)
-        identifiers = dict(getattr(series, "identifiers", {}) or {}) if series is not None else {}
+        identifiers = dict(series.identifiers) if series is not None else {}
         privacy = Privacy(bool(include_identifiers), pseudonym(uid), identifiers)
         return cls(run, series, reviews, float(threshold_pct), pixel_threshold(run.run, float(threshold_pct)),
                    rows, privacy, _dt.datetime.now().astimezone(), flag_pct=flag_pct)
@@ -310,7 +314,7 @@ class ReportData:
             return desc
         file_names = {os.path.basename(source)} | {str(f) for f in self.privacy.identifiers.get("SourceFiles", [])}
         if desc and desc in file_names:
-            fmt = (getattr(self.series, "metadata", {}) or {}).get("format") if self.series is not None else None
+            fmt = self.series.metadata.get("format") if self.series is not None else None
             return f"{fmt or 'image'} file"
         return self.privacy.scrub(desc)
 
@@ -341,8 +345,9 @@ class ReportData:
 
 
 # ------------------------------------------------------------------------------------------------ from the GUI
-def run_from_results(results: Any, series: Any, detector: Mapping | None = None, reference_set: Any = None,
-                     settings: Mapping | None = None, threshold_pct: float = 99.0) -> ScoreRun:
+def run_from_results(results: ScoreResults, series: Series, detector: Mapping | None = None,
+                     reference_set: ReferenceSet | None = None, settings: Mapping | None = None,
+                     threshold_pct: float = 99.0) -> ScoreRun:
     """A ScoreRun from the viewer's in-memory ScoreResults (review.results), so the GUI exports like the CLI."""
     idx = np.array(sorted(results.results), dtype=np.int64)
     rows, cols = int(series.rows), int(series.columns)
@@ -357,10 +362,10 @@ def run_from_results(results: Any, series: Any, detector: Mapping | None = None,
         "method": det.get("method"), "backbone": det.get("backbone"), "weights": det.get("weights"),
         "pretrained": det.get("pretrained"), "device": det.get("device"),
         "references": [{"source": str(r.source), "series_uid": r.series_uid, "index": int(r.index)}
-                       for r in getattr(reference_set, "references", []) if getattr(r, "kind", "normal") == "normal"],
-        "reference_set_name": getattr(reference_set, "name", None),
+                       for r in (reference_set.normals() if reference_set is not None else [])],
+        "reference_set_name": reference_set.name if reference_set is not None else None,
         "settings": dict(settings or det.get("settings") or {}),
-        "timings": {"score_s": float(getattr(results, "seconds", 0.0) or 0.0)},
+        "timings": {"score_s": float(results.seconds or 0.0)},
         "software": det.get("software") or _software(),
         "threshold_percentile": float(threshold_pct),
         "calibration": {"pixel_value_at": {f"{p:g}": float(results.value_at(p)) for p in pcts}},

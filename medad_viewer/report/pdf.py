@@ -171,7 +171,7 @@ class _Report:
         # labelling (a radiograph is a projection): no scale bar, mm² or R/L letters that would only look exact.
         fmt = str((self.series.metadata or {}).get("format", "")).upper()
         self.spacing_known = fmt in ("DICOM", "NIFTI", "NRRD", "METAIMAGE", "VOLUME")
-        self.oriented = bool(getattr(self.series, "is_volume", False))
+        self.oriented = self.series.is_volume
         self.flagged = data.flagged
         self.listed = listed_rows(data, opts.slices)
         self.list_title, self.list_empty = SLICE_CHOICES[opts.slices]

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from ..io.atomic import atomic_write_bytes, atomic_write_json
+from ..io.series import Series
 
-def series_record(series) -> dict:
+def series_record(series: Series) -> dict:
     """What a run records of its target series: geometry and description, never identifying data.
 
     Geometry is the displayed array's (io reorients volumes to LPS); `file_direction`, present when io reoriented
@@ -27,7 +28,7 @@ def series_record(series) -> dict:
            "description": series.description, "num_slices": int(series.num_slices), "rows": int(series.rows),
            "columns": int(series.columns), "spacing": [float(v) for v in series.spacing],
            "origin": [float(v) for v in series.origin], "direction": [float(v) for v in series.direction]}
-    meta = getattr(series, "metadata", None) or {}
+    meta = series.metadata
     file_direction = meta.get("original_direction")
     if meta.get("reoriented") and file_direction is not None and len(file_direction) == 9:
         rec["file_direction"] = [float(v) for v in file_direction]
