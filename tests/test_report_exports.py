@@ -185,13 +185,30 @@ def test_csv_and_json(ct, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------- overlay
-def test_colours_match_the_viewer():
+def _pyqtgraph_tables() -> dict[str, np.ndarray]:
+    """pyqtgraph's maps from OVERLAY_CMAP_START, read under a UTF-8 locale: writing DICOM with SimpleITK (as io tests
+    do) leaves the C locale behind, under which pyqtgraph cannot read its cividis.csv."""
+    import locale
+
     import pyqtgraph as pg
 
+    saved = locale.setlocale(locale.LC_CTYPE)
+    try:
+        for name in ("C.UTF-8", "C.utf8", "en_US.UTF-8", "UTF-8"):
+            try:
+                locale.setlocale(locale.LC_CTYPE, name)
+                break
+            except locale.Error:
+                continue
+        return {n: pg.colormap.get(n).getLookupTable(OVERLAY_CMAP_START, 1.0, 256, alpha=False) for n in COLORMAPS}
+    finally:
+        locale.setlocale(locale.LC_CTYPE, saved)
+
+
+def test_colours_match_the_viewer():
     # The fixed tables (io.colormaps, no pyqtgraph needed) are pyqtgraph's maps without their near-black start.
-    for name in COLORMAPS:
-        np.testing.assert_array_equal(overlay_lut(name),
-                                      pg.colormap.get(name).getLookupTable(OVERLAY_CMAP_START, 1.0, 256, alpha=False))
+    for name, table in _pyqtgraph_tables().items():
+        np.testing.assert_array_equal(overlay_lut(name), table)
     lut = overlay_lut("inferno")
     assert default_vmax(1.0) == 2.0 and default_vmax(1.5) == 3.0  # the viewer's threshold + max(1, threshold)
     amap = np.array([[0.5, 1.0, 2.0, 3.0, np.nan, 9.0]], dtype=np.float32)
