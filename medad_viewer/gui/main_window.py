@@ -256,9 +256,7 @@ class MainWindow(ExportsMixin, ReferencesMixin, SliceDisplayMixin, ChromeMixin, 
         self.model.set_window(c, w, name)
 
     def _window_dragged(self, c: float, w: float) -> None:
-        if self.series is not None:
-            self.model.windows[self.series.uid] = (c, w, "")  # the viewer shows it already
-            self.model.set_view("windows", {uid: list(v) for uid, v in self.model.windows.items()})
+        self.model.set_window(c, w, "", shown=True)
 
     # ============================================================================================ references
     def add_reference(self, kind: str = "normal") -> None:

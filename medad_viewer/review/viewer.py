@@ -203,13 +203,16 @@ class ViewerModel:
     def window(self) -> tuple[float, float, str]:
         return self.windows[self.series.uid]
 
-    def set_window(self, c: float, w: float, name: str = "") -> None:
+    def set_window(self, c: float, w: float, name: str = "", *, shown: bool = False) -> None:
+        """The display window of the series shown; `shown`: the viewer already shows it (a mouse drag), so no
+        "window" event."""
         if self.series is None:
             return
         self.windows[self.series.uid] = (float(c), float(w), name)
         self.session.view["windows"] = {uid: list(v) for uid, v in self.windows.items()}
         self.schedule_save()
-        self._emit("window", self.windows[self.series.uid])
+        if not shown:
+            self._emit("window", self.windows[self.series.uid])
 
     def set_view(self, key: str, value: Any) -> None:
         """A view setting kept with the session (overlay state, the ranking's flag percentile)."""
