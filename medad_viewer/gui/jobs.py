@@ -56,6 +56,10 @@ def device_probe_job(preference: str):
         # Import what Adapt & score needs now, while nothing runs: importing later, mid-job, creates masses of
         # objects whose garbage collection pauses the UI thread too.
         from ..engine import detector, score  # noqa: F401
+        # torch imports torch._dynamo (1.3 s on a cold start) at the first optimiser step, and safetensors when an
+        # adaptation is cached: mid-job, where its GIL-holding parts stalled the UI for 110 ms. Here nobody waits.
+        import safetensors.torch  # noqa: F401
+        import torch._dynamo  # noqa: F401
         return describe_device(resolve_device(preference))
 
     return probe
