@@ -58,8 +58,11 @@ def device_probe_job(preference: str):
         from ..engine import detector, score  # noqa: F401
         # torch imports torch._dynamo (1.3 s on a cold start) at the first optimiser step, and safetensors when an
         # adaptation is cached: mid-job, where its GIL-holding parts stalled the UI for 110 ms. Here nobody waits.
-        import safetensors.torch  # noqa: F401
-        import torch._dynamo  # noqa: F401
+        try:
+            import safetensors.torch  # noqa: F401
+            import torch._dynamo  # noqa: F401
+        except Exception:  # noqa: BLE001 - only a head start: the job imports what it needs anyway
+            pass
         return describe_device(resolve_device(preference))
 
     return probe
