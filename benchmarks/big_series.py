@@ -125,7 +125,7 @@ def main() -> int:
         return cond()
 
     # As a user would: the window has settled (its start-up device probe, which imports torch, is done).
-    wait(lambda: "checking" not in win.device_label.text(), 60)
+    wait(lambda: win.settled, 60)
     base_rss = rss_mb()
 
     t0 = time.monotonic()

@@ -85,7 +85,7 @@ def main() -> int:
         wait(lambda: bool(opened), 300)
         win.studyOpened.disconnect()
 
-    wait(lambda: "checking" not in win.device_label.text(), 60)
+    wait(lambda: win.settled, 60)
     kinds = args.kinds.split(",")
     times: dict[str, list[float]] = {k: [] for k in kinds}
     redraws = {k: 0 for k in kinds}

@@ -66,7 +66,7 @@ def main() -> int:
         return 1
     # As a user would: the window has settled (the start-up device probe, which imports torch, is done) before
     # Adapt & score is pressed.
-    while "checking" in win.device_label.text() and time.monotonic() - t0 < 60:
+    while not win.settled and time.monotonic() - t0 < 60:
         app.processEvents()
         time.sleep(0.005)
 

@@ -51,19 +51,22 @@ def load_studies_job(paths: list[str]):
 
 
 def device_probe_job(preference: str):
+    """Which device Adapt & score will use (reported as soon as it is known, as a partial result), then a head start
+    on the imports a job would otherwise make mid-run, while nothing waits."""
     def probe(progress, cancel, emit):
         from ..engine.backbones import describe_device, resolve_device
-        # Import what Adapt & score needs now, while nothing runs: importing later, mid-job, creates masses of
-        # objects whose garbage collection pauses the UI thread too.
+        described = describe_device(resolve_device(preference))
+        emit(described)
+        # Importing later, mid-job, creates masses of objects whose garbage collection pauses the UI thread too; and
+        # torch imports torch._dynamo (1.3 s on a cold start) at the first optimiser step, safetensors when an
+        # adaptation is cached: mid-job their GIL-holding parts stalled the UI for 110 ms.
         from ..engine import detector, score  # noqa: F401
-        # torch imports torch._dynamo (1.3 s on a cold start) at the first optimiser step, and safetensors when an
-        # adaptation is cached: mid-job, where its GIL-holding parts stalled the UI for 110 ms. Here nobody waits.
         try:
             import safetensors.torch  # noqa: F401
             import torch._dynamo  # noqa: F401
         except Exception:  # noqa: BLE001 - only a head start: the job imports what it needs anyway
             pass
-        return describe_device(resolve_device(preference))
+        return described
 
     return probe
 

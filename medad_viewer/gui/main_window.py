@@ -117,6 +117,7 @@ class MainWindow(ExportsMixin, ReferencesMixin, SliceDisplayMixin, ChromeMixin, 
 
     def _probe_device(self) -> None:
         w = Worker(device_probe_job(self.app_settings.get("device")), "device-probe", self)
+        w.partial.connect(lambda text: self.device_label.setText(f"Device: {text}"))
         w.finished.connect(lambda text: self.device_label.setText(f"Device: {text}"))
         w.finished.connect(freeze_heap)
         w.failed.connect(lambda msg: self.device_label.setText(f"Device: ⚠ {msg}"))
@@ -149,6 +150,11 @@ class MainWindow(ExportsMixin, ReferencesMixin, SliceDisplayMixin, ChromeMixin, 
         w.failed.connect(lambda msg: self._study_failed(path, msg) if self.model.is_current(token) else None)
         w.done.connect(lambda: setattr(self, "_study_loader", None) if w is self._study_loader else None)
         self._start_loader(w)
+
+    @property
+    def settled(self) -> bool:
+        """The start-up probe (device, and the head-start imports) has finished: the window is as a user finds it."""
+        return not any(w.name == "device-probe" for w in self._loaders)
 
     def _start_loader(self, w: Worker) -> None:
         self._loaders.append(w)
