@@ -247,25 +247,18 @@ def test_monochrome1_with_impossible_bits_stored_loads(sources: dict, tmp_path: 
 # NRRD / MetaImage: volumes._check_data_size; volumes.read_volume (no voxels)
 
 
-@pytest.mark.parametrize("source", ["nrrd-raw", "nrrd-gz"])
-def test_nrrd_sizes_beyond_its_data_are_refused_before_allocating(sources: dict, tmp_path: Path, source: str) -> None:
+@pytest.mark.parametrize("source, field, suffix, damage", [
+    ("nrrd-raw", b"sizes", ".nrrd", None), ("nrrd-gz", b"sizes", ".nrrd", "1.9 GB of voxels"),
+    ("mha", b"DimSize", ".mha", None), ("mha-gz", b"DimSize", ".mha", "")])
+def test_volume_sizes_beyond_its_data_are_refused_before_allocating(sources: dict, tmp_path: Path, source: str,
+                                                                    field: bytes, suffix: str, damage) -> None:
     # 1.9 GB claimed (under the size limit) over 2-3 MB: ITK allocated and touched it all (2.1 GB) before failing.
-    data = fz._nrrd_field(sources[source][2], b"sizes", b"4096 4096 60")
-    path = _write(tmp_path, f"{source}.nrrd", data)
-    if source == "nrrd-raw":
+    edit = fz._nrrd_field if suffix == ".nrrd" else fz._mha_field
+    path = _write(tmp_path, f"{source}{suffix}", edit(sources[source][2], field, b"4096 4096 60"))
+    if damage is None:  # raw data: it ends before the claimed size
         assert _broken(path) == f"{path.name}: the file is truncated (it ends before its data does)"
     else:
-        _broken(path, "the file is damaged", "1.9 GB of voxels", "compressed data")
-
-
-@pytest.mark.parametrize("source", ["mha", "mha-gz"])
-def test_metaimage_sizes_beyond_its_data_are_refused(sources: dict, tmp_path: Path, source: str) -> None:
-    data = fz._mha_field(sources[source][2], b"DimSize", b"4096 4096 60")
-    path = _write(tmp_path, f"{source}.mha", data)
-    if source == "mha":
-        assert _broken(path) == f"{path.name}: the file is truncated (it ends before its data does)"
-    else:
-        _broken(path, "the file is damaged", "compressed data")
+        _broken(path, "the file is damaged", "compressed data", *([damage] if damage else []))
 
 
 def test_volume_without_voxels_is_an_error(sources: dict, tmp_path: Path) -> None:
