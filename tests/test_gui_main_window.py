@@ -568,3 +568,17 @@ def test_startup_log_for_the_bundle_smoke_test(qtbot, tmp_path, ct_study, monkey
     assert [ln.split()[0] for ln in lines if ln] == ["window", "first-slice"]
     assert lines[1].split()[2] == "20" and float(lines[1].split()[1]) >= float(lines[0].split()[1])
     close_window(qtbot, w)
+
+
+def test_the_cursor_readout_is_the_models_probe(qtbot, tmp_path, ct_study):
+    w = make_window(qtbot, tmp_path)
+    open_study(qtbot, w, ct_study)
+    w.show_slice(4)
+    w.viewer._cursor = (100, 200)
+    w.viewer._update_cursor_text()
+    text = w.viewer.bottom_right.text()
+    p = w.model.probe(100, 200)
+    x, y, z = p.position_mm
+    assert "x 200, y 100, slice 5" in text and f"{p.value:.0f} HU" in text
+    assert f"({x:.1f}, {y:.1f}, {z:.1f}) mm LPS" in text
+    close_window(qtbot, w)

@@ -187,3 +187,40 @@ def test_which_series_a_reference_is_from(tmp_path, sample_data):
     m.set_reference_set(ReferenceSet("r", "MR", [by_uid]))
     assert m.load_finished(m.begin_load(), payload(sample_data / "ct-dicom"))
     assert [r.index for r in m.session.reference_set] == [3]
+
+
+def test_the_probe_gives_the_voxel_its_patient_position_value_and_map(sample_data):
+    """Checked against SimpleITK on the original file: the CT NIfTI is stored flipped (direction -1, -1, 1) and
+    shown reoriented, so the probe's position must lead back to the same voxel of the file."""
+    import SimpleITK as sitk
+
+    path = sample_data / "ct-nifti" / "example_ct_sm.nii.gz"
+    m, _ = opened(path)
+    s = m.series
+    assert s.metadata["reoriented"]
+    original = sitk.ReadImage(str(path))
+    for k, r, c in [(3, 10, 20), (m.index, 40, 5), (s.num_slices - 1, s.rows - 1, s.columns - 1)]:
+        m.show_slice(k)
+        p = m.probe(r, c)
+        assert (p.index, p.row, p.column) == (k, r, c) and p.units == "HU"
+        assert p.value == float(s.slice(k)[r, c])
+        back = original.TransformPhysicalPointToIndex(p.position_mm)
+        assert float(original[back]) == p.value
+    assert m.probe(-1, 0) is None and m.probe(0, s.columns) is None
+    assert m.probe(0, 0).map_value is None  # not scored
+    # Scored: the map value under the cursor and its percentile of normal pixels.
+    m.show_slice(2)
+    m.add_reference("normal")
+    _scored_shape(m, s.rows, s.columns)
+    p = m.probe(7, 9)
+    assert p.map_value == pytest.approx(m.results[s.uid].get(m.index).map[7, 9])
+    assert p.map_percentile == pytest.approx(m.results[s.uid].pixel_percentile(p.map_value))
+
+
+def _scored_shape(m, rows, cols):
+    from medad_viewer.review.results import SliceResult
+
+    m.start_scoring("memory")
+    m.job_partial(("detector", {}))
+    yy, xx = np.mgrid[0:rows, 0:cols]
+    m.job_partial(("slice", SliceResult(m.index, 1.0, 90.0, (yy + xx).astype(np.float32) / (rows + cols))))

@@ -25,7 +25,7 @@ from .exports import ExportsMixin
 from .jobs import device_probe_job, freeze_heap, load_studies_job, load_study_job
 from .references_tray import ReferencesMixin
 from .settings import AppSettings
-from .slice_display import SliceDisplayMixin
+from .slice_display import SliceDisplayMixin, probe_html
 from .study_browser import pixmap_from_gray
 from .worker import Worker
 
@@ -83,6 +83,7 @@ class MainWindow(ExportsMixin, ReferencesMixin, SliceDisplayMixin, ChromeMixin, 
         self._mem_timer.timeout.connect(self._update_memory)
         self._mem_timer.start()
         self.model.subscribe(self._model_event)
+        self.viewer.probe_text = lambda row, column: probe_html(self.model.probe(row, column))
         self._update_memory()
         self._probe_device()
         self._refresh_tray()

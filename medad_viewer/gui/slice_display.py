@@ -98,3 +98,16 @@ class SliceDisplayMixin:
 
 def _esc(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def probe_html(p) -> str:
+    """The corner readout of a review.viewer.Probe: voxel and position, value, and the map there."""
+    if p is None:
+        return ""
+    x, y, z = p.position_mm
+    v = f"{p.value:.0f}" if abs(p.value) >= 100 or p.units == "HU" else f"{p.value:.4g}"
+    text = (f"x {p.column}, y {p.row}, slice {p.index + 1} &nbsp;<b>{v}{' ' + p.units if p.units else ''}</b><br>"
+            f"({x:.1f}, {y:.1f}, {z:.1f}) mm LPS")
+    if p.map_value is not None:
+        text += f"<br>anomaly {p.map_value:.2f} ({p.map_percentile:.1f}th pct of normal)"
+    return text

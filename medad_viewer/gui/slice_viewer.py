@@ -162,6 +162,8 @@ class SliceViewer(QWidget):
         self.window = (0.0, 1.0)
         self.units = ""
         self.map_percentile = None  # callable value -> percentile, for the cursor readout
+        # (row, column) -> the cursor readout's HTML; the window sets it to show its model's data probe.
+        self.probe_text = None
         self._cursor: tuple[int, int] | None = None
         self._info_left = ""
         self._info_right = ""
@@ -380,6 +382,10 @@ class SliceViewer(QWidget):
             self.bottom_right.set("")
             return
         r, c = self._cursor
+        if self.probe_text is not None:
+            self.bottom_right.set(self.probe_text(r, c))
+            self._place_corners()
+            return
         v = float(self._pixels[r, c])
         units = f" {self.units}" if self.units else ""
         text = f"x {c}, y {r} &nbsp;<b>{v:.0f}{units}</b>" if abs(v) >= 100 or self.units == "HU" \

@@ -172,6 +172,14 @@ class Series:
         index = self._check_index(index)
         return float(self._positions[index])  # type: ignore[index]
 
+    def voxel_position(self, index: int, row: float, column: float) -> tuple[float, float, float]:
+        """The patient position (LPS, mm) of voxel (slice `index`, `row`, `column`) as displayed:
+        origin + direction @ (column * sx, row * sy, index * sz)."""
+        d = np.asarray(self.direction, dtype=np.float64).reshape(3, 3)
+        step = np.array([column * self.spacing[0], row * self.spacing[1], index * self.spacing[2]])
+        x, y, z = np.asarray(self.origin, dtype=np.float64) + d @ step
+        return float(x) + 0.0, float(y) + 0.0, float(z) + 0.0
+
     def volume(self) -> np.ndarray:
         """The stored (slices, rows, columns) array itself: read-only, not a copy, possibly strided."""
         return self._volume  # type: ignore[return-value]

@@ -37,6 +37,20 @@ Listener = Callable[[str, Any], None]
 QUEUED, ADAPTING, SCORING, DONE, CANCELLED, FAILED = "queued", "adapting", "scoring", "done", "cancelled", "failed"
 
 
+@dataclass(frozen=True)
+class Probe:
+    """What lies under the cursor: the voxel, its patient position, its value, and the anomaly map there."""
+
+    column: int
+    row: int
+    index: int
+    position_mm: tuple[float, float, float]  # LPS
+    value: float  # modality units (HU for CT)
+    units: str
+    map_value: float | None = None  # the anomaly map (1 ~ the normal 99th percentile), when the slice is scored
+    map_percentile: float | None = None  # ... as a percentile of normal pixels
+
+
 @dataclass
 class ScoringRun:
     """One Adapt & score run: its state, the slices scored so far, and what to restore if it yields nothing."""
@@ -454,6 +468,26 @@ class ViewerModel:
             return None
         fit_left = elapsed * (1.0 - fit_fraction) / fit_fraction
         return fit_left + self.seconds_per_slice * total
+
+    def probe(self, row: int, column: int) -> Probe | None:
+        """The data probe at (row, column) of the slice shown; None outside it."""
+        s = self.series
+        if s is None or self.index < 0 or not (0 <= row < s.rows and 0 <= column < s.columns):
+            return None
+        value = float(s.volume()[self.index, row, column])
+        units = "HU" if s.modality.upper() == "CT" else ""
+        res, r = self.current_result()
+        m = pct = None
+        if r is not None:
+            key = (s.uid, self.index, id(r))
+            if self._probe_map[0] != key:  # the full-size map of the slice shown, made once, not per mouse move
+                self._probe_map = (key, r.map)
+            m = float(self._probe_map[1][row, column])
+            pct = float(res.pixel_percentile(m))
+        return Probe(int(column), int(row), self.index, s.voxel_position(self.index, row, column), value, units,
+                     m, pct)
+
+    _probe_map: tuple = (None, None)
 
     def current_result(self) -> tuple[ScoreResults | None, SliceResult | None]:
         """The scores of the series shown and the result of the slice shown (either may be None)."""
