@@ -582,3 +582,19 @@ def test_the_cursor_readout_is_the_models_probe(qtbot, tmp_path, ct_study):
     assert "x 200, y 100, slice 5" in text and f"{p.value:.0f} HU" in text
     assert f"({x:.1f}, {y:.1f}, {z:.1f}) mm LPS" in text
     close_window(qtbot, w)
+
+
+def test_the_shortcuts_page_is_made_from_the_actions(qtbot, tmp_path):
+    from PySide6.QtGui import QKeySequence
+
+    from medad_viewer.gui.actions import shortcuts_html
+
+    w = make_window(qtbot, tmp_path)
+    page = shortcuts_html(w)
+    keyed = [a for a in w.actions() if a.shortcuts()]
+    assert len(keyed) > 30
+    for a in keyed:
+        for k in a.shortcuts():
+            assert k.toString(QKeySequence.SequenceFormat.NativeText).replace("&", "&amp;") in page, a.text()
+    assert "Confirm finding" in page and "Mouse wheel" in page and "<i>Review</i>" in page
+    close_window(qtbot, w)

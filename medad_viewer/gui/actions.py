@@ -149,20 +149,49 @@ def build_export_menu(win) -> None:
 
 from ..review.export import EXPORTS as EXPORT_MENU  # noqa: E402 - (menu text, report function, file filter)
 
-SHORTCUTS_HTML = """
-<table>
-<tr><td><b>Mouse wheel, ↑ / ↓</b></td><td>previous / next slice (PgUp/PgDn: 10, Home/End)</td></tr>
-<tr><td><b>Left-drag</b></td><td>window / level (or draw, with the Ellipse or Brush tool)</td></tr>
-<tr><td><b>Right-drag, Ctrl+wheel</b></td><td>zoom</td></tr>
-<tr><td><b>Middle-drag</b></td><td>pan</td></tr>
-<tr><td><b>Double-click, F</b></td><td>fit to window</td></tr>
-<tr><td><b>1 – 5, 0</b></td><td>window presets, default window</td></tr>
-<tr><td><b>H, C</b></td><td>anomaly overlay on/off, contour on/off</td></tr>
-<tr><td><b>R, Shift+R</b></td><td>add as normal reference, as abnormal example</td></tr>
-<tr><td><b>A, D, U</b></td><td>confirm, dismiss, unreviewed</td></tr>
-<tr><td><b>N, P</b></td><td>next / previous flagged slice</td></tr>
-<tr><td><b>W, E, B</b></td><td>window/level, ellipse, brush tool</td></tr>
-<tr><td><b>Ctrl+Z, Ctrl+Y</b></td><td>undo, redo review actions</td></tr>
-<tr><td><b>Ctrl+Enter, Esc</b></td><td>Adapt &amp; score, cancel</td></tr>
-</table>
-"""
+# Gestures of the mouse, which no action carries; the keys come from the actions themselves (shortcuts_html).
+MOUSE_GESTURES = [
+    ("Mouse wheel", "previous / next slice"),
+    ("Left-drag", "window / level (or draw, with the Ellipse or Brush tool)"),
+    ("Right-drag, Ctrl+wheel", "zoom"),
+    ("Middle-drag", "pan"),
+    ("Double-click", "fit to window"),
+]
+
+
+def shortcuts_html(win) -> str:
+    """Help → Keyboard shortcuts, made from the window's actions (menu by menu), so it cannot drift from the keys."""
+    from PySide6.QtGui import QKeySequence as K
+
+    def esc(t: str) -> str:
+        return t.replace("&&", "&").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+    rows = [f"<tr><td><b>{esc(g)}</b></td><td>{esc(d)}</td></tr>" for g, d in MOUSE_GESTURES]
+    seen = set()
+    for menu_action in win.menuBar().actions():
+        menu = menu_action.menu()
+        if menu is None:
+            continue
+        group = []
+        for a in _menu_actions(menu):
+            keys = [k.toString(K.SequenceFormat.NativeText) for k in a.shortcuts()]
+            if keys and id(a) not in seen:
+                seen.add(id(a))
+                group.append(f"<tr><td><b>{esc(', '.join(keys))}</b></td><td>{esc(a.text().rstrip('…'))}</td></tr>")
+        if group:
+            title = esc(menu_action.text().replace("&", ""))
+            rows.append(f"<tr><td colspan='2'><br><i>{title}</i></td></tr>" + "".join(group))
+    others = [a for a in win.actions() if a.shortcuts() and id(a) not in seen]
+    if others:  # the window presets: in the View menu once a series is open, named after that series' presets
+        rows.append("<tr><td colspan='2'><br><i>Window presets</i></td></tr>")
+    for a in others:
+        keys = ", ".join(k.toString(K.SequenceFormat.NativeText) for k in a.shortcuts())
+        rows.append(f"<tr><td><b>{esc(keys)}</b></td><td>{esc(a.text())}</td></tr>")
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def _menu_actions(menu: QMenu) -> list[QAction]:
+    out = []
+    for a in menu.actions():
+        out.extend(_menu_actions(a.menu()) if a.menu() is not None else [a])
+    return out

@@ -10,7 +10,7 @@ from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMenu, QMessageB
 
 from ..io.windowing import presets_for
 from ..review.state import Decision
-from .actions import SHORTCUTS_HTML
+from .actions import shortcuts_html
 from .jobs import resident_bytes
 from .panels import AnalysisPanel, ReviewPanel
 from .ranking import RankingPanel
@@ -189,7 +189,7 @@ class ChromeMixin:
         self._message_box = box
 
     def _show_shortcuts(self) -> None:
-        QMessageBox.information(self, "Keyboard shortcuts", SHORTCUTS_HTML)
+        QMessageBox.information(self, "Keyboard shortcuts", shortcuts_html(self))
 
     def _about(self) -> None:
         from .. import __version__
