@@ -598,3 +598,33 @@ def test_the_shortcuts_page_is_made_from_the_actions(qtbot, tmp_path):
             assert k.toString(QKeySequence.SequenceFormat.NativeText).replace("&", "&amp;") in page, a.text()
     assert "Confirm finding" in page and "Mouse wheel" in page and "<i>Review</i>" in page
     close_window(qtbot, w)
+
+
+def test_invert_flips_cine_and_reset_from_the_keyboard(qtbot, tmp_path, ct_study):
+    w = make_window(qtbot, tmp_path)
+    open_study(qtbot, w, ct_study)
+    w.show_slice(5)
+    key(qtbot, w, Qt.Key.Key_I)
+    assert w.model.display.inverted and w.viewer.image.lut is not None and int(w.viewer.image.lut[0]) == 255
+    key(qtbot, w, Qt.Key.Key_V)
+    key(qtbot, w, Qt.Key.Key_H, Qt.KeyboardModifier.ShiftModifier)
+    assert w.model.display.flip_v and w.model.display.flip_h
+    assert w.viewer.vb.state["xInverted"] and not w.viewer.vb.state["yInverted"]
+    assert w.session.review.get(w.series.uid, 5).decision == Decision.UNREVIEWED  # keys changed only the view
+    # Cine: K plays at 10 slices a second, ] doubles it, K stops; it loops past the last slice.
+    w.show_slice(17)
+    key(qtbot, w, Qt.Key.Key_K)
+    assert w._cine_timer.isActive() and w._cine_timer.interval() == 100
+    key(qtbot, w, Qt.Key.Key_BracketRight)
+    assert w.model.display.cine_fps == 20 and w._cine_timer.interval() == 50
+    qtbot.waitUntil(lambda: w.index < 17, timeout=5000)  # went past 19 back to 0
+    key(qtbot, w, Qt.Key.Key_K)
+    assert not w._cine_timer.isActive()
+    stopped = w.index
+    qtbot.wait(200)
+    assert w.index == stopped
+    key(qtbot, w, Qt.Key.Key_Space)
+    d = w.model.display
+    assert not (d.inverted or d.flip_h or d.flip_v or d.cine) and d.cine_fps == 20
+    assert w.viewer.image.lut is None and w.viewer.vb.state["yInverted"] and not w.viewer.vb.state["xInverted"]
+    close_window(qtbot, w)

@@ -224,3 +224,19 @@ def _scored_shape(m, rows, cols):
     m.job_partial(("detector", {}))
     yy, xx = np.mgrid[0:rows, 0:cols]
     m.job_partial(("slice", SliceResult(m.index, 1.0, 90.0, (yy + xx).astype(np.float32) / (rows + cols))))
+
+
+def test_display_toggles_and_the_cine_loop():
+    m, events = opened()
+    m.toggle("inverted")
+    m.toggle("flip_h")
+    assert m.display.inverted and m.display.flip_h and events[-1][0] == "display"
+    m.show_slice(23)
+    assert [m.cine_step() for _ in range(3)] == [24, 0, 1]  # loops
+    assert m.cine_speed(100) == 40 and m.cine_speed(0.001) == 1  # clamped to 1 .. 40 slices a second
+    m.toggle("cine")
+    m.reset_view()
+    assert m.display == type(m.display)(cine_fps=1)
+    single = ViewerModel()
+    single.toggle("cine")  # no series: nothing to play
+    assert not single.display.cine

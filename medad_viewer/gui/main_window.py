@@ -78,6 +78,8 @@ class MainWindow(ExportsMixin, ReferencesMixin, SliceDisplayMixin, ChromeMixin, 
         self._save_timer = QTimer(self)
         self._save_timer.setSingleShot(True)
         self._save_timer.timeout.connect(self.save_session)
+        self._cine_timer = QTimer(self)
+        self._cine_timer.timeout.connect(self.model.cine_step)
         self._mem_timer = QTimer(self)
         self._mem_timer.setInterval(2000)
         self._mem_timer.timeout.connect(self._update_memory)
@@ -98,7 +100,7 @@ class MainWindow(ExportsMixin, ReferencesMixin, SliceDisplayMixin, ChromeMixin, 
                    "slice-score": self._slice_scored, "scoring": self._scoring_changed,
                    "save-due": lambda delay: self._save_timer.isActive() or self._save_timer.start(int(delay * 1000)),
                    "save-problem": self._save_problem, "say": self._say,
-                   "window": lambda w: self.viewer.set_window(*w)}.get(event)
+                   "window": lambda w: self.viewer.set_window(*w), "display": self._display_changed}.get(event)
         if handler is not None:
             handler(payload)
 
@@ -264,6 +266,20 @@ class MainWindow(ExportsMixin, ReferencesMixin, SliceDisplayMixin, ChromeMixin, 
 
     def _window_dragged(self, c: float, w: float) -> None:
         self.model.set_window(c, w, "", shown=True)
+
+    def _display_changed(self, d) -> None:
+        self.viewer.set_display(d.inverted, d.flip_h, d.flip_v)
+        if d.cine:
+            self._cine_timer.start(int(round(1000 / d.cine_fps)))
+        else:
+            self._cine_timer.stop()
+
+    def _cine_speed(self, factor: float) -> None:
+        self.statusBar().showMessage(f"Cine: {self.model.cine_speed(factor):g} slices a second", 3000)
+
+    def reset_view(self) -> None:
+        self.model.reset_view()
+        self.viewer.fit()
 
     # ============================================================================================ references
     def add_reference(self, kind: str = "normal") -> None:

@@ -240,6 +240,16 @@ class SliceViewer(QWidget):
         w = max(w, 1e-6)
         return (c - w / 2.0, c + w / 2.0)
 
+    def set_display(self, inverted: bool, flip_h: bool, flip_v: bool) -> None:
+        """Grey scale inverted, image flipped left-right / up-down; the overlay and drawings flip with it (they share
+        the view), the pixel coordinates of gestures and the probe stay those of the slice."""
+        self.image.setLookupTable(np.arange(255, -1, -1, dtype=np.uint8) if inverted else None)
+        self.vb.invertX(bool(flip_h))
+        self.vb.invertY(not flip_v)  # row 0 at the top is the plain view
+        self.inverted, self.flip_h, self.flip_v = bool(inverted), bool(flip_h), bool(flip_v)
+
+    inverted = flip_h = flip_v = False
+
     def set_window(self, center: float, width: float, name: str = "") -> None:
         self.window = (float(center), max(float(width), 1e-6))
         self._window_name = name

@@ -16,6 +16,7 @@ Events (`subscribe(fn)`, `fn(event, payload)`):
   "save-due"     a save should follow in `payload` seconds (the window starts its timer; tests call save())
   "save-problem" a save failed or went to a spare folder (payload: message), or all is saved again (None)
   "say"          a hint for the user (payload: text)
+  "display"      inversion, flips or cine changed (payload: Display)
 """
 
 from __future__ import annotations
@@ -49,6 +50,20 @@ class Probe:
     units: str
     map_value: float | None = None  # the anomaly map (1 ~ the normal 99th percentile), when the slice is scored
     map_percentile: float | None = None  # ... as a percentile of normal pixels
+
+
+@dataclass
+class Display:
+    """How the slice is shown, beyond its window: grey scale inverted, flipped left-right or up-down, and cine."""
+
+    inverted: bool = False
+    flip_h: bool = False
+    flip_v: bool = False
+    cine: bool = False
+    cine_fps: float = 10.0
+
+
+CINE_FPS_RANGE = (1.0, 40.0)
 
 
 @dataclass
@@ -91,6 +106,7 @@ class ViewerModel:
         self.seconds_per_slice = seconds_per_slice  # the last measured scoring pace (the app keeps it in settings)
         self.unsaved_scores: set[str] = set()  # series whose scores a save could not write (kept in memory)
         self.save_problem: str | None = None
+        self.display = Display()
         self._pending_reference_set: ReferenceSet | None = None
         self._pending_slice: int | None = None
         self._load_request = 0
@@ -212,6 +228,32 @@ class ViewerModel:
         if res is None or not len(res):
             return "no-scores"
         return next_flagged(res.percentiles(), pct, self.index, step)
+
+    # ------------------------------------------------------------------------------------------------ display
+    def toggle(self, what: str) -> None:
+        """Toggle "inverted", "flip_h", "flip_v" or "cine" (cine only with a series of more than one slice)."""
+        if what == "cine" and (self.series is None or self.series.num_slices < 2):
+            self.display.cine = False
+        else:
+            setattr(self.display, what, not getattr(self.display, what))
+        self._emit("display", self.display)
+
+    def reset_view(self) -> None:
+        """Back to the plain view: not inverted, not flipped, cine stopped (the window also fits the image)."""
+        self.display = Display(cine_fps=self.display.cine_fps)
+        self._emit("display", self.display)
+
+    def cine_speed(self, factor: float) -> float:
+        lo, hi = CINE_FPS_RANGE
+        self.display.cine_fps = float(min(max(self.display.cine_fps * factor, lo), hi))
+        self._emit("display", self.display)
+        return self.display.cine_fps
+
+    def cine_step(self) -> int:
+        """The next slice of the cine loop (after the last comes the first)."""
+        if self.series is None:
+            return -1
+        return self.show_slice((self.index + 1) % self.series.num_slices)
 
     # ------------------------------------------------------------------------------------------------ windows
     def window(self) -> tuple[float, float, str]:
