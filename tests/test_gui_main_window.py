@@ -628,3 +628,13 @@ def test_invert_flips_cine_and_reset_from_the_keyboard(qtbot, tmp_path, ct_study
     assert not (d.inverted or d.flip_h or d.flip_v or d.cine) and d.cine_fps == 20
     assert w.viewer.image.lut is None and w.viewer.vb.state["yInverted"] and not w.viewer.vb.state["xInverted"]
     close_window(qtbot, w)
+
+
+def test_the_readme_lists_the_keys_the_app_has(qtbot, tmp_path):
+    from medad_viewer.gui.actions import shortcuts_markdown
+
+    w = make_window(qtbot, tmp_path)
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    table = readme.split("<!-- shortcuts:start -->\n", 1)[1].split("\n<!-- shortcuts:end -->", 1)[0]
+    assert table == shortcuts_markdown(w), "README's key table is out of date: paste shortcuts_markdown() there"
+    close_window(qtbot, w)

@@ -53,7 +53,7 @@ def build_actions(win) -> None:
     self.export_menu = m_file.addMenu("Export")
     build_export_menu(win)
     m_file.addSeparator()
-    _action("Quit", self.close, QKeySequence.StandardKey.Quit, "", m_file)
+    _action("Quit", self.close, "Ctrl+Q", "", m_file)  # Qt maps Ctrl to Command on macOS
 
     m_edit = mb.addMenu("&Edit")
     self.act_undo = _action("Undo", self.undo, "Ctrl+Z", "Undo the last review action", m_edit)
@@ -167,35 +167,53 @@ MOUSE_GESTURES = [
 ]
 
 
-def shortcuts_html(win) -> str:
-    """Help → Keyboard shortcuts, made from the window's actions (menu by menu), so it cannot drift from the keys."""
+def shortcut_rows(win) -> list[tuple[str, str, str]]:
+    """(group, keys, what) for every gesture and keyboard shortcut: the mouse first, then the window's actions menu
+    by menu (the window presets last), so the help page and the README cannot drift from the keys."""
     from PySide6.QtGui import QKeySequence as K
 
-    def esc(t: str) -> str:
-        return t.replace("&&", "&").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    def keys(a: QAction) -> str:
+        return ", ".join(k.toString(K.SequenceFormat.NativeText) for k in a.shortcuts())
 
-    rows = [f"<tr><td><b>{esc(g)}</b></td><td>{esc(d)}</td></tr>" for g, d in MOUSE_GESTURES]
+    rows = [("Mouse", g, d) for g, d in MOUSE_GESTURES]
     seen = set()
     for menu_action in win.menuBar().actions():
-        menu = menu_action.menu()
-        if menu is None:
+        if menu_action.menu() is None:
             continue
-        group = []
-        for a in _menu_actions(menu):
-            keys = [k.toString(K.SequenceFormat.NativeText) for k in a.shortcuts()]
-            if keys and id(a) not in seen:
+        group = menu_action.text().replace("&", "")
+        for a in _menu_actions(menu_action.menu()):
+            if a.shortcuts() and id(a) not in seen:
                 seen.add(id(a))
-                group.append(f"<tr><td><b>{esc(', '.join(keys))}</b></td><td>{esc(a.text().rstrip('…'))}</td></tr>")
-        if group:
-            title = esc(menu_action.text().replace("&", ""))
-            rows.append(f"<tr><td colspan='2'><br><i>{title}</i></td></tr>" + "".join(group))
-    others = [a for a in win.actions() if a.shortcuts() and id(a) not in seen]
-    if others:  # the window presets: in the View menu once a series is open, named after that series' presets
-        rows.append("<tr><td colspan='2'><br><i>Window presets</i></td></tr>")
-    for a in others:
-        keys = ", ".join(k.toString(K.SequenceFormat.NativeText) for k in a.shortcuts())
-        rows.append(f"<tr><td><b>{esc(keys)}</b></td><td>{esc(a.text())}</td></tr>")
-    return "<table>" + "".join(rows) + "</table>"
+                rows.append((group, keys(a), a.text().replace("&&", "&").rstrip("…")))
+    # The window presets: in the View menu once a series is open, named after that series' presets.
+    rows += [("Window presets", keys(a), a.text()) for a in win.actions() if a.shortcuts() and id(a) not in seen]
+    return rows
+
+
+def shortcuts_html(win) -> str:
+    """Help → Keyboard shortcuts."""
+    def esc(t: str) -> str:
+        return t.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+    out, group = [], None
+    for g, k, what in shortcut_rows(win):
+        if g != group:
+            group = g
+            out.append(f"<tr><td colspan='2'><br><i>{esc(g)}</i></td></tr>")
+        out.append(f"<tr><td><b>{esc(k)}</b></td><td>{esc(what)}</td></tr>")
+    return "<table>" + "".join(out) + "</table>"
+
+
+def shortcuts_markdown(win) -> str:
+    """The same as a Markdown table, for the README (tests/test_gui_main_window.py keeps the two equal)."""
+    lines = ["| keys | what |", "|---|---|"]
+    group = None
+    for g, k, what in shortcut_rows(win):
+        if g != group:
+            group = g
+            lines.append(f"| **{g}** | |")
+        lines.append(f"| {k.replace('|', '¦')} | {what} |")
+    return "\n".join(lines)
 
 
 def _menu_actions(menu: QMenu) -> list[QAction]:
