@@ -2,6 +2,7 @@
 references, a 10 ms QTimer measuring event-loop stalls meanwhile.
 
     python benchmarks/ui_latency.py [--budget SECONDS] [--threads N] [--method adapted|memory] [--scroll]
+                                    [--cine] [--probe]
 
 The job starts once the window has settled (start-up imports done), as when a user presses the button.
 Defaults: the app's own settings (EfficientNet-Lite2, adapted, 90 s adaptation budget), torch threads as the app
@@ -27,6 +28,8 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=None, help="torch threads for the job (default: the app's)")
     p.add_argument("--method", default=None, help="adapted (default) or memory")
     p.add_argument("--scroll", action="store_true", help="scroll through slices while the job runs")
+    p.add_argument("--cine", action="store_true", help="play the slices (cine, 10 a second) while the job runs")
+    p.add_argument("--probe", action="store_true", help="move the cursor (data probe) every 20 ms while it runs")
     p.add_argument("--switch-interval", type=float, default=None,
                    help="sys.setswitchinterval in s (default: what the app sets)")
     p.add_argument("--timeout", type=float, default=900.0)
@@ -86,6 +89,15 @@ def main() -> int:
         win.show_slice(win.index + step[0])
 
     scroller.timeout.connect(scroll)
+    prober = QTimer()
+    prober.setInterval(20)
+    rng = np.random.default_rng(0)
+
+    def probe() -> None:  # what a mouse move over the image does
+        win.viewer._cursor = (int(rng.integers(win.series.rows)), int(rng.integers(win.series.columns)))
+        win.viewer._update_cursor_text()
+
+    prober.timeout.connect(probe)
     state = {"done": None}
     win.scoringFinished.connect(lambda o: state.update(done="finished"))
     win.scoringFailed.connect(lambda m: state.update(done=f"failed: {m}"))
@@ -107,6 +119,10 @@ def main() -> int:
     timer.start()
     if args.scroll:
         scroller.start()
+    if args.cine:
+        win.model.toggle("cine")
+    if args.probe:
+        prober.start()
     win.run_scoring()
     if win.job is not None:
         win.job.progress.connect(lambda f, m: stage["log"].append((time.perf_counter(), m)))
@@ -116,6 +132,9 @@ def main() -> int:
     total = time.monotonic() - start
     timer.stop()
     scroller.stop()
+    prober.stop()
+    if win.model.display.cine:
+        win.model.toggle("cine")
     if state["done"] is None:
         win.cancel_job()
     gaps = np.diff(np.array(ticks)) * 1000.0
@@ -141,6 +160,8 @@ def main() -> int:
         "settings": win.app_settings.detector_settings(win.series.modality),
         "detector": win.detector_info,
         "scroll": args.scroll,
+        "cine": args.cine,
+        "probe": args.probe,
         "cpu_count": os.cpu_count(),
         "switch_interval_s": sys.getswitchinterval(),
         "worst_stalls": worst,
