@@ -98,22 +98,15 @@ class ChromeMixin:
 
     def _update_backbone_label(self) -> None:
         info = self.detector_info
-        if info:
-            name = info.get("backbone", "?")
-            weights = info.get("weights", "")
-            text = f"Backbone: {name} · {weights} · {info.get('method', '')}"
-            if not info.get("pretrained", True):
-                self.backbone_label.setText(f"⚠ {text} — UNTRAINED weights: scores are meaningless")
-                self.backbone_label.setStyleSheet("QLabel { color: white; background: #c0392b; font-weight: bold;"
-                                                  " padding: 1px 6px; }")
-                return
-        else:
-            s = self.app_settings
-            weights = s.get("weights") or ("ImageNet weights" if s.get("backbone") == "efficientnet-lite2"
-                                           else "default weights")
-            text = f"Backbone: {s.get('backbone')} · {weights} · {s.get('method')}"
-        self.backbone_label.setText(text)
-        self.backbone_label.setStyleSheet("")
+        s = self.app_settings
+        weights = s.get("weights") or ("ImageNet weights" if s.get("backbone") == "efficientnet-lite2"
+                                       else "default weights")
+        text = (f"Backbone: {info.get('backbone', '?')} · {info.get('weights', '')} · {info.get('method', '')}"
+                if info else f"Backbone: {s.get('backbone')} · {weights} · {s.get('method')}")
+        untrained = bool(info) and not info.get("pretrained", True)
+        self.backbone_label.setText(f"⚠ {text} — UNTRAINED weights: scores are meaningless" if untrained else text)
+        self.backbone_label.setStyleSheet("QLabel { color: white; background: #c0392b; font-weight: bold; padding: "
+                                          "1px 6px; }" if untrained else "")
 
     def _update_memory(self) -> None:
         rss = resident_bytes()

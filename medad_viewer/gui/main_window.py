@@ -105,19 +105,6 @@ class MainWindow(ExportsMixin, ReferencesMixin, SliceDisplayMixin, ChromeMixin, 
             handler(payload)
 
     # ============================================================================================ status bar
-    # ============================================================================================ status bar
-    def _update_backbone_label(self) -> None:
-        info = self.detector_info
-        s = self.app_settings
-        weights = s.get("weights") or ("ImageNet weights" if s.get("backbone") == "efficientnet-lite2"
-                                       else "default weights")
-        text = (f"Backbone: {info.get('backbone', '?')} · {info.get('weights', '')} · {info.get('method', '')}"
-                if info else f"Backbone: {s.get('backbone')} · {weights} · {s.get('method')}")
-        untrained = bool(info) and not info.get("pretrained", True)
-        self.backbone_label.setText(f"⚠ {text} — UNTRAINED weights: scores are meaningless" if untrained else text)
-        self.backbone_label.setStyleSheet("QLabel { color: white; background: #c0392b; font-weight: bold; padding: "
-                                          "1px 6px; }" if untrained else "")
-
     def _probe_device(self) -> None:
         w = Worker(device_probe_job(self.app_settings.get("device")), "device-probe", self)
         w.partial.connect(lambda text: self.device_label.setText(f"Device: {text}"))

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
+from ..io.windowing import default_window
 from .references import ReferenceSet, ReferenceSlice
 from .results import ScoreResults, SliceResult
 from .scoring import FIT_END
@@ -79,7 +80,6 @@ class ScoringRun:
     score_started: float | None = None
     message: str = ""
     outcome: Any = None
-    per_slice_s: float | None = field(default=None, repr=False)
 
     @property
     def running(self) -> bool:
@@ -186,8 +186,6 @@ class ViewerModel:
     def select_series(self, row: int) -> bool:
         if self.study is None or not 0 <= row < len(self.study.series) or row == self.series_row:
             return False
-        from ..io.windowing import default_window
-
         self.series_row = row
         s = self.series = self.study.series[row]
         self.session.series_uid = s.uid
@@ -502,7 +500,7 @@ class ViewerModel:
             if done == 0:
                 return None
             per_slice = (now - run.score_started) / done
-            self.seconds_per_slice = run.per_slice_s = per_slice
+            self.seconds_per_slice = per_slice
             return per_slice * (total - done)
         elapsed = now - run.started
         fit_fraction = fraction / FIT_END
