@@ -16,7 +16,15 @@ Events (`subscribe(fn)`, `fn(event, payload)`):
   "save-due"     a save should follow in `payload` seconds (the window starts its timer; tests call save())
   "save-problem" a save failed or went to a spare folder (payload: message), or all is saved again (None)
   "say"          a hint for the user (payload: text)
-  "display"      inversion, flips or cine changed (payload: Display)
+  "display"      inversion, flips, rotation or cine changed (payload: Display)
+  "plane"        the main view's plane changed (payload: "axial" | "coronal" | "sagittal")
+  "layout"       one view or three planes side by side (payload: "1x1" | "1x3")
+  "crosshair"    the point the planes cross at moved (payload: acquired voxel (slice, row, column))
+
+Planes: every volume can be shown axial, coronal or sagittal (io/planes.py reformats without copying). `index` is
+always the slice of the acquired series (the review, references and scores are per acquired slice); the crosshair
+`(index, *crosshair)` is the voxel every plane passes through, so scrolling a reformatted plane moves the crosshair
+and the acquired slice follows it.
 """
 
 from __future__ import annotations
@@ -26,6 +34,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
+
+from ..io.planes import PLANES, PlaneView, acquired_plane, available_planes, plane_view
 from ..io.windowing import default_window
 from .references import ReferenceSet, ReferenceSlice
 from .results import ScoreResults, SliceResult
@@ -62,6 +73,19 @@ class Display:
     flip_v: bool = False
     cine: bool = False
     cine_fps: float = 10.0
+    rotation: int = 0  # quarter turns clockwise
+
+
+LAYOUTS = ("1x1", "1x3")
+
+
+@dataclass(frozen=True)
+class PlaneMap:
+    """The anomaly map of one slice of a plane at the plane's pixel size (NaN where no slice was scored), and
+    whether part of it was interpolated between scored slices (a reformat across a partly scored series)."""
+
+    values: np.ndarray
+    interpolated: bool
 
 
 CINE_FPS_RANGE = (1.0, 40.0)
@@ -107,6 +131,10 @@ class ViewerModel:
         self.unsaved_scores: set[str] = set()  # series whose scores a save could not write (kept in memory)
         self.save_problem: str | None = None
         self.display = Display()
+        self.plane = "axial"
+        self.layout = "1x1"
+        self.crosshair: tuple[int, int] = (0, 0)  # (row, column) of the acquired slice `index`
+        self._map_volumes: dict[str, tuple] = {}
         self._pending_reference_set: ReferenceSet | None = None
         self._pending_slice: int | None = None
         self._load_request = 0
@@ -197,6 +225,11 @@ class ViewerModel:
         start = self._pending_slice if self._pending_slice is not None else s.num_slices // 2
         self._pending_slice = None
         self.index = -1
+        self.crosshair = (s.rows // 2, s.columns // 2)
+        saved = self.session.view.get("plane")
+        self.plane = saved if saved in available_planes(s) else acquired_plane(s)
+        if self.session.view.get("layout") in LAYOUTS:
+            self.layout = self.session.view["layout"]
         self._emit("series", s)
         self.show_slice(start)
         return True
@@ -213,7 +246,175 @@ class ViewerModel:
             self.session.slice_index = index
             self.schedule_save()
         self._emit("slice", index)
+        if changed:
+            self._emit("crosshair", (index, *self.crosshair))
         return index
+
+    def step_series(self, step: int) -> bool:
+        """The previous (-1) or next (+1) series of the study (PgUp / PgDn)."""
+        if self.study is None or not self.study.series:
+            return False
+        return self.select_series(min(max(self.series_row + step, 0), len(self.study.series) - 1))
+
+    # ------------------------------------------------------------------------------------------------ planes
+    def planes(self) -> tuple[str, ...]:
+        """The planes the series shown can be viewed in (one for a single image)."""
+        return available_planes(self.series) if self.series is not None else ()
+
+    def acquired_plane(self) -> str:
+        return acquired_plane(self.series) if self.series is not None else "axial"
+
+    def plane_view(self, plane: str | None = None) -> PlaneView:
+        return plane_view(self.series, plane or self.plane)
+
+    def view_series(self, plane: str | None = None):
+        """The series the `plane` view (the main view's plane by default) shows: the acquired one or a reformat."""
+        return self.plane_view(plane).series
+
+    def view_index(self, plane: str | None = None) -> int:
+        """The slice of the `plane` view that passes through the crosshair."""
+        return self.plane_view(plane).to_plane(self.index, *self.crosshair)[0]
+
+    def view_point(self, plane: str | None = None) -> tuple[int, int, int]:
+        """The crosshair as (slice, row, column) of the `plane` view."""
+        return self.plane_view(plane).to_plane(self.index, *self.crosshair)
+
+    def set_plane(self, plane: str) -> str:
+        """Show `plane` in the main view; a message when the series cannot be reformatted ("" when done)."""
+        if self.series is None:
+            return ""
+        if plane not in PLANES:
+            raise ValueError(f"unknown plane {plane!r}")
+        if plane not in self.planes():
+            return (f"This series is a single image (or a stack of separate images): it can only be shown in its own "
+                    f"plane.")
+        if plane != self.plane:
+            self.plane = plane
+            self.set_view("plane", plane)
+            self._emit("plane", plane)
+        return ""
+
+    def set_layout(self, layout: str) -> None:
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r}")
+        if layout != self.layout:
+            self.layout = layout
+            self.set_view("layout", layout)
+            self._emit("layout", layout)
+
+    def show_plane_slice(self, plane: str, index: int) -> int:
+        """Show slice `index` of `plane` (clamped): the crosshair moves there; returns the index shown."""
+        if self.series is None:
+            return -1
+        pv = self.plane_view(plane)
+        n = pv.series.num_slices
+        k, r, c = self.view_point(plane)
+        index = int(min(max(index, 0), n - 1))
+        if index != k:
+            self.set_crosshair(plane, index, r, c)
+        return index
+
+    def set_crosshair(self, plane: str, index: int, row: int, column: int) -> None:
+        """The crosshair to voxel (index, row, column) of `plane` (a Shift+move there): every plane follows."""
+        if self.series is None:
+            return
+        pv = self.plane_view(plane)
+        ps = pv.series
+        index = int(min(max(index, 0), ps.num_slices - 1))
+        row = int(min(max(row, 0), ps.rows - 1))
+        column = int(min(max(column, 0), ps.columns - 1))
+        k, r, c = pv.from_plane(index, row, column)
+        moved = (r, c) != self.crosshair
+        self.crosshair = (r, c)
+        if k != self.index:
+            self.show_slice(k)  # emits "crosshair" too
+        elif moved:
+            self._emit("crosshair", (self.index, r, c))
+
+    def plane_map(self, plane: str | None = None, index: int | None = None) -> PlaneMap | None:
+        """The anomaly map of slice `index` (the crosshair's by default) of `plane`, at that plane's pixel size;
+        None when nothing of the series is scored."""
+        res = self.results.get(self.series.uid) if self.series is not None else None
+        if res is None or not len(res):
+            return None
+        pv = self.plane_view(plane)
+        index = self.view_index(plane) if index is None else index
+        if pv.is_acquired:
+            r = res.get(index)
+            return None if r is None else PlaneMap(r.map, False)
+        vol, scored = self._map_volume(res)
+        cut = pv.take(vol, index).astype(np.float32)
+        i0 = pv.axes.index(0)  # the plane axis that runs along the acquired slices (row 1 or column 2)
+        done = scored[::-1] if pv.flips[i0] else scored
+        interpolated = False
+        if i0 in (1, 2) and done.any() and not done.all():
+            lines = cut if i0 == 1 else cut.T
+            have = np.flatnonzero(done)
+            inside = np.arange(lines.shape[0])
+            between = (inside > have[0]) & (inside < have[-1]) & ~done
+            if between.any():
+                interpolated = True
+                for j in np.flatnonzero(between):
+                    hi = have[np.searchsorted(have, j)]
+                    lo = have[np.searchsorted(have, j) - 1]
+                    t = (j - lo) / (hi - lo)
+                    lines[j] = (1 - t) * lines[lo] + t * lines[hi]
+        ps = pv.series
+        if cut.shape != (ps.rows, ps.columns):
+            import cv2
+
+            valid = np.isfinite(cut)
+            size = (ps.columns, ps.rows)
+            # cv2 lets a NaN reach neighbours it gives no weight: resize the values and where they exist apart
+            cut = cv2.resize(np.where(valid, cut, 0).astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
+            cut[cv2.resize(valid.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) == 0] = np.nan
+        return PlaneMap(cut, interpolated)
+
+    def _map_volume(self, res: ScoreResults) -> tuple[np.ndarray, np.ndarray]:
+        """The compact maps of a series stacked as one volume (NaN on slices not scored), kept up to date as
+        slices are scored rather than rebuilt."""
+        hit = self._map_volumes.get(res.series_uid)
+        if hit is None or hit[0] is not res:
+            first = next(iter(res.results.values()))
+            h, w = first.compact.shape
+            vol = np.full((res.num_slices, h, w), np.nan, dtype=np.float32)
+            hit = (res, vol, np.zeros(res.num_slices, dtype=bool))
+            self._map_volumes = {res.series_uid: hit}  # one series at a time: maps are big
+        _res, vol, scored = hit
+        for i, r in res.results.items():
+            if not scored[i] or vol.shape[1:] != r.compact.shape:
+                if vol.shape[1:] == r.compact.shape:
+                    vol[i] = r.compact
+                    scored[i] = True
+        return vol, scored
+
+    def plane_annotations(self, plane: str | None = None, index: int | None = None) -> np.ndarray | None:
+        """The drawn annotations cut by slice `index` of a reformatted `plane`, as a mask (None when there are none
+        or `plane` is the acquired one, where the shapes themselves are drawn)."""
+        pv = self.plane_view(plane)
+        if pv.is_acquired or self.series is None:
+            return None
+        s = self.series
+        index = self.view_index(plane) if index is None else index
+        items = [(i, rev.annotations) for (uid, i), rev in self.session.review.items(s.uid) if rev.annotations]
+        if not items:
+            return None
+        shape = (s.num_slices, s.rows, s.columns)
+        a0 = pv.axes[0]
+        line_index = shape[a0] - 1 - index if pv.flips[0] else index
+        cut = np.zeros((s.num_slices,) + tuple(shape[a] for a in (1, 2) if a != a0), dtype=bool)
+        for i, anns in items:
+            m = annotations_mask(anns, (s.rows, s.columns))
+            cut[i] = m[line_index] if a0 == 1 else m[:, line_index]
+        # `cut` is laid out (acquired slice, the other in-plane axis), both in acquired order
+        order = [pv.axes[1], pv.axes[2]]
+        other = next(a for a in (1, 2) if a != a0)
+        out = cut if order == [0, other] else cut.T
+        if pv.flips[1]:
+            out = out[::-1]
+        if pv.flips[2]:
+            out = out[:, ::-1]
+        return np.ascontiguousarray(out) if out.any() else None
 
     def row_of(self, series_uid: str) -> int | None:
         if self.study is None:
@@ -240,6 +441,12 @@ class ViewerModel:
         """Back to the plain view: not inverted, not flipped, cine stopped (the window also fits the image)."""
         self.display = Display(cine_fps=self.display.cine_fps)
         self._emit("display", self.display)
+
+    def rotate(self, quarter_turns: int = 1) -> int:
+        """Turn the view by quarter turns clockwise (negative: anticlockwise); returns the rotation in degrees."""
+        self.display.rotation = (self.display.rotation + int(quarter_turns)) % 4
+        self._emit("display", self.display)
+        return self.display.rotation * 90
 
     def cine_speed(self, factor: float) -> float:
         lo, hi = CINE_FPS_RANGE
@@ -509,23 +716,32 @@ class ViewerModel:
         fit_left = elapsed * (1.0 - fit_fraction) / fit_fraction
         return fit_left + self.seconds_per_slice * total
 
-    def probe(self, row: int, column: int) -> Probe | None:
-        """The data probe at (row, column) of the slice shown; None outside it."""
+    def probe(self, row: int, column: int, plane: str | None = None) -> Probe | None:
+        """The data probe at (row, column) of the slice the `plane` view shows (the main view's by default); None
+        outside it. Voxel indices are those of the acquired series (the file's), whatever the plane."""
         s = self.series
-        if s is None or self.index < 0 or not (0 <= row < s.rows and 0 <= column < s.columns):
+        if s is None or self.index < 0:
             return None
-        value = float(s.volume()[self.index, row, column])
+        pv = self.plane_view(plane)
+        ps = pv.series
+        if not (0 <= row < ps.rows and 0 <= column < ps.columns):
+            return None
+        k_view = self.view_index(plane)
+        k, r0, c0 = pv.from_plane(k_view, row, column)
+        value = float(s.volume()[k, r0, c0])
         units = "HU" if s.modality.upper() == "CT" else ""
-        res, r = self.current_result()
+        res = self.results.get(s.uid)
         m = pct = None
-        if r is not None:
-            key = (s.uid, self.index, id(r))
+        if res is not None and len(res):
+            key = (s.uid, pv.plane, k_view, id(res), len(res))
             if self._probe_map[0] != key:  # the full-size map of the slice shown, made once, not per mouse move
-                self._probe_map = (key, r.map)
-            m = float(self._probe_map[1][row, column])
-            pct = float(res.pixel_percentile(m))
-        return Probe(int(column), int(row), self.index, s.voxel_position(self.index, row, column), value, units,
-                     m, pct)
+                pm = self.plane_map(plane, k_view)
+                self._probe_map = (key, None if pm is None else pm.values)
+            amap = self._probe_map[1]
+            if amap is not None and np.isfinite(amap[row, column]):
+                m = float(amap[row, column])
+                pct = float(res.pixel_percentile(m))
+        return Probe(int(c0), int(r0), int(k), ps.voxel_position(k_view, row, column), value, units, m, pct)
 
     _probe_map: tuple = (None, None)
 
