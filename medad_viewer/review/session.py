@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from .measurements import Measurements, measurement_from_dict
 from .references import ReferenceSet
 from .results import ScoreResults
 from .state import ReviewState
@@ -47,6 +48,7 @@ class Session:
     view: dict = field(default_factory=dict)  # threshold, opacity, colour map, window per series...
     scores_summary: dict = field(default_factory=dict)  # series uid -> {detector, scored, total, complete, top}
     saved_at: float = 0.0
+    measurements: Measurements = field(default_factory=Measurements)  # lengths and ellipse ROIs, all series
 
 
 class SaveFailed(OSError):
@@ -158,6 +160,7 @@ class SessionStore:
             "settings": session.settings,
             "view": session.view,
             "scores_summary": session.scores_summary,
+            "measurements": session.measurements.to_list(),
             "saved_at": session.saved_at,
         }
 
@@ -282,6 +285,8 @@ def _renamed(d: dict, renames: dict[str, str]) -> dict:
         item["series_uid"] = r(item.get("series_uid"))
     for item in d.get("review", {}).get("reviews", []):
         item["series_uid"] = r(item.get("series_uid"))
+    for item in d.get("measurements", []):
+        item["series_uid"] = r(item.get("series_uid"))
     d["scores_summary"] = {r(k): v for k, v in d.get("scores_summary", {}).items()}
     view = d.get("view", {})
     if isinstance(view.get("windows"), dict):
@@ -314,6 +319,18 @@ def _session_from_dict(d: dict, folder: Path, study_path: str) -> Session | None
             ref.path = Path(d["reference_set_path"])
         return Session(study_path, d.get("series_uid"), int(d.get("slice_index", 0)), ref,
                        ReviewState.from_dict(d.get("review", {})), d.get("settings", {}),
-                       d.get("view", {}), d.get("scores_summary", {}), float(d.get("saved_at", 0.0)))
+                       d.get("view", {}), d.get("scores_summary", {}), float(d.get("saved_at", 0.0)),
+                       _measurements(d.get("measurements")))
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _measurements(items) -> Measurements:
+    """The saved measurements (none in sessions of earlier versions); a damaged entry is left out, not fatal."""
+    good = []
+    for item in items if isinstance(items, list) else []:
+        try:
+            good.append(measurement_from_dict(item))
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+            continue
+    return Measurements(good)
