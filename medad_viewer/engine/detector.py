@@ -286,10 +286,12 @@ class AnomalyDetector:
 
     @torch.no_grad()
     def _component_maps(self, prepared: Sequence[PreparedSlice], regions: np.ndarray,
-                        exclude_owners: tuple[int, ...] = ()) -> dict[str, np.ndarray]:
+                        exclude_owners: tuple[int, ...] = (), feats: LevelFeatures | None = None
+                        ) -> dict[str, np.ndarray]:
         """Per component ("bank", "head" or "text"), (B, S, S) raw maps smoothed within each slice's region
-        (`regions`, (B, S, S) bool, from `region_of`). exclude_owners: bank entries hidden (calibration)."""
-        feats = self._features(prepared)
+        (`regions`, (B, S, S) bool, from `region_of`). exclude_owners: bank entries hidden (calibration). feats:
+        the slices' `_features`, when the caller has them already (engine.explain)."""
+        feats = self._features(prepared) if feats is None else feats
         raw: dict[str, torch.Tensor] = {}
         if self.bank is not None:
             patches = self._patches(feats.seg)
@@ -337,6 +339,13 @@ class AnomalyDetector:
         finals = self._fuse({name: np.concatenate(maps) for name, maps in raw.items()}, regions)
         scores = self._image_scores(finals, regions)
         self.calibration = NormalCalibration.from_normal(finals[regions], np.array(scores))
+
+    def bank_owner(self, owner: int) -> tuple[int, bool]:
+        """A memory bank owner -> (which reference, in the order `fit` was given them; whether its mirrored copy)."""
+        n = len(self.reference_hashes)
+        if self.settings.bank_flip and n and owner >= n:
+            return owner - n, True
+        return owner, False
 
     def _calibration_owners(self, n: int) -> list[tuple[int, ...]]:
         """The bank owners hidden from each calibration slice (the bank holds the n references as owners 0..n-1 and,

@@ -60,7 +60,8 @@ def greedy_coreset(feats: torch.Tensor, size: int, seed: int = 0, proj_dim: int 
 
 class MemoryBank:
     """Reference patch features (N, C). `owners` remembers which reference each entry came from (a mirrored copy
-    has an owner of its own), so leave-one-out calibration can score a reference against the others."""
+    has an owner of its own), so leave-one-out calibration can score a reference against the others; `cells` where
+    on that owner's patch grid (row * grid + column), so a match can be shown (None in banks saved without it)."""
 
     def __init__(self, metric: str = "cosine", max_patches: int = 16384):
         if metric not in ("cosine", "l2"):
@@ -69,6 +70,7 @@ class MemoryBank:
         self.max_patches = int(max_patches)
         self.features = torch.empty(0)
         self.owners = torch.empty(0, dtype=torch.long)
+        self.cells: torch.Tensor | None = torch.empty(0, dtype=torch.long)
 
     def _rows(self, patches: torch.Tensor) -> torch.Tensor:
         """(B, C, g, g) -> (B*g*g, C), unit length for cosine."""
@@ -82,15 +84,17 @@ class MemoryBank:
         b, _, g, _ = patches.shape
         f = self._rows(patches)
         own = owners.view(b, 1).expand(b, g * g).reshape(-1).to(f.device)
+        cell = torch.arange(g * g, device=f.device).repeat(b)  # rows of _rows: image-major, then row-major cells
         if keep is not None:
             k = keep.reshape(-1).to(f.device)
             if int(k.sum()) >= 16:
-                f, own = f[k], own[k]
+                f, own, cell = f[k], own[k], cell[k]
         if f.shape[0] > self.max_patches:
             idx = greedy_coreset(f, self.max_patches, seed=seed)
-            f, own = f[idx], own[idx]
+            f, own, cell = f[idx], own[idx], cell[idx]
         self.features = f.contiguous()
         self.owners = own.contiguous()
+        self.cells = cell.contiguous()
         return self
 
     def __len__(self) -> int:
@@ -101,34 +105,69 @@ class MemoryBank:
               where: torch.Tensor | None = None) -> torch.Tensor:
         """(B, C, g, g) test patch features -> (B, g, g) distances to the nearest kept reference patch.
         `where` (B, g, g) bool: score only these patches (the others are 0); the rest of the image is never read."""
+        return self._search(patches, exclude_owners, chunk, where, with_index=False)[0]
+
+    @torch.no_grad()
+    def nearest(self, patches: torch.Tensor, exclude_owners: tuple[int, ...] = (), chunk: int = 4096,
+                where: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`score`'s distances, computed the same way, and (B, g, g) the index of the bank entry each patch matched
+        (into `features`, `owners`, `cells`; -1 where not scored)."""
+        return self._search(patches, exclude_owners, chunk, where, with_index=True)
+
+    def _search(self, patches: torch.Tensor, exclude_owners: tuple[int, ...], chunk: int,
+                where: torch.Tensor | None, with_index: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         bank = self.features
+        entries = None  # bank row -> entry index, when some owners are hidden
         if exclude_owners:
             keep = ~torch.isin(self.owners, torch.tensor(exclude_owners, device=self.owners.device))
             if keep.any():
                 bank = bank[keep]
+                entries = torch.nonzero(keep, as_tuple=True)[0]
         b, _, g, _ = patches.shape
         q = self._rows(patches)
         rows = None if where is None else torch.nonzero(where.reshape(-1), as_tuple=True)[0]
         if rows is not None:
             q = q[rows]
         dist = torch.empty(q.shape[0], device=q.device)
+        arg = torch.empty(q.shape[0], dtype=torch.long, device=q.device) if with_index else None
         for s in range(0, q.shape[0], chunk):
             part = q[s: s + chunk]
             if self.metric == "cosine":
-                dist[s: s + chunk] = (1.0 - (part @ bank.T).amax(dim=1)).clamp_min_(0.0)
+                sim = part @ bank.T
+                if with_index:  # the same maximum as amax, with where it is
+                    best, arg[s: s + chunk] = sim.max(dim=1)
+                else:
+                    best = sim.amax(dim=1)
+                dist[s: s + chunk] = (1.0 - best).clamp_min_(0.0)
             else:
-                dist[s: s + chunk] = torch.cdist(part, bank).amin(dim=1)
+                d = torch.cdist(part, bank)
+                if with_index:
+                    dist[s: s + chunk], arg[s: s + chunk] = d.min(dim=1)
+                else:
+                    dist[s: s + chunk] = d.amin(dim=1)
+        if with_index and entries is not None:
+            arg = entries[arg]
         if rows is None:
-            return dist.view(b, g, g)
+            return dist.view(b, g, g), None if arg is None else arg.view(b, g, g)
         out = torch.zeros(b * g * g, device=q.device)
         out[rows] = dist
-        return out.view(b, g, g)
+        idx = None
+        if arg is not None:
+            idx = torch.full((b * g * g,), -1, dtype=torch.long, device=q.device)
+            idx[rows] = arg
+            idx = idx.view(b, g, g)
+        return out.view(b, g, g), idx
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {"bank.features": self.features.detach().cpu().contiguous(),
-                "bank.owners": self.owners.detach().cpu().contiguous()}
+        out = {"bank.features": self.features.detach().cpu().contiguous(),
+               "bank.owners": self.owners.detach().cpu().contiguous()}
+        if self.cells is not None:
+            out["bank.cells"] = self.cells.detach().cpu().contiguous()
+        return out
 
     def load_state(self, state: dict[str, torch.Tensor], device: torch.device | str = "cpu") -> "MemoryBank":
         self.features = state["bank.features"].to(device)
         self.owners = state["bank.owners"].to(device)
+        cells = state.get("bank.cells")  # absent in banks saved before the cells were kept
+        self.cells = None if cells is None else cells.to(device)
         return self
