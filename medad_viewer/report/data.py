@@ -11,13 +11,14 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from ..engine.calibration import normal_z
 from ..io.deid import deidentify, pseudonym
 from ..io.series import Series
+from ..review.measurements import ACQUIRED, Measured, Measurement, measure, units_of
 from ..review.references import ReferenceSet, ReferenceSlice, resolve_series
 from ..review.state import Decision, ReviewState, SliceReview
 from .score_dir import ScoreRun, series_record
@@ -242,6 +243,27 @@ class SliceRow:
 
 
 @dataclass
+class MeasurementRow:
+    """One of the reviewer's measurements on the scored series, with its numbers (review/measurements.py)."""
+
+    measurement: Measurement
+    measured: Measured
+
+    @property
+    def number(self) -> int:
+        """1-based slice number in the measurement's plane, as the viewer shows it."""
+        return int(self.measurement.index) + 1
+
+    @property
+    def plane(self) -> str:
+        return self.measurement.plane
+
+    @property
+    def kind(self) -> str:
+        return "length" if self.measurement.kind == "length" else "ellipse ROI"
+
+
+@dataclass
 class ReportData:
     """One run ready to export: rows in slice order, the flagged ones, thresholds and privacy."""
 
@@ -258,6 +280,7 @@ class ReportData:
     # from `threshold_pct` of normal pixels. The viewer keeps the two apart ("Flag at" and the overlay threshold);
     # None: the same as threshold_pct.
     flag_pct: float | None = None
+    measurements: list[MeasurementRow] = field(default_factory=list)  # in the order the reviewer made them
 
     def __post_init__(self) -> None:
         if self.flag_pct is None:
@@ -267,7 +290,7 @@ class ReportData:
     def build(cls, run: ScoreRun, series: Series | None = None,
               review: ReviewState | Mapping[int, SliceReview] | None = None, *,
               threshold_pct: float | None = None, include_identifiers: bool = False,
-              flag_pct: float | None = None) -> "ReportData":
+              flag_pct: float | None = None, measurements: Sequence[Measurement] = ()) -> "ReportData":
         target = run.run.get("target") or {}
         if series is not None and not target:
             run.run["target"] = target = series_record(series)
@@ -289,8 +312,53 @@ class ReportData:
         rows.sort(key=lambda r: r.index)
         identifiers = dict(series.identifiers) if series is not None else {}
         privacy = Privacy(bool(include_identifiers), pseudonym(uid), identifiers)
-        return cls(run, series, reviews, float(threshold_pct), pixel_threshold(run.run, float(threshold_pct)),
+        data = cls(run, series, reviews, float(threshold_pct), pixel_threshold(run.run, float(threshold_pct)),
                    rows, privacy, _dt.datetime.now().astimezone(), flag_pct=flag_pct)
+        data.measurements = data.measure([m for m in measurements if m.series_uid == uid])
+        return data
+
+    def measure(self, measurements: Sequence[Measurement]) -> list[MeasurementRow]:
+        """The numbers of measurements on the scored series (needs the series; none without it). Measurements on a
+        reformatted plane are taken on that plane's view, the map cut from the scored slices (NaN where none)."""
+        s = self.series
+        if s is None or not measurements:
+            return []
+        out, volumes = [], {}
+        for m in measurements:
+            try:
+                plane_series, amap = self._plane_slice(m, volumes)
+                if not 0 <= m.index < plane_series.num_slices:
+                    continue
+                out.append(MeasurementRow(m, measure(m, plane_series.slice(m.index), plane_series.spacing, amap,
+                                                     units_of(s.modality))))
+            except (ValueError, IndexError, ImportError):
+                continue  # a measurement of a plane this series cannot show is left out, never fatal
+        return out
+
+    def _plane_slice(self, m: Measurement, volumes: dict) -> tuple[Series, np.ndarray | None]:
+        s = self.series
+        if m.plane == ACQUIRED:
+            amap = self.map_of(m.index) if 0 <= m.index < s.num_slices else None
+            if amap is not None and amap.shape != (s.rows, s.columns):
+                amap = _resize(amap, s.rows, s.columns)
+            return s, amap
+        from ..io.planes import plane_view
+
+        pv = plane_view(s, m.plane)
+        if "maps" not in volumes:
+            vol = None
+            if len(self.run.indices):
+                vol = np.full((s.num_slices, s.rows, s.columns), np.nan, dtype=np.float32)
+                for k, i in enumerate(np.asarray(self.run.indices, dtype=np.int64)):
+                    if 0 <= i < s.num_slices:
+                        mk = np.asarray(self.run.maps[k], dtype=np.float32)
+                        vol[i] = mk if mk.shape == (s.rows, s.columns) else _resize(mk, s.rows, s.columns)
+            volumes["maps"] = vol
+        ps, vol = pv.series, volumes["maps"]
+        amap = None if vol is None else np.ascontiguousarray(pv.take(vol, m.index))
+        if amap is not None and amap.shape != (ps.rows, ps.columns):
+            amap = _resize(amap, ps.rows, ps.columns)
+        return ps, amap
 
     # ------------------------------------------------------------------------------------------ convenience
     @property

@@ -16,17 +16,19 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 from PySide6.QtCore import QMarginsF, QPointF, QRectF, Qt
-from PySide6.QtGui import QColor, QFont, QFontMetricsF, QPageSize, QPainter, QPainterPath, QPdfWriter, QPen
+from PySide6.QtGui import (QColor, QFont, QFontMetricsF, QPageSize, QPainter, QPainterPath, QPdfWriter, QPen,
+                           QTransform)
 
 from .. import __version__
 from ..engine.jobs import CancelToken, no_progress
 from ..io.deid import pseudonym
 from ..io.imaging import fit_size
 from ..io.windowing import default_window, to_uint8
+from ..review.measurements import ACQUIRED, EllipseROI, label, map_text, values_text
 from ..review.references import ReferenceSlice, resolve_series
 from ..review.state import Decision
 from ..io.atomic import atomic_output
-from .data import DISCLAIMER, Progress, ReportData, ReportError, SliceRow, score_threshold
+from .data import DISCLAIMER, MeasurementRow, Progress, ReportData, ReportError, SliceRow, score_threshold
 from .overlay import COLORBAR_LABEL, DEFAULT_COLORMAP, DEFAULT_OPACITY, compose, default_vmax
 from .painting import (draw_annotations, draw_colorbar, draw_image, draw_orientation, ensure_qt_app, fmt_tick, font,
                        nice_ticks, qimage_gray, qimage_rgb)
@@ -43,6 +45,7 @@ ACCENT = QColor(24, 72, 120)
 RULE = QColor(190, 196, 204)
 TINT = QColor(238, 242, 247)
 FLAG = QColor(200, 40, 30)
+MEASURE = QColor(255, 214, 10)  # the viewer's measurement yellow
 NORMAL_PT = QColor(60, 110, 170)
 
 METHOD_WORDS = {
@@ -189,8 +192,14 @@ class _Report:
         n = max(len(self.listed), 1)
         extra = max(0, math.ceil((n - self.first_rows) / self.more_rows))
         self.summary_pages = 1 + extra
-        self.page_of = {r.index: 2 + self.summary_pages + k for k, r in enumerate(self.paged)}
-        self.total_pages = 1 + self.summary_pages + len(self.paged)
+        # The reviewer's measurements: a table on pages of their own, after the summary.
+        self.measure_rows = int((self.bottom - (self.top + 24.0)) // self.row_h)
+        self.measure_pages = math.ceil(len(data.measurements) / self.measure_rows) if data.measurements else 0
+        first_slice_page = 2 + self.summary_pages + self.measure_pages
+        self.page_of = {r.index: first_slice_page + k for k, r in enumerate(self.paged)}
+        self.total_pages = 1 + self.summary_pages + self.measure_pages + len(self.paged)
+        # Measurement numbers (M1, M2, ...) on the slice pages, for measurements in the acquired plane
+        self.measure_no = {id(mr): k + 1 for k, mr in enumerate(data.measurements)}
         self.page_no = 0
         self.score_thr = score_threshold(data.run, data.flag_pct)
 
@@ -478,6 +487,103 @@ class _Report:
         pg.rule(x, x + w, y)
         return y
 
+    # ----------------------------------------------------------------------------------------- measurements
+    def measurements_page(self, pg: _Page, page_in_list: int) -> None:
+        d = self.d
+        x, w = self.x0, self.width
+        y = self.top + 2
+        n = len(d.measurements)
+        start = page_in_list * self.measure_rows
+        rows = d.measurements[start:start + self.measure_rows]
+        y = pg.heading(x, y, w, f"Measurements ({n})" if page_in_list == 0 else "Measurements (continued)")
+        if page_in_list == 0:
+            units = self.units or "modality units"
+            expl = (f"Lengths and elliptical regions of interest drawn by the reviewer. Inside an ellipse: the pixels "
+                    f"whose centre lies in it; mean ± SD (population SD), minimum and maximum of the raw values in "
+                    f"{units}; map: mean and maximum of the anomaly map (1 = the 99th percentile of normal pixels), "
+                    f"when the slice was scored. Slice numbers count from 1 in the measurement's plane; M-numbers "
+                    f"mark them on the slice pages.")
+            if not self.spacing_known:
+                expl += " The image file records no pixel size: sizes are in pixels."
+            y = pg.text(x, y, w, expl, font(8), MUTED) + 1.5
+        self.measure_table(pg, x, y, w, rows, start)
+
+    def measure_table(self, pg: _Page, x: float, y: float, w: float, rows: list[MeasurementRow],
+                      start: int) -> float:
+        cols = [("#", 10, Qt.AlignmentFlag.AlignLeft), ("Slice", 12, Qt.AlignmentFlag.AlignRight),
+                ("Plane", 19, Qt.AlignmentFlag.AlignLeft), ("Kind", 22, Qt.AlignmentFlag.AlignLeft),
+                ("Length / area", 27, Qt.AlignmentFlag.AlignRight), ("Mean ± SD", 31, Qt.AlignmentFlag.AlignRight),
+                ("Min / max", 27, Qt.AlignmentFlag.AlignRight), ("Map mean / max", 0, Qt.AlignmentFlag.AlignRight)]
+        fixed = sum(c[1] for c in cols)
+        cols = [(n, cw if cw else w - fixed, a) for n, cw, a in cols]
+        hf = font(7.5, bold=True)
+        rh = self.row_h
+        pg.box(x, y, w, rh, TINT)
+        cx = x
+        for name, cw, align in cols:
+            pg.text(cx + 1.2, y + 1.3, cw - 2.4, name, hf, ACCENT, align, wrap=False)
+            cx += cw
+        y += rh
+        for k, mr in enumerate(rows):
+            if k % 2 == 1:
+                pg.box(x, y, w, rh, QColor(248, 249, 251))
+            r = mr.measured
+            mapped = map_text(r)
+            cells = [f"M{start + k + 1}", str(mr.number), mr.plane, mr.kind, self._size(r),
+                     values_text(r) if r.kind == "roi" else "—",
+                     f"{_raw(r.min, r.units)} / {_raw(r.max, r.units)}" if r.min is not None else "—",
+                     mapped[len("map "):].replace("max ", "") if mapped else ("—" if r.kind == "length"
+                                                                            else "not scored")]
+            cx = x
+            for (name, cw, align), text in zip(cols, cells):
+                cf = font(8.5, bold=(name == "#"))
+                pg.text(cx + 1.2, y + 1.2, cw - 2.4, pg.elide(text, cf, cw - 2.4), cf, INK, align, wrap=False)
+                cx += cw
+            y += rh
+        pg.rule(x, x + w, y)
+        return y
+
+    def _size(self, r) -> str:
+        if r.kind == "length":
+            return f"{r.length_mm:.1f} {'mm' if self.spacing_known else 'px'}"
+        if not self.spacing_known:
+            return f"{r.area_mm2:.0f} px²"
+        return f"{r.area_mm2:.1f} mm²" if r.area_mm2 < 1000 else f"{r.area_mm2 / 100.0:.2f} cm²"
+
+    def draw_measurements(self, p: QPainter, rect: QRectF, shape: tuple[int, int], index: int,
+                          offset: tuple[float, float] = (0.0, 0.0)) -> None:
+        """The measurements of acquired slice `index` over its picture, in the viewer's yellow, each with its
+        M-number from the table."""
+        here = [mr for mr in self.d.measurements if mr.plane == ACQUIRED and mr.measurement.index == index]
+        if not here:
+            return
+        rows, cols = shape
+        sx, sy = rect.width() / cols, rect.height() / rows
+        to_rect = QTransform().translate(rect.left(), rect.top()).scale(sx, sy).translate(-offset[0], -offset[1])
+        p.save()
+        p.setClipRect(rect)
+        p.setBrush(Qt.BrushStyle.NoBrush)
+        p.setFont(font(7, bold=True))
+        for mr in here:
+            m = mr.measurement
+            path = QPainterPath()
+            if isinstance(m, EllipseROI):
+                path.addEllipse(QPointF(m.cx, m.cy), m.rx, m.ry)
+                tag_at = QPointF(m.cx + m.rx * 0.72, m.cy - m.ry * 0.72)
+            else:
+                path.moveTo(QPointF(*m.p0))
+                path.lineTo(QPointF(*m.p1))
+                tag_at = QPointF(*max((m.p0, m.p1), key=lambda q: q[0]))
+            p.setPen(QPen(MEASURE, mm(0.4)))
+            p.drawPath(to_rect.map(path))
+            at = to_rect.map(tag_at)
+            tag = f"M{self.measure_no[id(mr)]}"
+            box = QRectF(at.x() + mm(0.6), at.y() - mm(3.4), mm(2.2) * len(tag), mm(3.2))
+            p.fillRect(box, QColor(0, 0, 0, 170))
+            p.setPen(MEASURE)
+            p.drawText(box, int(Qt.AlignmentFlag.AlignCenter), tag)
+        p.restore()
+
     def plot(self, pg: _Page, rect: QRectF) -> None:
         """Score (or, without a calibration to convert the threshold, percentile) against slice number."""
         p, d = pg.p, self.d
@@ -634,6 +740,7 @@ class _Report:
             pg.box(cx, y + 5, iw, ih, QColor(0, 0, 0))
             draw_image(pg.p, rect, img, min_dpi=150)
             draw_annotations(pg.p, rect, gray.shape, r.review.annotations, outline_width=mm(0.45))
+            self.draw_measurements(pg.p, rect, gray.shape, r.index)
             if self.oriented:
                 draw_orientation(pg.p, rect, s.direction, font(8, bold=True))
             rects.append(rect)
@@ -653,6 +760,7 @@ class _Report:
 
         # Details
         y = pg.heading(x, y, w, "Details")
+        here = [mr for mr in d.measurements if mr.plane == ACQUIRED and mr.measurement.index == r.index]
         rev = r.review
         n_ann = len(rev.annotations)
         area = ""
@@ -678,6 +786,8 @@ class _Report:
                  ("Review decision", DECISION_WORDS[rev.decision]),
                  ("Reviewer's note", d.note_of(r) or "none"),
                  ("Annotations", f"{n_ann} drawn by the reviewer (cyan outlines)" if n_ann else "none"),
+                 *([("Measurements", "; ".join(f"M{self.measure_no[id(mr)]} {mr.kind} {label(mr.measured)}"
+                                               for mr in here))] if here else []),
                  ("Window", f"W {self.window[1]:.0f} / L {self.window[0]:.0f}{units}{wname}"),
                  ("Overlay", f"{self.o.cmap}; map values from {thr:.2f} (the {_ordinal_pct(d.threshold_pct)} "
                              f"of normal pixels) to {vmax:.2f} coloured, higher values in the brightest colour; "
@@ -727,6 +837,7 @@ class _Report:
             draw_image(pg.p, crop_rect, img, min_dpi=150)
             draw_annotations(pg.p, crop_rect, (y1 - y0, x1 - x0), r.review.annotations, outline_width=mm(0.45),
                              offset=(x0, y0))
+            self.draw_measurements(pg.p, crop_rect, (y1 - y0, x1 - x0), r.index, offset=(x0, y0))
             # Where the close-up lies in the full picture above.
             fx, fy = rect.width() / cols, rect.height() / rows
             pg.p.setPen(QPen(QColor(255, 255, 255, 220), mm(0.3), Qt.PenStyle.DashLine))
@@ -782,6 +893,10 @@ class _Report:
                 writer.newPage()
                 self.frame(pg)
                 self.summary(pg, k)
+            for k in range(self.measure_pages):
+                writer.newPage()
+                self.frame(pg)
+                self.measurements_page(pg, k)
             progress(0.2, "Report: summary")
             for k, r in enumerate(self.paged):
                 if cancel is not None:
@@ -793,6 +908,11 @@ class _Report:
         finally:
             p.end()
         progress(1.0, "Report written")
+
+
+def _raw(v: float, units: str) -> str:
+    """A raw value as the table shows it: whole HU for CT, three digits otherwise."""
+    return f"{v:.0f}" if units == "HU" or abs(v) >= 100 else f"{v:.3g}"
 
 
 def _timing_label(key: str) -> str:

@@ -10,6 +10,7 @@ import copy
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .measurements import Measurement
 from .references import ReferenceSet
 from .results import ScoreResults
 from .state import ReviewState
@@ -40,6 +41,7 @@ class ExportContext:
     opacity: float | None = None
     colormap: str | None = None
     flag_pct: float | None = None  # the ranking's "Flag at" (percentile of normal slices); None: threshold_pct
+    measurements: list[Measurement] = field(default_factory=list)  # the session's lengths and ROIs (any series)
 
     def snapshot(self) -> "ExportContext":
         """A copy the export can read in a worker thread while the user goes on reviewing."""
@@ -48,4 +50,4 @@ class ExportContext:
             results = copy.copy(self.results)
             results.results = dict(self.results.results)
         return replace(self, results=results, review=ReviewState.from_dict(self.review.to_dict()),
-                       reference_set=self.reference_set.copy())
+                       reference_set=self.reference_set.copy(), measurements=list(self.measurements))

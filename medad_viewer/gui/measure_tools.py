@@ -1,0 +1,56 @@
+"""The window's measuring tools: the Length (M) and Ellipse ROI (O) tools forward what is drawn to the viewer model,
+and the measurements of the slice shown are drawn with their numbers (mm; mean ± SD in modality units; the map's
+mean and max once the slice is scored). The numbers come from the model (review/viewer.py, review/measurements.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..review.measurements import label
+
+HINTS = {
+    "length": "Length: drag from one end to the other. Delete removes the last measurement on this slice.",
+    "roi": "Ellipse ROI: drag the ellipse's box. Delete removes the last measurement on this slice.",
+}
+
+# Model events after which the measurements of the slice shown (or their map numbers) may differ.
+_REDRAW_ON = {"measurements", "series", "slice", "crosshair", "plane", "scores", "slice-score"}
+
+
+class MeasureToolsMixin:
+    """The main window's measurement methods (self is the MainWindow)."""
+
+    def _build_measure_tools(self) -> None:
+        self.viewer.measurementDrawn.connect(self.model.add_measurement)
+        self.model.subscribe(self._measure_event)
+
+    def measure_tool(self, tool: str) -> None:
+        """Choose the "length" or "roi" tool, saying how it works."""
+        self.set_tool(tool)
+        self.statusBar().showMessage(HINTS[tool], 6000)
+
+    def delete_measurement(self) -> None:
+        """Delete removes the newest measurement on the slice shown (Ctrl+Z brings it back)."""
+        here = self.model.measurements_here()
+        if not here:
+            self.statusBar().showMessage("No measurement on this slice", 3000)
+            return
+        m = self.model.remove_measurement(here[-1][0])
+        name = "length" if m.kind == "length" else "ellipse ROI"
+        self.statusBar().showMessage(f"Removed the {name} (Ctrl+Z brings it back)", 4000)
+
+    def _measure_event(self, event: str, payload: Any) -> None:
+        if event not in _REDRAW_ON:
+            return
+        if event == "slice-score" and payload.index != self.model.index and self.model.plane_view().is_acquired:
+            return  # another slice was scored: its map is not the one shown
+        self.refresh_measurements()
+        if event == "measurements":
+            self.act_undo.setEnabled(self.model.can_undo)
+            self.act_redo.setEnabled(self.model.can_redo)
+
+    def refresh_measurements(self) -> None:
+        if self.model.series is None:
+            self.viewer.set_measurements(())
+            return
+        self.viewer.set_measurements([(m, label(r, "\n")) for _k, m, r in self.model.measured_here()])
