@@ -182,11 +182,12 @@ def map_text(r: Measured) -> str:
     return f"map {r.map_mean:.2f} / max {r.map_max:.2f}"
 
 
-def label(r: Measured) -> str:
-    """One line for the viewer: '23.4 mm', or '41 ± 12 HU · map 0.84 / max 2.10 · 180.2 mm²'."""
+def label(r: Measured, sep: str = " · ") -> str:
+    """'23.4 mm' for a length; '41 ± 12 HU · map 0.84 / max 2.10 · 180.2 mm²' for an ROI (the viewer's label puts
+    each part on a line of its own: sep="\n")."""
     if r.kind == "length":
         return size_text(r)
-    return " · ".join(t for t in (values_text(r), map_text(r), size_text(r)) if t)
+    return sep.join(t for t in (values_text(r), map_text(r), size_text(r)) if t)
 
 
 # ---------------------------------------------------------------------------------------------------- the list
