@@ -62,12 +62,29 @@ def build_actions(win) -> None:
     _action("Settings…", self.open_settings, "Ctrl+,", "Backbone, weights, device, method, budget", m_edit)
 
     m_view = mb.addMenu("&View")
-    _action("Next slice", lambda: self.show_slice(self.index + 1), "Down", "", m_view)
-    _action("Previous slice", lambda: self.show_slice(self.index - 1), "Up", "", m_view)
-    _action("Forward 10 slices", lambda: self.show_slice(self.index + 10), "PgDown", "", m_view)
-    _action("Back 10 slices", lambda: self.show_slice(self.index - 10), "PgUp", "", m_view)
-    _action("First slice", lambda: self.show_slice(0), "Home", "", m_view)
-    _action("Last slice", lambda: self.show_slice(10 ** 9), "End", "", m_view)
+    _action("Next slice", lambda: self.step_slice(+1), "Down", "", m_view)
+    _action("Previous slice", lambda: self.step_slice(-1), "Up", "", m_view)
+    _action("Forward 10 slices", lambda: self.step_slice(+10), "Shift+Down", "", m_view)
+    _action("Back 10 slices", lambda: self.step_slice(-10), "Shift+Up", "", m_view)
+    _action("First slice", lambda: self.end_slice(last=False), "Home", "", m_view)
+    _action("Last slice", lambda: self.end_slice(last=True), "End", "", m_view)
+    _action("Next series", lambda: self.model.step_series(+1), "PgDown", "", m_view)
+    _action("Previous series", lambda: self.model.step_series(-1), "PgUp", "", m_view)
+    m_view.addSeparator()
+    m_plane = m_view.addMenu("Plane")
+    self.plane_actions = {}
+    for k, plane in enumerate(("axial", "coronal", "sagittal")):
+        a = _action(plane.capitalize(), lambda p=plane: self.set_plane(p), f"Ctrl+{k + 1}",
+                    "Show the main view in this plane (reformatted from the acquired slices)", m_plane)
+        a.setCheckable(True)
+        self.plane_actions[plane] = a
+    self.act_layout = _action("Three planes (1×3)", self.toggle_layout, "L",
+                              "The main view and the other two planes side by side", m_view)
+    self.act_layout.setCheckable(True)
+    self.act_crosshair = _action("Show crosshair", self.toggle_crosshair, "X",
+                                 "Where the planes cross; Shift+move the mouse to move it", m_view)
+    self.act_crosshair.setCheckable(True)
+    self.act_crosshair.setChecked(True)
     m_view.addSeparator()
     self.presets_menu = m_view.addMenu("Window presets")
     self.preset_actions = [_action(f"Preset {k + 1}", lambda k=k: self.apply_preset(k), str(k + 1))
@@ -78,7 +95,9 @@ def build_actions(win) -> None:
     _action("Invert grey scale", lambda: self.model.toggle("inverted"), "I", "", m_view)
     _action("Flip left-right", lambda: self.model.toggle("flip_h"), "Shift+H", "", m_view)
     _action("Flip up-down", lambda: self.model.toggle("flip_v"), "V", "", m_view)
-    _action("Reset view", self.reset_view, "Space", "Not inverted, not flipped, cine off, fitted", m_view)
+    _action("Rotate clockwise", lambda: self.model.rotate(+1), "Ctrl+R", "A quarter turn", m_view)
+    _action("Rotate anticlockwise", lambda: self.model.rotate(-1), "Ctrl+Shift+R", "A quarter turn back", m_view)
+    _action("Reset view", self.reset_view, "Space", "Not inverted, flipped or rotated, cine off, fitted", m_view)
     _action("Cine (play / pause)", lambda: self.model.toggle("cine"), "K", "Loop through the slices", m_view)
     _action("Cine faster", lambda: self._cine_speed(2.0), "]", "", m_view)
     _action("Cine slower", lambda: self._cine_speed(0.5), "[", "", m_view)
@@ -99,6 +118,10 @@ def build_actions(win) -> None:
     _action("Window/level tool", lambda: self.set_tool("window"), "W", "", m_review)
     _action("Ellipse tool", lambda: self.set_tool("ellipse"), "E", "", m_review)
     _action("Brush tool", lambda: self.set_tool("brush"), "B", "", m_review)
+    _action("Length tool", lambda: self.measure_tool("length"), "M", "Left-drag measures a length in mm", m_review)
+    _action("Ellipse ROI tool", lambda: self.measure_tool("roi"), "O",
+            "Left-drag an ellipse: mean ± SD of the values and of the anomaly map inside", m_review)
+    _action("Delete measurement", self.delete_measurement, "Delete", "The newest measurement on this slice", m_review)
     m_review.addSeparator()
     _action("Add as normal reference", lambda: self.add_reference("normal"), "R",
                  "Use the current slice as an example of normal anatomy", m_review)
@@ -160,9 +183,10 @@ from ..review.export import EXPORTS as EXPORT_MENU  # noqa: E402 - (menu text, r
 # Gestures of the mouse, which no action carries; the keys come from the actions themselves (shortcuts_html).
 MOUSE_GESTURES = [
     ("Mouse wheel", "previous / next slice"),
-    ("Left-drag", "window / level (or draw, with the Ellipse or Brush tool)"),
+    ("Left-drag", "window / level (or draw or measure, with the Ellipse, Brush, Length or Ellipse ROI tool)"),
     ("Right-drag, Ctrl+wheel", "zoom"),
-    ("Middle-drag", "pan"),
+    ("Middle-drag, Shift+drag", "pan"),
+    ("Shift+move", "move the crosshair: the other planes follow"),
     ("Double-click", "fit to window"),
 ]
 

@@ -25,7 +25,7 @@ class ChromeMixin:
 
     def _build_widgets(self) -> None:
         self.viewer = SliceViewer()
-        self.setCentralWidget(self.viewer)
+        self.setCentralWidget(self._build_plane_views())
         self.browser = StudyBrowser()
         self.ranking = RankingPanel()
         self.tray = ReferenceTray()
@@ -54,7 +54,7 @@ class ChromeMixin:
         self.setCorner(Qt.Corner.BottomLeftCorner, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
 
-        self.viewer.scrollRequested.connect(lambda d: self.show_slice(self.index + d))
+        self.viewer.scrollRequested.connect(self.step_slice)
         self.viewer.windowChanged.connect(self._window_dragged)
         self.viewer.contextMenuRequested.connect(self._viewer_context_menu)
         self.viewer.annotationDrawn.connect(lambda shape: self.model.add_annotation(shape))

@@ -22,6 +22,8 @@ from ..review.viewer import CANCELLED, DONE, FAILED, ViewerModel
 from .actions import build_actions
 from .chrome import ChromeMixin
 from .exports import ExportsMixin
+from .measure_tools import MeasureToolsMixin
+from .planes_view import PlanesMixin
 from .jobs import device_probe_job, freeze_heap, load_studies_job, load_study_job
 from .references_tray import ReferencesMixin
 from .settings import AppSettings
@@ -35,7 +37,7 @@ def _model_field(name: str) -> property:
     return property(lambda self: getattr(self.model, name), lambda self, v: setattr(self.model, name, v))
 
 
-class MainWindow(ExportsMixin, ReferencesMixin, SliceDisplayMixin, ChromeMixin, QMainWindow):
+class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayMixin, PlanesMixin, ChromeMixin, QMainWindow):
     studyOpened = Signal(str)
     sliceShown = Signal(int)
     scoringFinished = Signal(object)
@@ -85,6 +87,7 @@ class MainWindow(ExportsMixin, ReferencesMixin, SliceDisplayMixin, ChromeMixin, 
         self._mem_timer.timeout.connect(self._update_memory)
         self._mem_timer.start()
         self.model.subscribe(self._model_event)
+        self._build_measure_tools()
         self.viewer.probe_text = lambda row, column: probe_html(self.model.probe(row, column))
         self._update_memory()
         self._probe_device()
@@ -100,7 +103,9 @@ class MainWindow(ExportsMixin, ReferencesMixin, SliceDisplayMixin, ChromeMixin, 
                    "slice-score": self._slice_scored, "scoring": self._scoring_changed,
                    "save-due": lambda delay: self._save_timer.isActive() or self._save_timer.start(int(delay * 1000)),
                    "save-problem": self._save_problem, "say": self._say,
-                   "window": lambda w: self.viewer.set_window(*w), "display": self._display_changed}.get(event)
+                   "window": self._window_shown, "display": self._display_changed,
+                   "plane": self._plane_changed, "layout": self._plane_changed,
+                   "crosshair": self._crosshair_changed}.get(event)
         if handler is not None:
             handler(payload)
 
@@ -198,7 +203,15 @@ class MainWindow(ExportsMixin, ReferencesMixin, SliceDisplayMixin, ChromeMixin, 
 
     def _series_shown(self, s) -> None:
         self.browser.select(self.model.series_row)
-        self.viewer.set_geometry((s.spacing[0], s.spacing[1]))
+        for v in self.all_viewers():
+            v._drawn = v._geometry_of = None
+        self.viewer.plane = self.model.plane
+        three = self.model.layout == "1x3" and len(self.model.planes()) > 1
+        for v, p in zip(self.side_viewers, self._side_planes()):
+            v.plane = p
+            v.setVisible(three)
+        ps = self.model.view_series()
+        self.viewer.set_geometry((ps.spacing[0], ps.spacing[1]))
         self.viewer.units = "HU" if s.modality.upper() == "CT" else ""
         self._fill_presets_menu()
         self.ranking.set_series(s.num_slices, self._ranking_thumbnail)
@@ -222,10 +235,13 @@ class MainWindow(ExportsMixin, ReferencesMixin, SliceDisplayMixin, ChromeMixin, 
 
     def _slice_shown(self, index: int) -> None:
         s = self.series
-        c, w, _name = self.model.window()
-        self.viewer.set_pixels(s.slice(index), (c, w), fit=self._fit_next)
+        if self.main_is_acquired():
+            c, w, _name = self.model.window()
+            self.viewer.set_pixels(s.slice(index), (c, w), fit=self._fit_next)
+            self._refresh_overlay()
+        elif getattr(self.viewer, "_drawn", None) != (self.model.plane, self.model.view_index()) or self._fit_next:
+            self._draw_plane(self.viewer, fit=self._fit_next)
         self._fit_next = False
-        self._refresh_overlay()
         self._refresh_slice_info()
         self.ranking.set_current(index)
         self.tray.set_current(self.session.reference_set.find(s.uid, index))
@@ -253,9 +269,18 @@ class MainWindow(ExportsMixin, ReferencesMixin, SliceDisplayMixin, ChromeMixin, 
 
     def _window_dragged(self, c: float, w: float) -> None:
         self.model.set_window(c, w, "", shown=True)
+        self.viewer.set_window(c, w, "")
+        self._windows_to_sides(c, w)
+
+    def _window_shown(self, w) -> None:
+        self.viewer.set_window(*w)
+        self._windows_to_sides(*w)
 
     def _display_changed(self, d) -> None:
         self.viewer.set_display(d.inverted, d.flip_h, d.flip_v)
+        self.viewer.set_rotation(d.rotation)
+        for v in self.side_viewers:  # the other planes share the grey scale, not the main view's flips
+            v.set_display(d.inverted, False, False)
         if d.cine:
             self._cine_timer.start(int(round(1000 / d.cine_fps)))
         else:
@@ -313,8 +338,12 @@ class MainWindow(ExportsMixin, ReferencesMixin, SliceDisplayMixin, ChromeMixin, 
             self._update_ranking_decisions()
             if key[1] == self.index:
                 self._refresh_slice_info()
-        self.act_undo.setEnabled(self.session.review.can_undo)
-        self.act_redo.setEnabled(self.session.review.can_redo)
+            if self.model.layout == "1x3" or not self.main_is_acquired():
+                self._draw_sides(force=True)
+                if not self.main_is_acquired():
+                    self._draw_plane(self.viewer)
+        self.act_undo.setEnabled(self.model.can_undo)
+        self.act_redo.setEnabled(self.model.can_redo)
 
     def _update_ranking_decisions(self) -> None:
         if self.series is not None:
@@ -409,6 +438,8 @@ class MainWindow(ExportsMixin, ReferencesMixin, SliceDisplayMixin, ChromeMixin, 
             if r.index == self.index:
                 self._refresh_overlay()
                 self._refresh_slice_info()
+            elif self.model.layout == "1x3" or not self.main_is_acquired():
+                self._plane_overlays_soon()
 
     def _scoring_changed(self, run) -> None:
         self._update_backbone_label()

@@ -32,6 +32,8 @@ class SliceDisplayMixin:
         left = (f"<b>{_esc(s.description or s.modality)}</b> · {s.modality}<br>"
                 f"Slice {i + 1} / {s.num_slices} · {s.slice_position(i):.1f} mm")
         right = []
+        if not self.main_is_acquired():  # a reformatted plane: its own corner line (planes_view._draw_plane)
+            left = ""
         res = self.results.get(s.uid)
         r = res.get(i) if res is not None else None
         if r is not None:
@@ -45,15 +47,17 @@ class SliceDisplayMixin:
             kind = self.session.reference_set.references[pos].kind
             color = "#5dd39e" if kind == "normal" else "#ff8a80"
             right.append(f"<span style='color:{color}'>{kind.capitalize()} reference</span>")
-        self.viewer.set_info(left, "<br>".join(right))
+        if left:
+            self.viewer.set_info(left, "<br>".join(right))
         counts = self.session.review.counts(s.uid)
         count_txt = (f"{counts[Decision.CONFIRMED]} confirmed · {counts[Decision.DISMISSED]} dismissed · "
                      f"{s.num_slices - counts[Decision.CONFIRMED] - counts[Decision.DISMISSED]} unreviewed")
         self.review_panel.show_review(f"Slice {i + 1} of {s.num_slices}", rev, count_txt,
-                                      self.session.review.undo_label(), self.session.review.redo_label())
-        self.viewer.set_annotations(rev.annotations)
-        self.act_undo.setEnabled(self.session.review.can_undo)
-        self.act_redo.setEnabled(self.session.review.can_redo)
+                                      self.model.undo_label(), self.model.redo_label())
+        if self.main_is_acquired():
+            self.viewer.set_annotations(rev.annotations)
+        self.act_undo.setEnabled(self.model.can_undo)
+        self.act_redo.setEnabled(self.model.can_redo)
 
     def _refresh_overlay(self) -> None:
         ov = self.analysis.overlay_state()
@@ -65,6 +69,10 @@ class SliceDisplayMixin:
         else:
             thr = 1.0
             self.viewer.map_percentile = None
+        self._refresh_plane_overlays()
+        if not self.main_is_acquired():
+            self._draw_overlay(self.viewer, self.model.plane, self.model.view_index())
+            return
         if r is None:
             self.viewer.set_overlay(None)
             return

@@ -12,19 +12,22 @@ import cv2
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPoint, QPointF, QRectF, Qt, QTimer, Signal
-from PySide6.QtGui import QBrush, QColor, QPainterPath, QPen, QTransform
+from PySide6.QtGui import QBrush, QColor, QGuiApplication, QPainterPath, QPen, QTransform
 from PySide6.QtWidgets import (QGraphicsEllipseItem, QGraphicsPathItem, QLabel, QSizePolicy, QVBoxLayout,
                                QWidget)
 
 from ..io.colormaps import DEFAULT_COLORMAP, overlay_lut
+from ..review.measurements import EllipseROI, Length, length_mm
 from ..review.state import Ellipse, Stroke
 
 ANNOTATION_COLOR = QColor(80, 220, 255)
+MEASURE_COLOR = QColor(255, 214, 10)  # lengths and ROIs: yellow, apart from the cyan drawings
+DRAW_TOOLS = ("ellipse", "brush", "length", "roi")  # the tools whose left-drag draws rather than windows
 
 
 class ViewerBox(pg.ViewBox):
     """ViewBox with the viewer's gestures: wheel scrolls slices (Ctrl+wheel zooms), left-drag windows or draws,
-    right-drag zooms, middle-drag pans, double-click fits, right-click asks for the context menu."""
+    Shift+left-drag, middle-drag pan, right-drag zooms, double-click fits, right-click asks for the context menu."""
 
     wheelSlices = Signal(int)
     windowDrag = Signal(float, float)  # screen pixels moved: dx (width), dy (level)
@@ -34,7 +37,7 @@ class ViewerBox(pg.ViewBox):
 
     def __init__(self) -> None:
         super().__init__(lockAspect=True, invertY=True, enableMenu=False, defaultPadding=0.02)
-        self.tool = "window"  # "window" | "ellipse" | "brush"
+        self.tool = "window"  # "window" | "ellipse" | "brush" | "length" | "roi"
         self._wheel_acc = 0.0
 
     def wheelEvent(self, ev, axis=None) -> None:
@@ -55,7 +58,11 @@ class ViewerBox(pg.ViewBox):
             super().mouseDragEvent(ev, axis)  # middle pans, right zooms: pyqtgraph's own
             return
         ev.accept()
-        if self.tool in ("ellipse", "brush"):
+        if ev.modifiers() & Qt.KeyboardModifier.ShiftModifier:  # Shift+drag pans, as in Slicer
+            d = self.mapToView(ev.pos()) - self.mapToView(ev.lastPos())
+            self.translateBy(x=-d.x(), y=-d.y())
+            return
+        if self.tool in DRAW_TOOLS:
             phase = "start" if ev.isStart() else ("finish" if ev.isFinish() else "move")
             if phase == "start":
                 self.draw.emit("start", ev.buttonDownScenePos())
@@ -104,7 +111,9 @@ class SliceViewer(QWidget):
     windowChanged = Signal(float, float)  # centre, width (after a drag)
     contextMenuRequested = Signal(object)  # QPoint
     annotationDrawn = Signal(object)  # Ellipse | Stroke in slice pixel coordinates
+    measurementDrawn = Signal(object)  # Length | EllipseROI in slice pixel coordinates (not yet placed on a slice)
     cursorMoved = Signal(object)  # (row, col) or None
+    crosshairMoved = Signal(int, int)  # (row, col) under the cursor while Shift is held
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -121,7 +130,21 @@ class SliceViewer(QWidget):
         self.contour.setZValue(20)
         self.annotations = pg.ItemGroup()
         self.annotations.setZValue(30)
-        for item in (self.image, self.overlay, self.contour, self.annotations):
+        # The drawn annotations where a reformatted plane cuts them (a mask's outline, not the shapes)
+        self.annotation_outline = pg.PlotCurveItem(pen=pg.mkPen(ANNOTATION_COLOR, width=2), connect="pairs")
+        self.annotation_outline.setZValue(29)
+        self.measurements = pg.ItemGroup()  # lengths and ROIs with their labels, in slice pixels
+        self.measurements.setZValue(35)
+        self.measure_labels: list[pg.TextItem] = []
+        self.crosshair = pg.PlotCurveItem(pen=pg.mkPen((255, 210, 60, 170), width=1), connect="pairs")
+        self.crosshair.setZValue(40)
+        self.crosshair_point: tuple[int, int] | None = None
+        self.crosshair_shown = True
+        self.rotation = 0  # quarter turns clockwise
+        self.plane = ""  # which plane this viewer shows (the window sets it)
+        self._pixel_items = [self.image, self.overlay, self.contour, self.annotations, self.annotation_outline,
+                             self.crosshair, self.measurements]
+        for item in self._pixel_items:
             self.vb.addItem(item)
         self._live: QGraphicsPathItem | QGraphicsEllipseItem | None = None
         self._live_points: list[tuple[float, float]] = []
@@ -210,7 +233,10 @@ class SliceViewer(QWidget):
         self.image.clear()
         self.overlay.clear()
         self.contour.setData([], [])
+        self.crosshair.setData([], [])
+        self.annotation_outline.setData([], [])
         self.set_annotations(())
+        self.set_measurements(())
         self._show_colorbar(False)
         for lab in (self.top_left, self.top_right, self.bottom_left, self.bottom_right):
             lab.set("")
@@ -220,9 +246,21 @@ class SliceViewer(QWidget):
         """Pixel spacing (x = columns, y = rows) in mm: each item is scaled so the scene is in mm."""
         sx, sy = (float(v) if v and v > 0 else 1.0 for v in spacing_xy)
         self._spacing = (sx, sy)
-        tr = QTransform.fromScale(sx, sy)
-        for item in (self.image, self.overlay, self.contour, self.annotations):
+        self._apply_transform()
+
+    def _apply_transform(self) -> None:
+        """Pixels to scene millimetres, then the view's rotation (about the origin; fit() finds the image)."""
+        sx, sy = self._spacing
+        tr = QTransform.fromScale(sx, sy) * QTransform().rotate(90.0 * self.rotation)
+        for item in self._pixel_items:
             item.setTransform(tr)
+
+    def set_rotation(self, quarter_turns: int) -> None:
+        quarter_turns %= 4
+        if quarter_turns != self.rotation:
+            self.rotation = quarter_turns
+            self._apply_transform()
+            self.fit()
 
     def set_pixels(self, pixels: np.ndarray, window: tuple[float, float], fit: bool = False) -> None:
         self.placeholder.hide()
@@ -260,8 +298,26 @@ class SliceViewer(QWidget):
     def fit(self) -> None:
         if self._shape[0]:
             h, w = self._shape
-            sx, sy = self._spacing
-            self.vb.setRange(QRectF(0, 0, w * sx, h * sy), padding=0.02)
+            self.vb.setRange(self.image.transform().mapRect(QRectF(0, 0, w, h)), padding=0.02)
+
+    def set_crosshair(self, point: tuple[int, int] | None) -> None:
+        """Lines through pixel (row, column) across the image: where the other planes cut this one."""
+        self.crosshair_point = point
+        if point is None or not self.crosshair_shown or not self._shape[0]:
+            self.crosshair.setData([], [])
+            return
+        h, w = self._shape
+        r, c = point[0] + 0.5, point[1] + 0.5
+        self.crosshair.setData([c, c, 0, w], [0, h, r, r], connect="pairs")
+
+    def show_crosshair(self, shown: bool) -> None:
+        self.crosshair_shown = bool(shown)
+        self.set_crosshair(self.crosshair_point)
+
+    def set_annotation_outline(self, mask: np.ndarray | None) -> None:
+        """The outline of a mask of drawn annotations (a reformatted plane's cut through them)."""
+        xs, ys = _outline(mask) if mask is not None else ([], [])
+        self.annotation_outline.setData(xs, ys, connect="pairs")
 
     def set_overlay(self, amap: np.ndarray | None, threshold: float = 1.0, vmax: float = 3.0, opacity: float = 0.6,
                     colormap: str = DEFAULT_COLORMAP, contour: bool = False, visible: bool = True) -> None:
@@ -329,20 +385,8 @@ class SliceViewer(QWidget):
         return hit
 
     def _draw_contour(self, mask: np.ndarray) -> None:
-        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        xs, ys = [], []
-        for c in contours:
-            pts = c[:, 0, :].astype(np.float64) + 0.5  # pixel centres
-            if len(pts) < 2:
-                continue
-            closed = np.vstack([pts, pts[:1]])
-            seg = np.repeat(closed, 2, axis=0)[1:-1]  # consecutive pairs for connect="pairs"
-            xs.append(seg[:, 0])
-            ys.append(seg[:, 1])
-        if xs:
-            self.contour.setData(np.concatenate(xs), np.concatenate(ys), connect="pairs")
-        else:
-            self.contour.setData([], [])
+        xs, ys = _outline(mask)
+        self.contour.setData(xs, ys, connect="pairs")
 
     def set_annotations(self, annotations) -> None:
         for child in list(self.annotations.childItems()):
@@ -373,6 +417,44 @@ class SliceViewer(QWidget):
         pen = QPen(c, a.width, Qt.PenStyle.SolidLine, Qt.PenCapStyle.RoundCap, Qt.PenJoinStyle.RoundJoin)
         item.setPen(pen)
         return item
+
+    def set_measurements(self, items) -> None:
+        """Draw (measurement, label text) pairs: yellow lines and ellipses, each label on a dark box so it reads on
+        any image, upright whatever the view's flips and rotation."""
+        for child in list(self.measurements.childItems()):
+            child.setParentItem(None)
+            if child.scene() is not None:
+                child.scene().removeItem(child)
+        self.measure_labels = []
+        for m, text in items:
+            self._measure_item(m).setParentItem(self.measurements)
+            if text:
+                self._measure_label(m, text)
+
+    def _measure_item(self, m):
+        pen = QPen(MEASURE_COLOR, 2)
+        pen.setCosmetic(True)
+        if isinstance(m, Length):
+            item = QGraphicsPathItem()
+            path = QPainterPath(QPointF(*m.p0))
+            path.lineTo(QPointF(*m.p1))
+            item.setPath(path)
+        else:
+            item = QGraphicsEllipseItem(m.cx - m.rx, m.cy - m.ry, 2 * m.rx, 2 * m.ry)
+            item.setBrush(QBrush(Qt.BrushStyle.NoBrush))
+        item.setPen(pen)
+        return item
+
+    def _measure_label(self, m, text: str) -> pg.TextItem:
+        label = pg.TextItem(text, color=MEASURE_COLOR, fill=pg.mkBrush(0, 0, 0, 170), anchor=(0, 1))
+        if isinstance(m, Length):
+            end = max((m.p0, m.p1), key=lambda p: p[0])  # beside the right-hand end
+            label.setPos(end[0] + 2, end[1])
+        else:
+            label.setPos(m.cx + m.rx * 0.72, m.cy - m.ry * 0.72)
+        label.setParentItem(self.measurements)
+        self.measure_labels.append(label)
+        return label
 
     # ------------------------------------------------------------------------------------------- corner text
     def set_info(self, top_left: str, top_right: str = "") -> None:
@@ -422,6 +504,8 @@ class SliceViewer(QWidget):
             self._cursor = cur
             self._update_cursor_text()
             self.cursorMoved.emit(cur)
+            if cur is not None and QGuiApplication.keyboardModifiers() & Qt.KeyboardModifier.ShiftModifier:
+                self.crosshairMoved.emit(*cur)
 
     # --------------------------------------------------------------------------------------------- gestures
     def _on_window_drag(self, dx: float, dy: float) -> None:
@@ -436,7 +520,7 @@ class SliceViewer(QWidget):
 
     def set_tool(self, tool: str) -> None:
         self.vb.tool = tool
-        self.vb.setCursor(Qt.CursorShape.CrossCursor if tool in ("ellipse", "brush") else Qt.CursorShape.ArrowCursor)
+        self.vb.setCursor(Qt.CursorShape.CrossCursor if tool in DRAW_TOOLS else Qt.CursorShape.ArrowCursor)
 
     def _on_draw(self, phase: str, scene_pos: QPointF) -> None:
         if self._pixels is None:
@@ -450,6 +534,9 @@ class SliceViewer(QWidget):
             self._live_points = [(x, y)]
             return
         if self._draw_start is None:
+            return
+        if self.vb.tool in ("length", "roi"):
+            self._on_measure(phase, x, y)
             return
         if self.vb.tool == "brush":
             if not self._live_points or (x, y) != self._live_points[-1]:
@@ -468,9 +555,58 @@ class SliceViewer(QWidget):
                 return  # a click, not an ellipse
             self.annotationDrawn.emit(shape)
 
+    def _on_measure(self, phase: str, x: float, y: float) -> None:
+        """A length from where the drag began to where it is; an ellipse ROI in the drag's box. The live length
+        shows its mm as it goes."""
+        x0, y0 = self._draw_start
+        if self.vb.tool == "length":
+            shape = Length((x0, y0), (x, y))
+            text = f"{length_mm(shape, self._spacing):.1f} mm"
+            big_enough = math.hypot(x - x0, y - y0) >= 1.0
+        else:
+            shape = EllipseROI((x0 + x) / 2, (y0 + y) / 2, abs(x - x0) / 2, abs(y - y0) / 2)
+            text = ""
+            big_enough = shape.rx >= 1 and shape.ry >= 1
+        self._remove_live()
+        self._live = self._measure_item(shape)
+        self._live.setParentItem(self.measurements)
+        if text:
+            self._live_label = self._measure_label(shape, text)
+        if phase == "finish":
+            self._remove_live()
+            self._draw_start = None
+            if big_enough:  # else a click, not a measurement
+                self.measurementDrawn.emit(shape)
+
+    _live_label: pg.TextItem | None = None
+
     def _remove_live(self) -> None:
+        if self._live_label is not None:
+            if self._live_label in self.measure_labels:
+                self.measure_labels.remove(self._live_label)
+            self._live_label.setParentItem(None)
+            if self._live_label.scene() is not None:
+                self._live_label.scene().removeItem(self._live_label)
+            self._live_label = None
         if self._live is not None:
             self._live.setParentItem(None)
             if self._live.scene() is not None:
                 self._live.scene().removeItem(self._live)
             self._live = None
+
+
+def _outline(mask: np.ndarray) -> tuple[np.ndarray | list, np.ndarray | list]:
+    """The outer outline of a mask through pixel centres, as point pairs for connect="pairs"."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    xs, ys = [], []
+    for c in contours:
+        pts = c[:, 0, :].astype(np.float64) + 0.5  # pixel centres
+        if len(pts) < 2:
+            continue
+        closed = np.vstack([pts, pts[:1]])
+        seg = np.repeat(closed, 2, axis=0)[1:-1]  # consecutive pairs for connect="pairs"
+        xs.append(seg[:, 0])
+        ys.append(seg[:, 1])
+    if not xs:
+        return [], []
+    return np.concatenate(xs), np.concatenate(ys)

@@ -20,6 +20,7 @@ Events (`subscribe(fn)`, `fn(event, payload)`):
   "plane"        the main view's plane changed (payload: "axial" | "coronal" | "sagittal")
   "layout"       one view or three planes side by side (payload: "1x1" | "1x3")
   "crosshair"    the point the planes cross at moved (payload: acquired voxel (slice, row, column))
+  "measurements" a length or ellipse ROI was added or removed (payload: the Measurement)
 
 Planes: every volume can be shown axial, coronal or sagittal (io/planes.py reformats without copying). `index` is
 always the slice of the acquired series (the review, references and scores are per acquired slice); the crosshair
@@ -38,6 +39,7 @@ import numpy as np
 
 from ..io.planes import PLANES, PlaneView, acquired_plane, available_planes, plane_view
 from ..io.windowing import default_window
+from .measurements import ACQUIRED, Measured, Measurement, measure, placed, units_of
 from .references import ReferenceSet, ReferenceSlice
 from .results import ScoreResults, SliceResult
 from .scoring import FIT_END
@@ -458,6 +460,9 @@ class ViewerModel:
         """The next slice of the cine loop (after the last comes the first)."""
         if self.series is None:
             return -1
+        pv = self.plane_view()
+        if not pv.is_acquired:  # cine runs through the main view's plane
+            return self.show_plane_slice(self.plane, (self.view_index() + 1) % pv.series.num_slices)
         return self.show_slice((self.index + 1) % self.series.num_slices)
 
     # ------------------------------------------------------------------------------------------------ windows
@@ -550,10 +555,30 @@ class ViewerModel:
             self.session.review.clear_annotations(*k)
 
     def undo(self) -> None:
+        if self._measurement_turn("undo"):
+            self._measurement_step(self.session.measurements.undo())
+            return
         self._show_touched(self.session.review.undo())
 
     def redo(self) -> None:
+        if self._measurement_turn("redo"):
+            self._measurement_step(self.session.measurements.redo())
+            return
         self._show_touched(self.session.review.redo())
+
+    @property
+    def can_undo(self) -> bool:
+        return self.session.review.can_undo or self.session.measurements.can_undo
+
+    @property
+    def can_redo(self) -> bool:
+        return self.session.review.can_redo or self.session.measurements.can_redo
+
+    def undo_label(self) -> str:
+        return (self.session.measurements if self._measurement_turn("undo") else self.session.review).undo_label()
+
+    def redo_label(self) -> str:
+        return (self.session.measurements if self._measurement_turn("redo") else self.session.review).redo_label()
 
     def _show_touched(self, key) -> None:
         """Show the slice an undo or redo changed."""
@@ -568,7 +593,70 @@ class ViewerModel:
         if index != self.index:
             self.show_slice(index)
 
+    # ------------------------------------------------------------------------------------------------ measurements
+    # Measurements keep their own undo (review.measurements.Measurements): Ctrl+Z undoes a measurement step while a
+    # measurement was the last thing changed, or when the review has nothing left to undo; else the review's step.
+    _measured_last = False
+
+    def measure_place(self) -> tuple[Any, str, int] | None:
+        """Where a measurement drawn now lies: (the Series the main view shows, its plane as measurements record
+        it, "acquired" for the series' own, and the slice index in that plane)."""
+        if self.series is None or self.index < 0:
+            return None
+        if self.plane == self.acquired_plane():
+            return self.series, ACQUIRED, self.index
+        return self.view_series(), self.plane, self.view_index()
+
+    def add_measurement(self, shape: Measurement) -> Measurement | None:
+        """Record `shape` (a Length or EllipseROI in the shown slice's pixels) on the slice shown."""
+        if (place := self.measure_place()) is None:
+            return None
+        m = placed(shape, self.series.uid, place[2], place[1])
+        self.session.measurements.add(m)
+        self._measurement_step(m)
+        return m
+
+    def remove_measurement(self, position: int) -> Measurement | None:
+        """Remove the session's measurement at `position` (as measurements_here numbers them)."""
+        m = self.session.measurements.remove(position)
+        if m is not None:
+            self._measurement_step(m)
+        return m
+
+    def measurements_here(self) -> list[tuple[int, Measurement]]:
+        """(position in the session's list, measurement) of those on the slice shown, in the plane shown."""
+        if (place := self.measure_place()) is None:
+            return []
+        return self.session.measurements.on_slice(self.series.uid, place[2], place[1])
+
+    def measured_here(self) -> list[tuple[int, Measurement, Measured]]:
+        """The measurements on the slice shown with their numbers (and the map's, when the slice is scored)."""
+        here = self.measurements_here()
+        if not here:
+            return []
+        s, plane, index = self.measure_place()
+        pixels = s.slice(index)
+        pm = self.plane_map(None, index)
+        amap = None if pm is None else pm.values
+        return [(k, m, measure(m, pixels, s.spacing, amap, units_of(s.modality))) for k, m in here]
+
+    def _measurement_turn(self, what: str) -> bool:
+        """Whether Ctrl+Z ("undo") / Ctrl+Y ("redo") goes to the measurements now."""
+        ms, rv = self.session.measurements, self.session.review
+        mine, other = (ms.can_undo, rv.can_undo) if what == "undo" else (ms.can_redo, rv.can_redo)
+        return mine and (self._measured_last or not other)
+
+    def _measurement_step(self, m: Measurement | None) -> None:
+        if m is None:
+            return
+        self._measured_last = True
+        if self.series is not None and m.plane == ACQUIRED and (m.series_uid, m.index) != self._here():
+            self._show_touched((m.series_uid, m.index))  # an undo shows the slice it changed
+        self._emit("measurements", m)
+        self.save()  # at once, like drawings
+
     def _review_changed(self, key) -> None:
+        self._measured_last = False
         self._emit("review", key)
         # Notes are saved after a pause in typing; decisions and drawings at once.
         if self.session.review.undo_label() == "Edit note":

@@ -1,0 +1,217 @@
+"""The main window's planes: the main view in any plane, the 1×3 layout (the other two planes beside it), the
+crosshair that links them (Shift+move), and scrolling each plane. The state (plane, layout, crosshair) lives in
+the viewer model (review/viewer.py); this mixin only draws it (self is the MainWindow)."""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtWidgets import QHBoxLayout, QWidget
+
+from ..io.planes import PLANES
+from .slice_viewer import SliceViewer
+
+
+class PlanesMixin:
+    def _build_plane_views(self) -> QWidget:
+        """The central widget: the main viewer, and two more for the 1×3 layout (hidden in 1×1)."""
+        from .slice_display import probe_html
+
+        box = QWidget()
+        lay = QHBoxLayout(box)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(3)
+        lay.addWidget(self.viewer, 1)
+        self.side_viewers = [SliceViewer(), SliceViewer()]
+        for v in self.side_viewers:
+            lay.addWidget(v, 1)
+            v.hide()
+            v.placeholder.setText("")
+            v.scrollRequested.connect(lambda d, v=v: self._scroll_plane(v, d))
+            v.windowChanged.connect(self._window_dragged)
+            v.crosshairMoved.connect(lambda r, c, v=v: self._crosshair_from(v, r, c))
+            v.probe_text = lambda row, col, v=v: probe_html(self.model.probe(row, col, plane=v.plane))
+        self.viewer.crosshairMoved.connect(lambda r, c: self._crosshair_from(self.viewer, r, c))
+        return box
+
+    # ------------------------------------------------------------------------------------------------ gestures
+    def main_is_acquired(self) -> bool:
+        return self.series is None or self.model.plane_view().is_acquired
+
+    def step_slice(self, step: int) -> None:
+        """The next (+) or previous (-) slice of the main view's plane (↑ / ↓, the wheel)."""
+        if self.series is None:
+            return
+        if self.main_is_acquired():
+            self.show_slice(self.index + step)
+        else:
+            self.model.show_plane_slice(self.model.plane, self.model.view_index() + step)
+
+    def end_slice(self, last: bool) -> None:
+        """The first (Home) or last (End) slice of the main view's plane."""
+        if self.series is None:
+            return
+        n = self.model.view_series().num_slices
+        if self.main_is_acquired():
+            self.show_slice(n - 1 if last else 0)
+        else:
+            self.model.show_plane_slice(self.model.plane, n - 1 if last else 0)
+
+    def _scroll_plane(self, viewer: SliceViewer, step: int) -> None:
+        if self.series is not None and viewer.plane:
+            self.model.show_plane_slice(viewer.plane, self.model.view_index(viewer.plane) + step)
+
+    def _crosshair_from(self, viewer: SliceViewer, row: int, col: int) -> None:
+        """Shift+move: the crosshair to the voxel under the cursor in that viewer's plane."""
+        if self.series is None or not viewer.plane:
+            return
+        self.model.set_crosshair(viewer.plane, self.model.view_index(viewer.plane), row, col)
+
+    def set_plane(self, plane: str) -> None:
+        msg = self.model.set_plane(plane)
+        if msg:
+            self.statusBar().showMessage(msg, 5000)
+
+    def toggle_layout(self) -> None:
+        self.model.set_layout("1x1" if self.model.layout == "1x3" else "1x3")
+
+    def toggle_crosshair(self) -> None:
+        shown = not self.viewer.crosshair_shown
+        for v in self.all_viewers():
+            v.show_crosshair(shown)
+
+    # ------------------------------------------------------------------------------------------------ drawing
+    def all_viewers(self) -> list[SliceViewer]:
+        return [self.viewer, *self.side_viewers]
+
+    def visible_viewers(self) -> list[SliceViewer]:
+        return [self.viewer] + ([v for v in self.side_viewers] if self.model.layout == "1x3" else [])
+
+    def _side_planes(self) -> list[str]:
+        return [p for p in PLANES if p != self.model.plane]
+
+    def _plane_changed(self, _plane=None) -> None:
+        """The main view's plane (or the series) changed: every viewer gets its plane, and is drawn anew."""
+        if self.series is None:
+            return
+        self.viewer.plane = self.model.plane
+        three = self.model.layout == "1x3" and len(self.model.planes()) > 1
+        for v, p in zip(self.side_viewers, self._side_planes()):
+            v.plane = p
+            v.setVisible(three)
+        if hasattr(self, "act_layout"):
+            self.act_layout.setChecked(self.model.layout == "1x3")
+            for p, a in self.plane_actions.items():
+                a.setChecked(p == self.model.plane)
+        self._fit_next = True
+        if self.main_is_acquired():
+            self.viewer.set_geometry((self.series.spacing[0], self.series.spacing[1]))
+            self._slice_shown(self.index)
+        else:
+            self._draw_plane(self.viewer, fit=True)
+            self._refresh_slice_info()
+            self._fit_next = False
+        self._draw_sides(force=True)
+
+    def _crosshair_changed(self, _point=None) -> None:
+        """The crosshair moved: reformatted views showing another slice are redrawn, every line moves."""
+        if self.series is None:
+            return
+        for v in self.visible_viewers():
+            if v is self.viewer and self.main_is_acquired():
+                k, r, c = self.model.view_point(v.plane)
+                v.set_crosshair((r, c))
+                continue
+            if getattr(v, "_drawn", None) != (v.plane, self.model.view_index(v.plane)):
+                self._draw_plane(v)
+            else:
+                k, r, c = self.model.view_point(v.plane)
+                v.set_crosshair((r, c))
+
+    def _draw_sides(self, force: bool = False) -> None:
+        if self.model.layout != "1x3" or self.series is None:
+            return
+        for v in self.side_viewers:
+            if v.isVisible():
+                if force:
+                    v._drawn = None
+                self._draw_plane(v)
+
+    def _refresh_plane_overlays(self) -> None:
+        """The scores changed (a slice scored, a threshold moved): overlays of the reformatted views follow."""
+        if self.series is None:
+            return
+        if self.model.layout != "1x3":
+            return
+        for v in self.side_viewers:
+            if v.isVisible() and v.plane:
+                self._draw_overlay(v, v.plane, self.model.view_index(v.plane))
+
+    def _plane_overlays_soon(self) -> None:
+        """While scoring: the reformatted views' maps follow at most four times a second."""
+        from PySide6.QtCore import QTimer
+
+        if not getattr(self, "_plane_overlay_pending", False):
+            self._plane_overlay_pending = True
+
+            def run() -> None:
+                self._plane_overlay_pending = False
+                self._refresh_plane_overlays()
+                if not self.main_is_acquired() and self.series is not None:
+                    self._draw_overlay(self.viewer, self.model.plane, self.model.view_index())
+            QTimer.singleShot(250, run)
+
+    def _draw_plane(self, v: SliceViewer, fit: bool = False) -> None:
+        """One viewer's slice of its plane through the crosshair: pixels, window, map, annotations, crosshair."""
+        m = self.model
+        plane = v.plane or m.plane
+        pv = m.plane_view(plane)
+        ps = pv.series
+        k, r, c = m.view_point(plane)
+        new_plane = getattr(v, "_geometry_of", None) != ps.uid
+        if new_plane:
+            v.set_geometry((ps.spacing[0], ps.spacing[1]))
+            v._geometry_of = ps.uid
+        v.units = "HU" if ps.modality.upper() == "CT" else ""
+        cw, ww, name = m.window()
+        v.set_pixels(ps.slice(k), (cw, ww), fit=fit or new_plane)
+        v.set_window(cw, ww, name)
+        self._draw_overlay(v, plane, k)
+        if pv.is_acquired:
+            v.set_annotation_outline(None)
+            v.set_annotations(self.session.review.get(m.series.uid, k).annotations)
+        else:
+            v.set_annotations(())
+            v.set_annotation_outline(m.plane_annotations(plane, k))
+        v.set_crosshair((r, c))
+        v._drawn = (plane, k)
+
+    def _draw_overlay(self, v: SliceViewer, plane: str, k: int):
+        m = self.model
+        ov = self.analysis.overlay_state()
+        res = m.results.get(m.series.uid)
+        pm = m.plane_map(plane, k)
+        pv = m.plane_view(plane)
+        note = (" · <span style='color:#ffd166'>map interpolated between scored slices</span>"
+                if pm is not None and pm.interpolated else "")
+        tag = " (acquired)" if pv.is_acquired else ""
+        if v is not self.viewer or not pv.is_acquired:  # the acquired main view has its own corner lines
+            v.set_info(f"<b>{plane.capitalize()}</b>{tag} · slice {k + 1} / {pv.series.num_slices}{note}", "")
+        if res is None or pm is None:
+            v.map_percentile = None
+            v.set_overlay(None)
+            return pm
+        thr = res.value_at(ov["threshold_pct"])
+        v.map_percentile = res.pixel_percentile
+        values = np.nan_to_num(pm.values, nan=0.0) if not pv_is_finite(pm.values) else pm.values
+        v.set_overlay(values, thr, thr + max(1.0, thr), ov["opacity"], ov["colormap"], ov["contour"],
+                      ov["visible"])
+        return pm
+
+    def _windows_to_sides(self, c: float, w: float, name: str = "") -> None:
+        for v in self.side_viewers:
+            if v.isVisible():
+                v.set_window(c, w, name)
+
+
+def pv_is_finite(values: np.ndarray) -> bool:
+    return bool(np.isfinite(values).all())
