@@ -240,6 +240,16 @@ def test_the_pdf_report_lists_the_measurements(ct, tmp_path):
     assert "M1" in table and "M2" in table
     assert "ellipse ROI" in text[text.index("Slice 11 of 20"):]  # on the slice's page too
 
+    # The JSON score table lists them too, without the series uid (de-identified).
+    from medad_viewer.report import export_scores_json
+
+    doc = json.loads(export_scores_json(ctx, str(tmp_path / "scores.json")).read_text())
+    got = doc["measurements"]
+    assert [(g["kind"], g["slice_index"], g["plane"]) for g in got] == [("length", 10, ACQUIRED), ("roi", 10, ACQUIRED)]
+    assert got[0]["length_mm"] == pytest.approx(195.3125) and got[0]["slice_number"] == 11
+    assert got[1]["mean"] == pytest.approx(r.mean) and got[1]["map_max"] == pytest.approx(r.map_max)
+    assert got[1]["units"] == "HU" and "series_uid" not in got[1]
+
 
 # ----------------------------------------------------------------------------------------------------- the window
 def test_the_m_and_o_tools_on_the_real_window(qtbot, tmp_path, sample_data):

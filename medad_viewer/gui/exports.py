@@ -32,10 +32,11 @@ def export_functions() -> tuple[dict[str, Callable], str]:
     table = {"export_pdf_report": report.export_pdf_report, "export_scores_csv": report.export_scores_csv,
              "export_scores_json": report.export_scores_json, "export_map_volume": report.export_map_volume,
              "export_annotation_volume": report.export_annotation_volume,
-             "export_view_png": report.export_view_png}
+             "export_view_png": report.export_view_png, "export_dicom_seg": report.export_dicom_seg,
+             "export_dicom_pmap": report.export_dicom_pmap}
     # The annotation volume and the view PNG work without scores.
     NEEDS_SCORES.update({report.export_pdf_report, report.export_scores_csv, report.export_scores_json,
-                         report.export_map_volume})
+                         report.export_map_volume, report.export_dicom_seg, report.export_dicom_pmap})
     return table, ""
 
 
@@ -53,6 +54,14 @@ class ExportsMixin:
             self._error("This series has no scores yet: pick normal references and press Adapt & score first.",
                         title="Export")
             return
+        if getattr(fn, "__name__", "") in ("export_dicom_seg", "export_dicom_pmap"):
+            from ..report.dicom_objects import NotDicomSeries, require_dicom
+
+            try:
+                require_dicom(self.series)  # say so before asking for a file name
+            except NotDicomSeries as exc:
+                self._error(f"{exc}.", title="Export")
+                return
         title = text.rstrip("…")
         if fn is report_module().export_pdf_report:
             ctx = self.export_context()

@@ -1,4 +1,5 @@
-"""Exports: PDF heatmap report, CSV/JSON score tables, map and annotation volumes, view PNG.
+"""Exports: PDF heatmap report, CSV/JSON score tables, map and annotation volumes, view PNG, DICOM SEG and
+parametric map.
 
 Two ways in: from a scoring run folder (CLI: `ReportData.build(read_score_dir(...), series, review)`), or from the
 viewer's File → Export actions, which call `export_*(context, path)` with a review.export.ExportContext.
@@ -23,21 +24,22 @@ if TYPE_CHECKING:
     from .tables import write_scores_csv, write_scores_json
     from .view_png import render_view, save_view_png
     from .volumes import write_annotation_volume, write_map_volume
+    from .dicom_objects import write_dicom_pmap, write_dicom_seg
 
 __all__ = [
     "CancelToken", "Cancelled", "DISCLAIMER", "Privacy", "ReportData", "ReportError", "ScoreRun", "SliceRow",
     "SourceUnavailable", "load_review_file", "load_target_series", "pixel_threshold", "read_score_dir",
     "reviews_for", "run_from_results", "score_threshold", "series_record", "write_score_dir",
     "write_pdf_report", "write_scores_csv", "write_scores_json", "write_map_volume", "write_annotation_volume",
-    "render_view", "save_view_png",
+    "render_view", "save_view_png", "write_dicom_seg", "write_dicom_pmap",
     "export_pdf_report", "export_scores_csv", "export_scores_json", "export_map_volume",
-    "export_annotation_volume", "export_view_png",
+    "export_annotation_volume", "export_view_png", "export_dicom_seg", "export_dicom_pmap",
 ]
 
 # Functions of the heavy modules, by the module that has them.
 _LAZY = {"write_pdf_report": "pdf", "write_scores_csv": "tables", "write_scores_json": "tables",
          "write_map_volume": "volumes", "write_annotation_volume": "volumes", "render_view": "view_png",
-         "save_view_png": "view_png"}
+         "save_view_png": "view_png", "write_dicom_seg": "dicom_objects", "write_dicom_pmap": "dicom_objects"}
 
 
 def __getattr__(name: str) -> Any:
@@ -129,6 +131,30 @@ def export_annotation_volume(ctx: ExportContext, path: str, *, progress=no_progr
     from .volumes import write_annotation_volume
 
     return write_annotation_volume(_data_from_context(ctx, need_scores=False), path, progress, cancel)
+
+
+def export_dicom_seg(ctx: ExportContext, path: str, *, include_identifiers: bool = False,
+                     threshold_pct: float | None = None, progress=no_progress,
+                     cancel: CancelToken | None = None) -> Path:
+    """File → Export → DICOM Segmentation: the map above the overlay's threshold (AUTOMATIC segment) and the
+    confirmed findings' annotations (MANUAL), referencing the open DICOM series; de-identified unless
+    `include_identifiers` (the source UIDs are kept either way). A series not loaded from DICOM files raises
+    dicom_objects.NotDicomSeries (a ValueError) with a plain message."""
+    from .dicom_objects import require_dicom, write_dicom_seg
+
+    require_dicom(ctx.series)
+    data = _data_from_context(ctx, include_identifiers, threshold_pct=threshold_pct)
+    return write_dicom_seg(data, path, progress, cancel)
+
+
+def export_dicom_pmap(ctx: ExportContext, path: str, *, include_identifiers: bool = False, progress=no_progress,
+                      cancel: CancelToken | None = None) -> Path:
+    """File → Export → DICOM parametric map: the anomaly maps of the scored slices, referencing the open DICOM
+    series (same privacy rule and errors as export_dicom_seg)."""
+    from .dicom_objects import require_dicom, write_dicom_pmap
+
+    require_dicom(ctx.series)
+    return write_dicom_pmap(_data_from_context(ctx, include_identifiers), path, progress, cancel)
 
 
 def export_view_png(ctx: ExportContext, path: str, *, progress=no_progress, cancel: CancelToken | None = None) -> Path:

@@ -46,6 +46,14 @@ def scores_json(data: ReportData) -> dict:
         "above_threshold": r.above_threshold, "flagged": r.flagged, "decision": r.review.decision.value,
         "note": data.note_of(r), "annotations": [a.to_dict() for a in r.review.annotations],
     } for r in data.rows]
+    # The reviewer's lengths and ellipse ROIs: where (slice_index in `plane`, pixel coordinates), and their numbers
+    # (length_mm or area_mm2; raw values in `units`; the map's, null when the slice was not scored).
+    doc["measurements"] = [{
+        **{k: v for k, v in mr.measurement.to_dict().items() if k not in ("series_uid", "index")},
+        "slice_index": mr.measurement.index, "slice_number": mr.number,
+        **{k: getattr(mr.measured, k) for k in ("length_mm", "area_mm2", "pixels", "mean", "sd", "min", "max",
+                                                 "map_mean", "map_sd", "map_max", "units")},
+    } for mr in data.measurements]
     return doc
 
 
