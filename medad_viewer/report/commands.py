@@ -23,7 +23,9 @@ def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
         "report", help="write the PDF report (and CSV/JSON tables, map volumes) of a scoring run",
         description="Write the exports of a scoring run folder (made by `medad-viewer score --out DIR`): a PDF "
                     "heatmap report, per-slice score tables, the anomaly maps and annotations as volumes on the "
-                    "source series' grid. Exports are de-identified unless --include-identifiers is given. "
+                    "source series' grid, and for DICOM series a DICOM Segmentation and Parametric Map. Exports are "
+                    "de-identified unless --include-identifiers is given (the DICOM objects keep the source UIDs "
+                    "either way, so that viewers can lay them over the original images). "
                     "Exit status: 0 done, 1 an export failed, 2 bad arguments or an unusable run folder.")
     p.add_argument("score_dir", help="folder with run.json, scores.csv and maps.npy")
     p.add_argument("--out", default=None, metavar="PDF", help="write the PDF report here")
@@ -35,6 +37,13 @@ def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
                    help="also write the anomaly maps as a volume (.nii.gz, .nii, .nrrd or .mha)")
     p.add_argument("--annotations", default=None, metavar="VOLUME",
                    help="also write the reviewer's annotations (from --review) as a label volume")
+    p.add_argument("--dicom-seg", default=None, metavar="SEG_DCM",
+                   help="also write a DICOM Segmentation referencing the source DICOM series: the map region above "
+                        "--threshold (AUTOMATIC segment) and, with --review, the confirmed findings' annotations "
+                        "(MANUAL segment)")
+    p.add_argument("--dicom-pmap", default=None, metavar="MAP_DCM",
+                   help="also write the anomaly maps of the scored slices as a DICOM Parametric Map referencing the "
+                        "source DICOM series")
     p.add_argument("--review", default=None, metavar="REVIEW_JSON",
                    help="the viewer's session.json (or a review file) with decisions, notes and annotations")
     p.add_argument("--threshold", type=float, default=None, metavar="P",
@@ -102,8 +111,10 @@ def run_report(args: argparse.Namespace) -> int:
 
     csv_path = _beside(args.out, args.csv, ".csv", args.score_dir)
     json_path = _beside(args.out, args.json, ".json", args.score_dir)
-    if not any((args.out, csv_path, json_path, args.maps, args.annotations)):
-        return _fail("nothing to write: give --out report.pdf and/or --csv, --json, --maps, --annotations", 2)
+    dicom = [p for p in (args.dicom_seg, args.dicom_pmap) if p]
+    if not any((args.out, csv_path, json_path, args.maps, args.annotations, *dicom)):
+        return _fail("nothing to write: give --out report.pdf and/or --csv, --json, --maps, --annotations, "
+                     "--dicom-seg, --dicom-pmap", 2)
     if args.annotations and not args.review:
         return _fail("--annotations needs --review REVIEW_JSON (the annotations live in the review)", 2)
     if args.opacity is not None and not 0.0 <= args.opacity <= 1.0:
@@ -133,6 +144,8 @@ def run_report(args: argparse.Namespace) -> int:
     except SourceUnavailable as exc:
         if needs_images:
             return _fail(f"{exc} (the PDF report needs the images)", 2)
+        if dicom:
+            return _fail(f"{exc} (the DICOM exports reference the source files)", 2)
         if args.include_identifiers:
             print(f"{PROG}: warning: {exc}; identifiers cannot be included", file=sys.stderr)
     uid = str(run.run["target"].get("uid", ""))
@@ -144,6 +157,13 @@ def run_report(args: argparse.Namespace) -> int:
             return _fail(str(exc), 2)
         if warning:
             print(f"{PROG}: warning: {warning}", file=sys.stderr)
+    if dicom:
+        from .dicom_objects import NotDicomSeries, require_dicom
+
+        try:
+            require_dicom(series)
+        except NotDicomSeries as exc:
+            return _fail(str(exc), 2)
     data = ReportData.build(run, series, review, threshold_pct=args.threshold,
                             include_identifiers=args.include_identifiers, flag_pct=args.flag_at)
     written: list[str] = []
@@ -180,6 +200,14 @@ def run_report(args: argparse.Namespace) -> int:
             from .volumes import write_annotation_volume
 
             written.append(str(write_annotation_volume(data, args.annotations)))
+        if args.dicom_seg:
+            from .dicom_objects import write_dicom_seg
+
+            written.append(str(write_dicom_seg(data, args.dicom_seg)))
+        if args.dicom_pmap:
+            from .dicom_objects import write_dicom_pmap
+
+            written.append(str(write_dicom_pmap(data, args.dicom_pmap)))
     except ReportError as exc:
         return _fail(str(exc), 1)
     except OSError as exc:

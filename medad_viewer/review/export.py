@@ -23,6 +23,8 @@ EXPORTS = [
     ("Anomaly maps as a volume…", "export_map_volume", "NRRD (*.nrrd);;NIfTI (*.nii.gz)"),
     ("Annotations as a label volume…", "export_annotation_volume", "NRRD (*.nrrd);;NIfTI (*.nii.gz)"),
     ("Current view as PNG…", "export_view_png", "PNG (*.png)"),
+    ("DICOM Segmentation…", "export_dicom_seg", "DICOM (*.dcm)"),
+    ("DICOM parametric map…", "export_dicom_pmap", "DICOM (*.dcm)"),
 ]
 
 
