@@ -2,12 +2,14 @@
 references, a 10 ms QTimer measuring event-loop stalls meanwhile.
 
     python benchmarks/ui_latency.py [--budget SECONDS] [--threads N] [--method adapted|memory] [--scroll]
-                                    [--cine] [--probe]
+                                    [--cine] [--probe] [--layout 1x3] [--plane coronal]
 
 The job starts once the window has settled (start-up imports done), as when a user presses the button.
 Defaults: the app's own settings (EfficientNet-Lite2, adapted, 90 s adaptation budget), torch threads as the app
 sets them (cores - 1 on a small CPU). A fresh temporary data folder, so no cached adaptation is reused. --scroll
-also steps through slices every 50 ms, as a user browsing while the job runs. Prints JSON.
+also steps through slices every 50 ms, as a user browsing while the job runs. --layout 1x3 shows the three planes
+(their reformatted maps follow the scoring), --plane the main view's plane; the probe then moves over every view.
+Prints JSON.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ def main() -> int:
     p.add_argument("--scroll", action="store_true", help="scroll through slices while the job runs")
     p.add_argument("--cine", action="store_true", help="play the slices (cine, 10 a second) while the job runs")
     p.add_argument("--probe", action="store_true", help="move the cursor (data probe) every 20 ms while it runs")
+    p.add_argument("--layout", default="1x1", choices=("1x1", "1x3"), help="one view or the three planes")
+    p.add_argument("--plane", default=None, help="the main view's plane (axial, coronal, sagittal)")
     p.add_argument("--switch-interval", type=float, default=None,
                    help="sys.setswitchinterval in s (default: what the app sets)")
     p.add_argument("--timeout", type=float, default=900.0)
@@ -73,6 +77,11 @@ def main() -> int:
         app.processEvents()
         time.sleep(0.005)
 
+    win.model.set_layout(args.layout)
+    if args.plane:
+        win.set_plane(args.plane)
+    app.processEvents()
+
     ticks: list[float] = []
     stage = {"msg": "", "log": []}  # (time, job message) to say what the job was doing when a stall happened
     timer = QTimer()
@@ -93,9 +102,12 @@ def main() -> int:
     prober.setInterval(20)
     rng = np.random.default_rng(0)
 
-    def probe() -> None:  # what a mouse move over the image does
-        win.viewer._cursor = (int(rng.integers(win.series.rows)), int(rng.integers(win.series.columns)))
-        win.viewer._update_cursor_text()
+    def probe() -> None:  # what a mouse move over the image does (over each view shown, in turn)
+        views = win.visible_viewers()
+        v = views[int(rng.integers(len(views)))]
+        ps = win.model.view_series(v.plane or None)
+        v._cursor = (int(rng.integers(ps.rows)), int(rng.integers(ps.columns)))
+        v._update_cursor_text()
 
     prober.timeout.connect(probe)
     state = {"done": None}
@@ -162,6 +174,8 @@ def main() -> int:
         "scroll": args.scroll,
         "cine": args.cine,
         "probe": args.probe,
+        "layout": args.layout,
+        "plane": win.model.plane,
         "cpu_count": os.cpu_count(),
         "switch_interval_s": sys.getswitchinterval(),
         "worst_stalls": worst,

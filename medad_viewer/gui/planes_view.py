@@ -26,6 +26,7 @@ class PlanesMixin:
             lay.addWidget(v, 1)
             v.hide()
             v.placeholder.setText("")
+            v.colorbar_enabled = False  # one colour bar, the main view's, for all three
             v.scrollRequested.connect(lambda d, v=v: self._scroll_plane(v, d))
             v.windowChanged.connect(self._window_dragged)
             v.crosshairMoved.connect(lambda r, c, v=v: self._crosshair_from(v, r, c))

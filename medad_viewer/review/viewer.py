@@ -136,7 +136,6 @@ class ViewerModel:
         self.plane = "axial"
         self.layout = "1x1"
         self.crosshair: tuple[int, int] = (0, 0)  # (row, column) of the acquired slice `index`
-        self._map_volumes: dict[str, tuple] = {}
         self._pending_reference_set: ReferenceSet | None = None
         self._pending_slice: int | None = None
         self._load_request = 0
@@ -335,7 +334,9 @@ class ViewerModel:
 
     def plane_map(self, plane: str | None = None, index: int | None = None) -> PlaneMap | None:
         """The anomaly map of slice `index` (the crosshair's by default) of `plane`, at that plane's pixel size;
-        None when nothing of the series is scored."""
+        None when nothing of the series is scored. A reformatted plane is cut from each scored slice's compact map
+        (one line of each: no map volume is kept), and lines of slices not scored between two that are, are
+        interpolated linearly between them."""
         res = self.results.get(self.series.uid) if self.series is not None else None
         if res is None or not len(res):
             return None
@@ -344,51 +345,50 @@ class ViewerModel:
         if pv.is_acquired:
             r = res.get(index)
             return None if r is None else PlaneMap(r.map, False)
-        vol, scored = self._map_volume(res)
-        cut = pv.take(vol, index).astype(np.float32)
-        i0 = pv.axes.index(0)  # the plane axis that runs along the acquired slices (row 1 or column 2)
-        done = scored[::-1] if pv.flips[i0] else scored
-        interpolated = False
-        if i0 in (1, 2) and done.any() and not done.all():
-            lines = cut if i0 == 1 else cut.T
-            have = np.flatnonzero(done)
-            inside = np.arange(lines.shape[0])
-            between = (inside > have[0]) & (inside < have[-1]) & ~done
-            if between.any():
-                interpolated = True
-                for j in np.flatnonzero(between):
-                    hi = have[np.searchsorted(have, j)]
-                    lo = have[np.searchsorted(have, j) - 1]
-                    t = (j - lo) / (hi - lo)
-                    lines[j] = (1 - t) * lines[lo] + t * lines[hi]
+        s = self.series
+        a0 = pv.axes[0]  # the acquired axis (1 rows, 2 columns) this plane's slices are stacked along
+        full = s.rows if a0 == 1 else s.columns
+        line = full - 1 - index if pv.flips[0] else index
+        first = next(iter(res.results.values()))
+        h, w = first.compact.shape
+        n = h if a0 == 1 else w
+        j = min(int((line + 0.5) * n / full), n - 1)
+        cut = np.full((s.num_slices, w if a0 == 1 else h), np.nan, dtype=np.float32)
+        for k, r in res.results.items():
+            if r.compact.shape == (h, w):
+                cut[k] = r.compact[j] if a0 == 1 else r.compact[:, j]
+        done = np.zeros(s.num_slices, dtype=bool)
+        done[[k for k, r in res.results.items() if r.compact.shape == (h, w)]] = True
+        have = np.flatnonzero(done)
+        gaps = np.flatnonzero(~done)
+        gaps = gaps[(gaps > have[0]) & (gaps < have[-1])] if len(have) else gaps[:0]
+        for g in gaps:
+            pos = np.searchsorted(have, g)
+            lo, hi = have[pos - 1], have[pos]
+            t = (g - lo) / (hi - lo)
+            cut[g] = (1 - t) * cut[lo] + t * cut[hi]
+        values = self._orient_cut(pv, cut)
         ps = pv.series
-        if cut.shape != (ps.rows, ps.columns):
+        if values.shape != (ps.rows, ps.columns):
             import cv2
 
-            valid = np.isfinite(cut)
+            valid = np.isfinite(values)
             size = (ps.columns, ps.rows)
             # cv2 lets a NaN reach neighbours it gives no weight: resize the values and where they exist apart
-            cut = cv2.resize(np.where(valid, cut, 0).astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
-            cut[cv2.resize(valid.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) == 0] = np.nan
-        return PlaneMap(cut, interpolated)
+            values = cv2.resize(np.where(valid, values, 0).astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
+            values[cv2.resize(valid.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) == 0] = np.nan
+        return PlaneMap(np.ascontiguousarray(values), bool(len(gaps)))
 
-    def _map_volume(self, res: ScoreResults) -> tuple[np.ndarray, np.ndarray]:
-        """The compact maps of a series stacked as one volume (NaN on slices not scored), kept up to date as
-        slices are scored rather than rebuilt."""
-        hit = self._map_volumes.get(res.series_uid)
-        if hit is None or hit[0] is not res:
-            first = next(iter(res.results.values()))
-            h, w = first.compact.shape
-            vol = np.full((res.num_slices, h, w), np.nan, dtype=np.float32)
-            hit = (res, vol, np.zeros(res.num_slices, dtype=bool))
-            self._map_volumes = {res.series_uid: hit}  # one series at a time: maps are big
-        _res, vol, scored = hit
-        for i, r in res.results.items():
-            if not scored[i] or vol.shape[1:] != r.compact.shape:
-                if vol.shape[1:] == r.compact.shape:
-                    vol[i] = r.compact
-                    scored[i] = True
-        return vol, scored
+    @staticmethod
+    def _orient_cut(pv: PlaneView, cut: np.ndarray) -> np.ndarray:
+        """A cut laid out (acquired slice, the acquired in-plane axis the plane keeps), both in acquired order ->
+        the plane's (rows, columns), with its flips."""
+        out = cut if pv.axes[1] == 0 else cut.T
+        if pv.flips[1]:
+            out = out[::-1]
+        if pv.flips[2]:
+            out = out[:, ::-1]
+        return out
 
     def plane_annotations(self, plane: str | None = None, index: int | None = None) -> np.ndarray | None:
         """The drawn annotations cut by slice `index` of a reformatted `plane`, as a mask (None when there are none
@@ -401,21 +401,13 @@ class ViewerModel:
         items = [(i, rev.annotations) for (uid, i), rev in self.session.review.items(s.uid) if rev.annotations]
         if not items:
             return None
-        shape = (s.num_slices, s.rows, s.columns)
         a0 = pv.axes[0]
-        line_index = shape[a0] - 1 - index if pv.flips[0] else index
-        cut = np.zeros((s.num_slices,) + tuple(shape[a] for a in (1, 2) if a != a0), dtype=bool)
+        line = (s.rows if a0 == 1 else s.columns) - 1 - index if pv.flips[0] else index
+        cut = np.zeros((s.num_slices, s.columns if a0 == 1 else s.rows), dtype=bool)
         for i, anns in items:
             m = annotations_mask(anns, (s.rows, s.columns))
-            cut[i] = m[line_index] if a0 == 1 else m[:, line_index]
-        # `cut` is laid out (acquired slice, the other in-plane axis), both in acquired order
-        order = [pv.axes[1], pv.axes[2]]
-        other = next(a for a in (1, 2) if a != a0)
-        out = cut if order == [0, other] else cut.T
-        if pv.flips[1]:
-            out = out[::-1]
-        if pv.flips[2]:
-            out = out[:, ::-1]
+            cut[i] = m[line] if a0 == 1 else m[:, line]
+        out = self._orient_cut(pv, cut)
         return np.ascontiguousarray(out) if out.any() else None
 
     def row_of(self, series_uid: str) -> int | None:
