@@ -280,6 +280,7 @@ def test_the_m_and_o_tools_on_the_real_window(qtbot, tmp_path, sample_data):
     assert isinstance(line, Length) and line.index == 10
     assert line.p0 == pytest.approx((100.0, 100.0)) and line.p1 == pytest.approx((100.0, 300.0))
     assert [t.toPlainText() for t in w.viewer.measure_labels] == ["195.3 mm"]
+    assert w.act_undo.isEnabled() and w.review_panel.undo_button.isEnabled()  # Ctrl+Z would take it back
 
     qtbot.keyClick(w.viewer, Qt.Key.Key_O)
     assert w.viewer.vb.tool == "roi"

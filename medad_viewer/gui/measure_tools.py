@@ -44,10 +44,9 @@ class MeasureToolsMixin:
             return
         if event == "slice-score" and payload.index != self.model.index and self.model.plane_view().is_acquired:
             return  # another slice was scored: its map is not the one shown
-        self.refresh_measurements()
         if event == "measurements":
-            self.act_undo.setEnabled(self.model.can_undo)
-            self.act_redo.setEnabled(self.model.can_redo)
+            self._refresh_slice_info()  # the Undo / Redo buttons and what they would undo
+        self.refresh_measurements()
 
     def refresh_measurements(self) -> None:
         if self.model.series is None:
