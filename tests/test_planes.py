@@ -158,3 +158,16 @@ def test_annotations_are_cut_by_the_other_planes():
     r2, c2 = np.nonzero(sag)
     assert set(r2) == {s.num_slices - 1 - 10} and c2.min() == pytest.approx(90, abs=1) and c2.max() == pytest.approx(109, abs=1)
     assert m.plane_annotations("axial") is None  # the acquired plane draws the shapes themselves
+
+
+def test_drawing_on_a_reformatted_plane_is_refused_with_a_reason():
+    m = _model()
+    said = []
+    m.subscribe(lambda e, p: said.append(p) if e == "say" else None)
+    m.set_plane("sagittal")
+    m.add_annotation(Ellipse(10.0, 10.0, 5.0, 5.0))
+    assert not m.session.review.get(m.series.uid, m.index).annotations
+    assert said and "Ctrl+1" in said[-1]
+    m.set_plane("axial")
+    m.add_annotation(Ellipse(10.0, 10.0, 5.0, 5.0))
+    assert len(m.session.review.get(m.series.uid, m.index).annotations) == 1

@@ -539,8 +539,13 @@ class ViewerModel:
             self.session.review.set_note(*k, text)
 
     def add_annotation(self, shape) -> None:
-        if (k := self._here()) is not None:
-            self.session.review.add_annotation(*k, shape)
+        if (k := self._here()) is None:
+            return
+        if not self.plane_view().is_acquired:  # drawings belong to acquired slices, in their pixels
+            self._emit("say", f"Findings are drawn on the acquired ({self.acquired_plane()}) slices: switch the main "
+                              f"view back with Ctrl+{PLANES.index(self.acquired_plane()) + 1}.")
+            return
+        self.session.review.add_annotation(*k, shape)
 
     def clear_annotations(self) -> None:
         if (k := self._here()) is not None:
