@@ -207,6 +207,39 @@ def test_measurements_undo_and_redo_alone():
     assert Measurements.from_list(ms.to_list()) == ms
 
 
+def test_a_measurement_in_a_reformatted_plane(sample_data, tmp_path):
+    from medad_viewer.io.planes import plane_view
+    from medad_viewer.report import _data_from_context
+
+    path = tmp_path / "brain1_image.nrrd"
+    shutil.copy(sample_data / "mr-brain" / "brain1_image.nrrd", path)
+    m = opened_model(path)
+    s = m.series
+    assert m.set_plane("coronal") == ""
+    cor = plane_view(s, "coronal").series
+    assert cor.spacing[:2] == pytest.approx((s.spacing[0], s.spacing[2]))  # rows of the coronal run across slices
+    line = m.add_measurement(Length((100.0, 2.0), (100.0, 6.0)))
+    k = m.view_index()
+    assert (line.plane, line.index) == ("coronal", k)
+    roi = m.add_measurement(EllipseROI(128.0, 12.0, 30.0, 3.0))
+    (_a, _l, r_line), (_b, _r, r_roi) = m.measured_here()
+    assert r_line.length_mm == pytest.approx(4 * s.spacing[2])  # four rows of 6.5 mm
+    mask = hand_mask((cor.rows, cor.columns), 128.0, 12.0, 30.0, 3.0)
+    assert r_roi.pixels == int(mask.sum()) > 0
+    assert r_roi.mean == pytest.approx(cor.slice(k)[mask].mean())
+    # Back in the axial plane, neither is on the slice shown; the report still measures them in their plane.
+    m.set_plane("axial")
+    assert m.measurements_here() == []
+    res = ScoreResults(s.uid, s.num_slices)
+    for i in range(s.num_slices):
+        res.add(i, 1.0, 50.0, np.full((s.rows, s.columns), 0.7, np.float32))
+    ctx = ExportContext(str(path), s, res, ReviewState(), ReferenceSet(), 50.0, measurements=[line, roi])
+    rows = _data_from_context(ctx).measurements
+    assert rows[0].measured.length_mm == pytest.approx(r_line.length_mm)
+    assert rows[1].measured.mean == pytest.approx(r_roi.mean)
+    assert rows[1].measured.map_mean == pytest.approx(0.7, abs=1e-3)
+
+
 # ------------------------------------------------------------------------------------------------------ the report
 def test_the_pdf_report_lists_the_measurements(ct, tmp_path):
     from medad_viewer.report import _data_from_context, export_pdf_report
