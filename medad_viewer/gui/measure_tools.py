@@ -44,11 +44,20 @@ class MeasureToolsMixin:
             return
         if event == "slice-score" and payload.index != self.model.index and self.model.plane_view().is_acquired:
             return  # another slice was scored: its map is not the one shown
+        if event == "crosshair" and self._measures_at == self._measure_slice():
+            return  # the crosshair moved within the slice shown (Shift+move): nothing to redraw
         if event == "measurements":
             self._refresh_slice_info()  # the Undo / Redo buttons and what they would undo
         self.refresh_measurements()
 
+    _measures_at: tuple | None = None
+
+    def _measure_slice(self) -> tuple | None:
+        place = self.model.measure_place()
+        return None if place is None else (self.model.series.uid, *place[1:])
+
     def refresh_measurements(self) -> None:
+        self._measures_at = self._measure_slice()
         if self.model.series is None:
             self.viewer.set_measurements(())
             return
