@@ -87,7 +87,8 @@ class ExportsMixin:
         return ExportContext(self.study_path or "", s, self.results.get(s.uid) if s is not None else None,
                              self.session.review, self.session.reference_set, ov["threshold_pct"],
                              self.detector_info or {}, self.index, None if c is None else (c, w), name,
-                             ov["opacity"], ov["colormap"], self.ranking.threshold_pct)
+                             ov["opacity"], ov["colormap"], self.ranking.threshold_pct,
+                             measurements=list(self.session.measurements))
 
     def export_to(self, fn: Callable, path: str, options: dict | None = None, *, open_after: bool = False) -> Worker:
         """Run an export in the background (a PDF of many slices takes a while) with a non-modal progress window and

@@ -291,3 +291,8 @@ class ReviewPanel(QWidget):
     def set_tool(self, tool: str) -> None:
         if tool in self.tool_buttons:
             self.tool_buttons[tool].setChecked(True)
+        elif (b := self.tool_group.checkedButton()) is not None:
+            # A tool without a button here (the Length and Ellipse ROI tools, M and O): none of these is chosen.
+            self.tool_group.setExclusive(False)
+            b.setChecked(False)
+            self.tool_group.setExclusive(True)

@@ -75,7 +75,7 @@ def _data_from_context(ctx: ExportContext, include_identifiers: bool = False, ne
         flag_pct = ctx.flag_pct
     return ReportData.build(run, ctx.series, ctx.review, threshold_pct=threshold,
                             include_identifiers=include_identifiers,
-                            flag_pct=None if flag_pct is None else float(flag_pct))
+                            flag_pct=None if flag_pct is None else float(flag_pct), measurements=ctx.measurements)
 
 
 def _pdf_options(ctx: ExportContext, slices: str = "flagged") -> PdfOptions:
