@@ -181,6 +181,23 @@ def test_failure_is_a_message_and_nothing_opens(qtbot, tmp_path, ct_study, opene
     close_window(qtbot, w)
 
 
+def test_a_dicom_seg_of_files_without_uids_is_said_in_plain_words(qtbot, tmp_path, ct_study, save_as, opened):
+    """The sample CT's files carry no UIDs: the SEG export says why, without an exception name or advice about disk
+    space that does not fit."""
+    w = make_window(qtbot, tmp_path)
+    open_study(qtbot, w, ct_study)
+    _give_scores(w)
+    out = tmp_path / "seg.dcm"
+    save_as.append(str(out))
+    w.export_actions["export_dicom_seg"].trigger()
+    qtbot.waitUntil(lambda: w._message_box is not None and "seg.dcm" in w._message_box.text(), timeout=30_000)
+    text = w._message_box.text()
+    assert "UID" in text and "No file was written" in text and not out.exists()
+    assert "Error)" not in text and "disk space" not in text
+    _wait_idle(qtbot, w)
+    close_window(qtbot, w)
+
+
 def test_simple_exports_open_when_the_menu_setting_is_on(qtbot, tmp_path, ct_study, save_as, opened):
     w = make_window(qtbot, tmp_path)
     open_study(qtbot, w, ct_study)

@@ -106,7 +106,7 @@ class ExportsMixin:
         w = Worker(run, "export", self)
         w.progress.connect(lambda f, m: self.statusBar().showMessage(f"Exporting {name}… {m}", 3000))
         w.finished.connect(lambda out: self._export_finished(str(out or path), open_after))
-        w.failed.connect(lambda msg: self._export_failed(path, msg))
+        w.failed.connect(lambda msg: self._export_failed(path, msg, getattr(w, "exception", None)))
         w.cancelled.connect(lambda: self.statusBar().showMessage(f"Export of {name} cancelled; no file was written.",
                                                                  8000))
         dlg = ExportProgressDialog(w, f"Exporting {name}", self)
@@ -129,8 +129,13 @@ class ExportsMixin:
         if open_after and not QDesktopServices.openUrl(QUrl.fromLocalFile(path)):
             self._say(f"Exported {path}, but no application could open it.")
 
-    def _export_failed(self, path: str, msg: str) -> None:
+    def _export_failed(self, path: str, msg: str, exc: BaseException | None = None) -> None:
         self.statusBar().showMessage(f"Export of {Path(path).name} failed", 8000)
-        self._error(f"Could not export {path}: {msg}\n\nNo file was written. Choose another folder or file name, or "
-                    "free some disk space, then export again.", title="Export failed")
+        from ..report.data import ReportError
+
+        # What the data did not allow (no UIDs, files moved) has its own words; only a failed write gets the advice
+        # about folders and disk space.
+        advice = "" if isinstance(exc, ReportError) else (" Choose another folder or file name, or free some disk "
+                                                          "space, then export again.")
+        self._error(f"Could not export {path}: {msg}\n\nNo file was written.{advice}", title="Export failed")
 

@@ -37,6 +37,7 @@ class Worker(QObject):
     failed = Signal(str)
     cancelled = Signal()
     done = Signal()
+    exception: BaseException | None = None  # what made the job fail, for callers that word it themselves
 
     # Progress is coalesced to this interval: a job reporting every few ms would flood the UI's event queue.
     PROGRESS_INTERVAL_S = 0.05
@@ -105,7 +106,9 @@ class Worker(QObject):
         except MemoryError:
             self.failed.emit(OUT_OF_MEMORY)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a message, never a crash
-            traceback.print_exc()
+            self.exception = exc
+            if not _plain_words(exc):
+                traceback.print_exc()
             self.failed.emit(_readable(exc))
         else:
             if self.token.cancelled:
@@ -144,12 +147,18 @@ _OOM_MARKERS = ("out of memory", "can't allocate memory", "defaultcpuallocator",
                 "mps backend out of memory", "failed to allocate")
 
 
+def _plain_words(exc: BaseException) -> bool:
+    """An error whose message is written for the user (the report package's ReportError and its kinds)."""
+    return any(c.__name__ == "ReportError" for c in type(exc).__mro__)
+
+
 def _readable(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     name = type(exc).__name__
     low = text.lower()
     if isinstance(exc, MemoryError) or any(m in low for m in _OOM_MARKERS):
         return f"{OUT_OF_MEMORY} ({text.splitlines()[0][:200]})"
-    if name in ("ValueError", "WeightsUnavailable", "ReferenceUnavailable", "FileNotFoundError", "RuntimeError"):
+    if name in ("ValueError", "WeightsUnavailable", "ReferenceUnavailable", "FileNotFoundError", "RuntimeError") \
+            or _plain_words(exc):
         return text
     return f"{text} ({name})"
