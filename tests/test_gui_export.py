@@ -190,11 +190,44 @@ def test_a_dicom_seg_of_files_without_uids_is_said_in_plain_words(qtbot, tmp_pat
     out = tmp_path / "seg.dcm"
     save_as.append(str(out))
     w.export_actions["export_dicom_seg"].trigger()
+    w.export_dialog.accept()
     qtbot.waitUntil(lambda: w._message_box is not None and "seg.dcm" in w._message_box.text(), timeout=30_000)
     text = w._message_box.text()
     assert "UID" in text and "No file was written" in text and not out.exists()
     assert "Error)" not in text and "disk space" not in text
     _wait_idle(qtbot, w)
+    close_window(qtbot, w)
+
+
+def test_dicom_export_dialog_privacy_choice_reaches_the_objects(qtbot, tmp_path, sample_data, save_as, opened):
+    """File → Export → DICOM Segmentation / parametric map: de-identified by default, the patient's identifiers only
+    when ticked (the PDF's rule); the dialog says what de-identification keeps (the UIDs)."""
+    import pydicom
+
+    from test_report_dicom import NAME, _copy_with_uids
+
+    study = tmp_path / "ct-uids"
+    _copy_with_uids(str(sample_data / "ct-dicom"), str(study), mirrored=False)
+    w = make_window(qtbot, tmp_path)
+    open_study(qtbot, w, study)
+    _give_scores(w)
+    for name, tick in (("seg-anon.dcm", False), ("seg-named.dcm", True)):
+        save_as[:] = [str(tmp_path / name)]
+        w.export_actions["export_dicom_seg"].trigger()
+        dlg = w.export_dialog
+        assert "UIDs" in dlg.explanation.text() and dlg.threshold is not None
+        dlg.identifiers.setChecked(tick)
+        dlg.accept()
+        qtbot.waitUntil(lambda: (tmp_path / name).is_file(), timeout=60_000)
+        _wait_idle(qtbot, w)
+        assert (str(pydicom.dcmread(tmp_path / name).PatientName) == NAME) is tick
+    save_as[:] = [str(tmp_path / "map.dcm")]
+    w.export_actions["export_dicom_pmap"].trigger()
+    assert w.export_dialog.threshold is None  # a parametric map has no threshold
+    w.export_dialog.accept()
+    qtbot.waitUntil(lambda: (tmp_path / "map.dcm").is_file(), timeout=60_000)
+    _wait_idle(qtbot, w)
+    assert str(pydicom.dcmread(tmp_path / "map.dcm").PatientName) != NAME
     close_window(qtbot, w)
 
 

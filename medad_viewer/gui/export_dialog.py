@@ -106,6 +106,63 @@ class PdfExportDialog(QDialog):
         super().accept()
 
 
+class DicomExportDialog(QDialog):
+    """Options of File → Export → DICOM Segmentation / parametric map: the same privacy choice as the PDF report
+    (de-identified unless asked), with what de-identification does and does not remove for these objects, and for
+    the SEG the threshold of its AUTOMATIC segment. `options()` gives the export function's keyword arguments."""
+
+    def __init__(self, title: str, threshold_pct: float | None, settings, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        from ..report.dicom_objects import describe_choice
+
+        self.setWindowTitle(title)
+        self.settings = settings
+        self._describe = describe_choice
+        self.identifiers = QCheckBox("Include identifying data (patient name, ID, birth date)")
+        self.identifiers.setChecked(False)
+        self.explanation = QLabel(describe_choice(False))
+        self.explanation.setWordWrap(True)
+        self.explanation.setMinimumWidth(420)
+        self.identifiers.toggled.connect(lambda on: self.explanation.setText(describe_choice(on)))
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.identifiers)
+        lay.addWidget(self.explanation)
+        self.threshold = None
+        if threshold_pct is not None:
+            self.threshold = QDoubleSpinBox()
+            self.threshold.setRange(1.0, 99.99)
+            self.threshold.setDecimals(2)
+            self.threshold.setSingleStep(0.5)
+            self.threshold.setSuffix("th percentile of normal pixels")
+            self.threshold.setValue(float(threshold_pct))
+            self.threshold.setToolTip("The AUTOMATIC segment holds the map above this (the overlay's threshold)")
+            form = QFormLayout()
+            form.addRow("Segment the map from:", self.threshold)
+            lay.addLayout(form)
+        self.open_after_check = QCheckBox("Open the file when done")
+        self.open_after_check.setChecked(settings.open_exports_when_done)
+        lay.addWidget(self.open_after_check)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Export…")
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        lay.addWidget(buttons)
+
+    @property
+    def open_after(self) -> bool:
+        return self.open_after_check.isChecked()
+
+    def options(self) -> dict:
+        out = {"include_identifiers": self.identifiers.isChecked()}
+        if self.threshold is not None:
+            out["threshold_pct"] = float(self.threshold.value())
+        return out
+
+    def accept(self) -> None:
+        self.settings.open_exports_when_done = self.open_after
+        super().accept()
+
+
 class ExportProgressDialog(QDialog):
     """Non-modal: stage text, a progress bar and Cancel, following one export Worker; closes itself when it ends."""
 

@@ -11,7 +11,7 @@ from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QFileDialog
 
 from ..review.export import ExportContext
-from .export_dialog import ExportProgressDialog, PdfExportDialog
+from .export_dialog import DicomExportDialog, ExportProgressDialog, PdfExportDialog
 from .worker import Worker
 
 NEEDS_SCORES: set = set()  # the exports that need the series scored first (filled by export_functions)
@@ -63,6 +63,17 @@ class ExportsMixin:
                 self._error(f"{exc}.", title="Export")
                 return
         title = text.rstrip("…")
+        name = getattr(fn, "__name__", "")
+        if name in ("export_dicom_seg", "export_dicom_pmap"):
+            ctx = self.export_context()
+            dlg = DicomExportDialog(title, ctx.threshold_pct if name == "export_dicom_seg" else None,
+                                    self.app_settings, self)
+            dlg.setWindowModality(Qt.WindowModality.WindowModal)
+            self.export_dialog = dlg
+            dlg.accepted.connect(lambda: self._export_ask_path(fn, title, filt, dlg.options(), dlg.open_after))
+            dlg.finished.connect(dlg.deleteLater)
+            dlg.open()
+            return
         if fn is report_module().export_pdf_report:
             ctx = self.export_context()
             dlg = PdfExportDialog(ctx.threshold_pct, self.app_settings, self, flag_pct=ctx.flag_pct)
