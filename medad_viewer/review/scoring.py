@@ -61,6 +61,11 @@ class ScoreOutcome:
     fit_seconds: float
     score_seconds: float
     adapt_report: dict | None = None
+    # What "Why is this hot?" (review/why.py) needs to explain a point without fitting again: the fitted detector,
+    # the normal references it was fitted on in the order of its memory bank's owners, and its adaptation cache key.
+    fitted: Any = field(default=None, repr=False, compare=False)
+    normals: list[ReferenceSlice] = field(default_factory=list, repr=False, compare=False)
+    adaptation_key: str = ""
 
 
 def _series_for(ref: ReferenceSlice, job: ScoreJob, load_study: Callable[[str], Any]) -> Any:
@@ -168,6 +173,9 @@ def run_score_job(job: ScoreJob, progress: Progress, cancel, on_result: Callable
     fit_s = time.monotonic() - t0
     info = det.describe()
     info["from_cache"] = from_cache
+    # Kept with the scores, so a reopened study finds its detector in the cache (if the references are unchanged).
+    info["adaptation_key"] = key
+    info["reference_set_hash"] = job.reference_set.content_hash()
     if on_detector is not None:
         on_detector(info)
 
@@ -206,4 +214,5 @@ def run_score_job(job: ScoreJob, progress: Progress, cancel, on_result: Callable
     if det.adapt_report is not None:
         from dataclasses import asdict
         report = asdict(det.adapt_report)
-    return ScoreOutcome(results, info, from_cache, fit_s, results.seconds, report)
+    return ScoreOutcome(results, info, from_cache, fit_s, results.seconds, report, fitted=det,
+                        normals=job.reference_set.normals(), adaptation_key=key)

@@ -1,0 +1,131 @@
+"""The "Why is this hot?" dock on the real window: the demo study scored (adapted, a tiny budget), Y opens the dock,
+a click on the hottest point shows the reference slice and distance that engine.explain gives for that point, with
+the head's share beside the bank's; after reopening the study the cached adaptation explains it without a refit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QPointF, QSettings, Qt
+
+from medad_viewer.engine.adapt import AdaptSettings
+from medad_viewer.engine.detector import DetectorSettings
+from medad_viewer.engine.explain import explain_point
+from medad_viewer.engine.preprocess import normalizer_for_series
+from medad_viewer.gui.main_window import MainWindow
+from medad_viewer.review.why import SCORE_FIRST
+
+TINY = dict(input_size=128, adapt=AdaptSettings(max_steps=3, val_every=3, pool_size=16))
+
+
+@pytest.fixture(autouse=True)
+def app_data(tmp_path, monkeypatch):
+    d = tmp_path / "appdata"
+    monkeypatch.setenv("MEDAD_VIEWER_DATA_DIR", str(d))
+    return d
+
+
+def make_window(qtbot, tmp_path) -> MainWindow:
+    w = MainWindow(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    w.settings_hook = lambda d: DetectorSettings(modality=d["modality"], method="adapted", **TINY)
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitExposed(w)
+    w.activateWindow()
+    with qtbot.waitSignal(w.studyOpened, timeout=30_000):
+        w.open_demo()
+    return w
+
+
+def close_window(qtbot, w: MainWindow) -> None:
+    w.close()
+    qtbot.waitUntil(lambda: not w._loaders and w.job is None, timeout=30_000)
+
+
+def click_pixel(qtbot, w: MainWindow, row: int, column: int) -> None:
+    """A real left click on the viewer at the centre of slice pixel (row, column)."""
+    v = w.viewer
+    scene = v.image.mapToScene(QPointF(column + 0.5, row + 0.5))
+    pos = v.glw.mapFromScene(scene)
+    qtbot.mouseClick(v.glw.viewport(), Qt.MouseButton.LeftButton, pos=pos)
+
+
+def hottest(w: MainWindow) -> tuple[int, int, int]:
+    res = w.results[w.series.uid]
+    top = res.ranked()[0].index
+    m = res.get(top).map
+    r, c = np.unravel_index(int(np.argmax(m)), m.shape)
+    return top, int(r), int(c)
+
+
+def test_click_explains_the_point_as_the_engine_does(qtbot, tmp_path):
+    w = make_window(qtbot, tmp_path)
+    why = w.why
+    assert not why.dock.isVisible()
+    w.viewer.setFocus()
+    qtbot.keyClick(w.viewer, Qt.Key.Key_Y)
+    assert why.dock.isVisible() and w.act_why.isChecked()
+
+    # Before scoring the panel says what to do.
+    with qtbot.waitSignal(why.refused, timeout=5_000) as refused:
+        click_pixel(qtbot, w, 120, 120)
+    assert refused.args[0] == SCORE_FIRST and "Score the series first" in why.panel.message.text()
+
+    with qtbot.waitSignal(w.scoringFinished, timeout=120_000) as blocker:
+        w.run_scoring()
+    outcome = blocker.args[0]
+    qtbot.waitUntil(lambda: w.job is None, timeout=10_000)
+    top, r, c = hottest(w)
+    w.show_slice(top)
+    with qtbot.waitSignal(why.explained, timeout=30_000) as got:
+        click_pixel(qtbot, w, r, c)
+    ans = got.args[0]
+    assert (ans.index, ans.row, ans.column) == (top, r, c)
+
+    # The same point through the engine, with the run's own detector and references.
+    s = w.series
+    e = explain_point(outcome.fitted, normalizer_for_series(s)(s.slice(top)), r, c)
+    ref = outcome.normals[e.reference]
+    assert ans.explanation.entry == e.entry and ans.reference_slice_number == ref.index + 1
+    p = why.panel
+    assert f"reference slice {ref.index + 1}" in p.reference_caption.text()
+    assert f"{e.distance:.3f}" in p.distance.text()
+    assert ("mirrored" in p.reference_caption.text()) == e.mirrored
+    # Adapted: the head's share beside the bank's, adding up to the map value shown.
+    assert "Memory bank" in p.components.text() and "Learned head" in p.components.text()
+    assert f"{e.map_value:+.2f}" in p.components.text()
+    assert abs(e.map_value - float(w.results[s.uid].get(top).map[r, c])) < 0.05  # the map kept is float16
+    for img in (p.query_image, p.reference_image):
+        assert img.pixmap() is not None and img.pixmap().width() >= 160
+    # The point is marked on the viewer, with the patch's box; another slice hides the mark.
+    assert why.marker.isVisible()
+    y0, x0, y1, x1 = e.box
+    assert why.marker.rect().contains(QPointF(c + 0.5, r + 0.5))
+    assert why.marker.rect().width() == pytest.approx(x1 - x0)
+    w.show_slice(top + 1 if top + 1 < s.num_slices else top - 1)
+    assert not why.marker.isVisible()
+    w.show_slice(top)
+
+    # Air outside the head: nothing to explain there.
+    with qtbot.waitSignal(why.explained, timeout=30_000) as got:
+        click_pixel(qtbot, w, 0, 0)
+    assert "outside the scored region" in why.panel.message.text()
+
+    # Hidden, the panel leaves clicks alone.
+    qtbot.keyClick(w.viewer, Qt.Key.Key_Y)
+    assert not why.dock.isVisible()
+    with qtbot.assertNotEmitted(why.explained, wait=300), qtbot.assertNotEmitted(why.refused, wait=0):
+        click_pixel(qtbot, w, r, c)
+    close_window(qtbot, w)
+
+    # Reopened: the scores come from disk, the detector from the adaptation cache (nothing is fitted again).
+    w2 = make_window(qtbot, tmp_path)
+    assert w2.model.run is None and len(w2.results[w2.series.uid]) == s.num_slices
+    w2.show_slice(top)
+    w2.why.toggle()
+    with qtbot.waitSignal(w2.why.explained, timeout=60_000) as got:
+        click_pixel(qtbot, w2, r, c)
+    again = got.args[0]
+    assert again.explanation.entry == e.entry and again.reference_slice_number == ref.index + 1
+    assert f"{e.distance:.3f}" in w2.why.panel.distance.text()
+    close_window(qtbot, w2)
