@@ -106,6 +106,19 @@ def test_click_explains_the_point_as_the_engine_does(qtbot, tmp_path):
     assert not why.marker.isVisible()
     w.show_slice(top)
 
+    # On a reformatted plane a click explains the acquired voxel under it.
+    m = w.model
+    m.set_crosshair(m.acquired_plane(), top, r, c)
+    assert m.set_plane("coronal") == ""
+    k, vr, vc = m.plane_view().to_plane(top, r, c)
+    assert m.view_index() == k
+    with qtbot.waitSignal(why.explained, timeout=30_000) as got:
+        click_pixel(qtbot, w, vr, vc)
+    assert (got.args[0].index, got.args[0].row, got.args[0].column) == (top, r, c)
+    assert got.args[0].explanation.entry == e.entry and why.marker.isVisible()
+    m.set_plane(m.acquired_plane())
+    assert not why.marker.isVisible()  # marked in the coronal view
+
     # Air outside the head: nothing to explain there.
     with qtbot.waitSignal(why.explained, timeout=30_000) as got:
         click_pixel(qtbot, w, 0, 0)
