@@ -343,3 +343,15 @@ def test_the_m_and_o_tools_on_the_real_window(qtbot, tmp_path, sample_data):
     assert isinstance(w.session.review.get(w.series.uid, 11).annotations[0], Ellipse)
     w.close()
     qtbot.waitUntil(lambda: not w._loaders and w.job is None, timeout=30_000)
+
+
+def test_sizes_on_a_plain_image_are_in_pixels(sample_data):
+    """A PNG records no pixel size (it is given 1 mm): its lengths and areas say px, a DICOM's say mm."""
+    from medad_viewer.review.measurements import label, measure
+
+    png = load_study(sample_data / "xray" / "00000001_000.png").series[0]
+    assert not png.spacing_known and load_study(sample_data / "ct-dicom").series[0].spacing_known
+    r = measure(Length((10.0, 10.0), (40.0, 50.0), png.uid), png.slice(0), png.spacing)
+    assert label(r, mm=png.spacing_known) == "50.0 px"
+    roi = measure(EllipseROI(100.0, 100.0, 20.0, 10.0, png.uid), png.slice(0), png.spacing)
+    assert label(roi, mm=False).endswith("px²") and "mm" not in label(roi, mm=False)

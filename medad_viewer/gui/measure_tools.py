@@ -61,4 +61,6 @@ class MeasureToolsMixin:
         if self.model.series is None:
             self.viewer.set_measurements(())
             return
-        self.viewer.set_measurements([(m, label(r, "\n")) for _k, m, r in self.model.measured_here()])
+        mm = self.model.series.spacing_known
+        self.viewer.viewer_mm = mm
+        self.viewer.set_measurements([(m, label(r, "\n", mm)) for _k, m, r in self.model.measured_here()])

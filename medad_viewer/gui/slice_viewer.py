@@ -34,6 +34,7 @@ class ViewerBox(pg.ViewBox):
     draw = Signal(str, object)  # phase ("start", "move", "finish"), QPointF in scene coordinates
     contextRequested = Signal(object)  # QPoint, screen position
     fitRequested = Signal()
+    clicked = Signal(object)  # QPointF in scene coordinates: a plain left click with the window/level tool
 
     def __init__(self) -> None:
         super().__init__(lockAspect=True, invertY=True, enableMenu=False, defaultPadding=0.02)
@@ -83,6 +84,9 @@ class ViewerBox(pg.ViewBox):
             ev.accept()  # a click is a single dab
             self.draw.emit("start", ev.scenePos())
             self.draw.emit("finish", ev.scenePos())
+        elif ev.button() == Qt.MouseButton.LeftButton and self.tool == "window" and not ev.modifiers():
+            ev.accept()
+            self.clicked.emit(ev.scenePos())
         else:
             super().mouseClickEvent(ev)
 
@@ -114,6 +118,7 @@ class SliceViewer(QWidget):
     measurementDrawn = Signal(object)  # Length | EllipseROI in slice pixel coordinates (not yet placed on a slice)
     cursorMoved = Signal(object)  # (row, col) or None
     crosshairMoved = Signal(int, int)  # (row, col) under the cursor while Shift is held
+    pointClicked = Signal(int, int)  # (row, col) of a plain left click (no drag) with the window/level tool
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -136,12 +141,14 @@ class SliceViewer(QWidget):
         self.measurements = pg.ItemGroup()  # lengths and ROIs with their labels, in slice pixels
         self.measurements.setZValue(35)
         self.measure_labels: list[pg.TextItem] = []
-        self.crosshair = pg.PlotCurveItem(pen=pg.mkPen((255, 210, 60, 170), width=1), connect="pairs")
+        self.crosshair = pg.PlotCurveItem(pen=pg.mkPen((110, 235, 130, 170), width=1), connect="pairs")
         self.crosshair.setZValue(40)
         self.crosshair_point: tuple[int, int] | None = None
         self.crosshair_shown = True
         self.rotation = 0  # quarter turns clockwise
         self.plane = ""  # which plane this viewer shows (the window sets it)
+        self.colorbar_enabled = True  # the views beside the main one share its colour bar
+        self.viewer_mm = True  # the image records its pixel size (else lengths are in pixels)
         self._pixel_items = [self.image, self.overlay, self.contour, self.annotations, self.annotation_outline,
                              self.crosshair, self.measurements]
         for item in self._pixel_items:
@@ -199,6 +206,7 @@ class SliceViewer(QWidget):
         self.vb.contextRequested.connect(self.contextMenuRequested)
         self.vb.fitRequested.connect(self.fit)
         self.vb.draw.connect(self._on_draw)
+        self.vb.clicked.connect(lambda pos: (p := self.pixel_at(pos)) is not None and self.pointClicked.emit(*p))
         self.glw.scene().sigMouseMoved.connect(self._on_mouse_moved)
 
     # ---------------------------------------------------------------------------------------------- layout
@@ -220,10 +228,16 @@ class SliceViewer(QWidget):
         cb = 80 if self._colorbar_shown else 0
         for lab in (self.top_left, self.top_right, self.bottom_left, self.bottom_right):
             lab.adjustSize()
-        self.top_left.move(m, m)
-        self.top_right.move(w - self.top_right.width() - m - cb, m)
-        self.bottom_left.move(m, h - self.bottom_left.height() - m)
-        self.bottom_right.move(w - self.bottom_right.width() - m - cb, h - self.bottom_right.height() - m)
+        tl, tr, bl, br = self.top_left, self.top_right, self.bottom_left, self.bottom_right
+        tl.move(m, m)
+        # A narrow view (three planes side by side): the right-hand texts go under / over the left-hand ones
+        # rather than across them.
+        shown = lambda lab: lab.isVisible() and bool(lab.text())  # noqa: E731
+        narrow_top = shown(tl) and tl.width() + tr.width() + 3 * m + cb > w
+        narrow_bottom = shown(bl) and bl.width() + br.width() + 3 * m + cb > w
+        tr.move(w - tr.width() - m - cb, m + (tl.height() + 4 if narrow_top else 0))
+        bl.move(m, h - bl.height() - m)
+        br.move(w - br.width() - m - cb, h - br.height() - m - (bl.height() + 4 if narrow_bottom else 0))
 
     # ------------------------------------------------------------------------------------------------ content
     def clear(self) -> None:
@@ -342,7 +356,7 @@ class SliceViewer(QWidget):
                 self.colorbar.setColorMap(cmap)
             self.colorbar.setLevels((float(threshold), vmax))
             self._bar_state = bar
-        self._show_colorbar(True)
+        self._show_colorbar(self.colorbar_enabled)
         if contour:
             self._draw_contour(amap >= threshold)
         else:
@@ -561,7 +575,7 @@ class SliceViewer(QWidget):
         x0, y0 = self._draw_start
         if self.vb.tool == "length":
             shape = Length((x0, y0), (x, y))
-            text = f"{length_mm(shape, self._spacing):.1f} mm"
+            text = f"{length_mm(shape, self._spacing):.1f} {'mm' if self.viewer_mm else 'px'}"
             big_enough = math.hypot(x - x0, y - y0) >= 1.0
         else:
             shape = EllipseROI((x0 + x) / 2, (y0 + y) / 2, abs(x - x0) / 2, abs(y - y0) / 2)

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 IDENTITY_DIRECTION: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+SPACING_FORMATS = ("DICOM", "NIFTI", "NRRD", "METAIMAGE", "VOLUME")  # metadata["format"] that records a pixel size
 
 
 @dataclass
@@ -156,6 +157,13 @@ class Series:
             _three_d=bool(is_volume),
             **kwargs,
         )
+
+    @property
+    def spacing_known(self) -> bool:
+        """The pixel size comes from the file (DICOM, NIfTI, NRRD, MetaImage, ...): plain images (PNG, JPEG, TIFF)
+        record none and are given 1 mm, so sizes on them are in pixels."""
+        fmt = str((self.metadata or {}).get("format", "")).upper()
+        return fmt in SPACING_FORMATS
 
     @property
     def is_volume(self) -> bool:

@@ -172,8 +172,7 @@ class _Report:
         self.units = "HU" if str(self.series.modality).upper() == "CT" else ""
         # Plain images (PNG, JPEG, ...) record no pixel size, and only volumes have a patient orientation worth
         # labelling (a radiograph is a projection): no scale bar, mm² or R/L letters that would only look exact.
-        fmt = str((self.series.metadata or {}).get("format", "")).upper()
-        self.spacing_known = fmt in ("DICOM", "NIFTI", "NRRD", "METAIMAGE", "VOLUME")
+        self.spacing_known = self.series.spacing_known
         self.oriented = self.series.is_volume
         self.flagged = data.flagged
         self.listed = listed_rows(data, opts.slices)
@@ -786,8 +785,9 @@ class _Report:
                  ("Review decision", DECISION_WORDS[rev.decision]),
                  ("Reviewer's note", d.note_of(r) or "none"),
                  ("Annotations", f"{n_ann} drawn by the reviewer (cyan outlines)" if n_ann else "none"),
-                 *([("Measurements", "; ".join(f"M{self.measure_no[id(mr)]} {mr.kind} {label(mr.measured)}"
-                                               for mr in here))] if here else []),
+                 *([("Measurements", "; ".join(
+                     f"M{self.measure_no[id(mr)]} {mr.kind} {label(mr.measured, mm=self.spacing_known)}"
+                     for mr in here))] if here else []),
                  ("Window", f"W {self.window[1]:.0f} / L {self.window[0]:.0f}{units}{wname}"),
                  ("Overlay", f"{self.o.cmap}; map values from {thr:.2f} (the {_ordinal_pct(d.threshold_pct)} "
                              f"of normal pixels) to {vmax:.2f} coloured, higher values in the brightest colour; "

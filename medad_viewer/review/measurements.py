@@ -159,7 +159,10 @@ def _value(v: float, units: str) -> str:
     return text
 
 
-def size_text(r: Measured) -> str:
+def size_text(r: Measured, mm: bool = True) -> str:
+    """The length or area; in pixels when the image records no pixel size (`mm` False: plain images)."""
+    if not mm:
+        return f"{r.length_mm:.1f} px" if r.kind == "length" else f"{r.area_mm2:.0f} px²"
     if r.kind == "length":
         return f"{r.length_mm:.1f} mm"
     return f"{r.area_mm2:.1f} mm²" if r.area_mm2 < 1000 else f"{r.area_mm2 / 100.0:.2f} cm²"
@@ -182,12 +185,12 @@ def map_text(r: Measured) -> str:
     return f"map {r.map_mean:.2f} / max {r.map_max:.2f}"
 
 
-def label(r: Measured, sep: str = " · ") -> str:
+def label(r: Measured, sep: str = " · ", mm: bool = True) -> str:
     """'23.4 mm' for a length; '41 ± 12 HU · map 0.84 / max 2.10 · 180.2 mm²' for an ROI (the viewer's label puts
     each part on a line of its own: sep="\n")."""
     if r.kind == "length":
-        return size_text(r)
-    return sep.join(t for t in (values_text(r), map_text(r), size_text(r)) if t)
+        return size_text(r, mm)
+    return sep.join(t for t in (values_text(r), map_text(r), size_text(r, mm)) if t)
 
 
 # ---------------------------------------------------------------------------------------------------- the list
