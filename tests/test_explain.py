@@ -96,9 +96,9 @@ def test_the_match_is_the_brute_force_nearest_entry_of_the_whole_bank(mr, memory
 def test_the_reference_box_is_where_the_matched_feature_came_from(mr, memory_det):
     det = memory_det
     img, _lab = mr
-    q, r, c = hot_point(mr, det)
+    q, hot_r, hot_c = hot_point(mr, det)
     seen_mirrored = set()
-    for r, c in [(r, c), *((y, x) for y in range(60, 200, 24) for x in range(60, 200, 24))]:
+    for r, c in [(hot_r, hot_c), *((y, x) for y in range(60, 200, 24) for x in range(60, 200, 24))]:
         e = explain_point(det, q, r, c)
         if e.inside_region:
             check_reference_box(det, img, e)

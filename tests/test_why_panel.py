@@ -99,7 +99,7 @@ def test_click_explains_the_point_as_the_engine_does(qtbot, tmp_path):
         assert img.pixmap() is not None and img.pixmap().width() >= 160
     # The point is marked on the viewer, with the patch's box; another slice hides the mark.
     assert why.marker.isVisible()
-    y0, x0, y1, x1 = e.box
+    _y0, x0, _y1, x1 = e.box
     assert why.marker.rect().contains(QPointF(c + 0.5, r + 0.5))
     assert why.marker.rect().width() == pytest.approx(x1 - x0)
     w.show_slice(top + 1 if top + 1 < s.num_slices else top - 1)

@@ -90,8 +90,8 @@ def _padding(shape: tuple[int, int]) -> tuple[int, int, int]:
 def point_cell(row: int, column: int, shape: tuple[int, int], grid: int) -> tuple[int, int]:
     """The patch cell (row, column) of a slice pixel."""
     side, top, left = _padding(shape)
-    r = int(math.floor((row + top + 0.5) * grid / side))
-    c = int(math.floor((column + left + 0.5) * grid / side))
+    r = math.floor((row + top + 0.5) * grid / side)
+    c = math.floor((column + left + 0.5) * grid / side)
     return min(max(r, 0), grid - 1), min(max(c, 0), grid - 1)
 
 
