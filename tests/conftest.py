@@ -22,3 +22,15 @@ def sample_data() -> Path:
     if not SAMPLE_DATA.is_dir():
         pytest.fail(f"sample data not found at {SAMPLE_DATA} (set MEDAD_SAMPLE_DATA)")
     return SAMPLE_DATA
+
+
+@pytest.fixture(autouse=True)
+def _keep_the_locale():
+    """Some native code (a SimpleITK/GDCM DICOM write in the io tests) leaves LC_CTYPE at "C" behind it; later
+    tests that read a subprocess's UTF-8 text would then fail for a reason of their order. Put it back."""
+    import locale
+
+    saved = locale.setlocale(locale.LC_CTYPE)
+    yield
+    if locale.setlocale(locale.LC_CTYPE) != saved:
+        locale.setlocale(locale.LC_CTYPE, saved)

@@ -263,8 +263,8 @@ def test_the_pdf_report_lists_the_measurements(ct, tmp_path):
     assert r.mean == pytest.approx(ct.slice(10)[mask].mean())
     assert r.map_mean == pytest.approx(res.get(10).map[mask].mean(), rel=1e-3)
     out = export_pdf_report(ctx, str(tmp_path / "report.pdf"))
-    text = subprocess.run(["pdftotext", "-layout", str(out), "-"], capture_output=True, text=True,
-                          check=True).stdout
+    text = subprocess.run(["pdftotext", "-enc", "UTF-8", "-layout", str(out), "-"], capture_output=True,
+                          encoding="utf-8", check=True).stdout
     assert "Measurements (2)" in text
     table = text[text.index("Measurements (2)"):]
     assert "195.3 mm" in table  # the length

@@ -119,6 +119,19 @@ def test_click_explains_the_point_as_the_engine_does(qtbot, tmp_path):
     m.set_plane(m.acquired_plane())
     assert not why.marker.isVisible()  # marked in the coronal view
 
+    # In the 1x3 layout a click on the sagittal view beside explains the acquired voxel under it too.
+    m.set_layout("1x3")
+    sag = next(v for v in w.side_viewers if v.plane == "sagittal")
+    k, sr, sc = m.plane_view("sagittal").to_plane(top, r, c)
+    assert m.view_index("sagittal") == k
+    qtbot.waitUntil(lambda: sag.isVisible() and sag.glw.viewport().width() > 100, timeout=5_000)
+    qtbot.wait(100)  # laid out
+    with qtbot.waitSignal(why.explained, timeout=30_000) as got:
+        scene = sag.image.mapToScene(QPointF(sc + 0.5, sr + 0.5))
+        qtbot.mouseClick(sag.glw.viewport(), Qt.MouseButton.LeftButton, pos=sag.glw.mapFromScene(scene))
+    assert (got.args[0].index, got.args[0].row, got.args[0].column) == (top, r, c)
+    m.set_layout("1x1")
+
     # Air outside the head: nothing to explain there.
     with qtbot.waitSignal(why.explained, timeout=30_000) as got:
         click_pixel(qtbot, w, 0, 0)

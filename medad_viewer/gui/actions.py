@@ -106,6 +106,8 @@ def build_actions(win) -> None:
     self.act_overlay.setCheckable(True)
     self.act_overlay.setChecked(True)
     _action("Show contour", lambda: self.analysis.contour.toggle(), "C", "", m_view)
+    self.act_why = _action("Why is this hot?", lambda: self.why.toggle(), "Y",
+                           "Click a point: the normal reference patch it was compared with", m_view)
 
     m_review = mb.addMenu("&Review")
     _action("Confirm finding", lambda: self.set_decision(Decision.CONFIRMED), "A", "", m_review)
@@ -188,6 +190,7 @@ MOUSE_GESTURES = [
     ("Middle-drag, Shift+drag", "pan"),
     ("Shift+move", "move the crosshair: the other planes follow"),
     ("Double-click", "fit to window"),
+    ("Left-click", "with the Why is this hot? panel shown (Y): explain the point"),
 ]
 
 

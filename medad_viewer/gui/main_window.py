@@ -29,6 +29,7 @@ from .references_tray import ReferencesMixin
 from .settings import AppSettings
 from .slice_display import SliceDisplayMixin, probe_html
 from .study_browser import pixmap_from_gray
+from .why_panel import attach_why_panel
 from .worker import Worker
 
 
@@ -76,6 +77,7 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
 
         self._build_widgets()
         build_actions(self)
+        self.why = attach_why_panel(self, self.act_why)  # the "Why is this hot?" dock (View menu, Y)
         self._build_status_bar()
         self._save_timer = QTimer(self)
         self._save_timer.setSingleShot(True)

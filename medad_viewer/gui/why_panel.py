@@ -182,6 +182,8 @@ class WhyDock(QObject):
         self.marker.hide()
         win.viewer.vb.addItem(self.marker)
         win.viewer.pointClicked.connect(self.clicked)
+        for v in getattr(win, "side_viewers", ()):  # the 1x3 layout's other planes: their voxel is explained
+            v.pointClicked.connect(lambda r, c, v=v: self.clicked(r, c, plane=v.plane))
         self.model.subscribe(self._model_event)
 
     # ----------------------------------------------------------------------------------------------- showing
@@ -214,12 +216,14 @@ class WhyDock(QObject):
         plane = getattr(m, "plane", "")
         return (plane, m.view_index() if hasattr(m, "view_index") else m.index)
 
-    def clicked(self, row: int, column: int) -> None:
-        """A plain click on the main viewer: explained while the panel is shown."""
+    def clicked(self, row: int, column: int, plane: str | None = None) -> None:
+        """A plain click on the main viewer (or, with `plane`, a view of the 1x3 layout): explained while the panel
+        is shown."""
         if not self.dock.isVisible():
             return
-        self._mark(row, column)
-        req = self.explainer.request(self.model, row, column)
+        if plane is None or plane == getattr(self.model, "plane", None):
+            self._mark(row, column)
+        req = self.explainer.request(self.model, row, column, plane)
         if isinstance(req, str):
             self.panel.clear(req)
             self.refused.emit(req)
