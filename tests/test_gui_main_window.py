@@ -638,3 +638,17 @@ def test_the_readme_lists_the_keys_the_app_has(qtbot, tmp_path):
     table = readme.split("<!-- shortcuts:start -->\n", 1)[1].split("\n<!-- shortcuts:end -->", 1)[0]
     assert table == shortcuts_markdown(w), "README's key table is out of date: paste shortcuts_markdown() there"
     close_window(qtbot, w)
+
+
+def test_the_window_fits_a_laptop_screen_with_every_panel(qtbot, tmp_path):
+    """1366 × 768 is the smallest common laptop screen: the window's minimum size must fit it, with the demo open,
+    the 1x3 layout and the Why is this hot? panel shown (the reference tray's row once needed 1,573 px)."""
+    w = make_window(qtbot, tmp_path)
+    with qtbot.waitSignal(w.studyOpened, timeout=30_000):
+        w.open_demo()
+    w.model.set_layout("1x3")
+    w.why.toggle()
+    qtbot.wait(50)
+    hint = w.minimumSizeHint()
+    assert hint.width() <= 1366 and hint.height() <= 768, (hint.width(), hint.height())
+    close_window(qtbot, w)

@@ -43,7 +43,9 @@ def close_window(qtbot, w: MainWindow) -> None:
 
 
 def click_pixel(qtbot, w: MainWindow, row: int, column: int) -> None:
-    """A real left click on the viewer at the centre of slice pixel (row, column)."""
+    """A real left click on the viewer at the centre of slice pixel (row, column), once what is on screen has settled
+    (a dock just shown resizes the view, which then fits again: a user clicks on what they see)."""
+    qtbot.wait(20)
     v = w.viewer
     scene = v.image.mapToScene(QPointF(column + 0.5, row + 0.5))
     pos = v.glw.mapFromScene(scene)

@@ -3,8 +3,8 @@
     Xvfb :99 -screen 0 1600x1000x24 &
     DISPLAY=:99 .venv/bin/python docs/screenshots/take_screenshots.py [--budget 20]
 
-Writes empty.png, study-open.png, references.png, scoring.png, overlay.png and main-window.png (the overlay state)
-beside this file. Uses a temporary data folder, so no saved session or cached adaptation is involved.
+Writes empty.png, study-open.png, references.png, scoring.png, overlay.png, main-window.png (the overlay state),
+planes.png (the 1×3 layout with map, crosshair, probe and measurements) and why-hot.png beside this file. Uses a temporary data folder, so no saved session or cached adaptation is involved.
 """
 
 from __future__ import annotations
@@ -91,9 +91,54 @@ def main() -> int:
     win.show_slice(tumour[0] if tumour else ranked[0])
     shot("overlay.png")
     shutil.copy(HERE / "overlay.png", HERE / "main-window.png")
+    reading_room(win, pump, shot, wait)
     win.close()
     pump(0.5)
     return 0
+
+
+def reading_room(win, pump, shot, wait) -> None:
+    """planes.png: the 1×3 layout on the sample MR with its map, the crosshair and the probe on the tumour, an
+    ellipse ROI and a length on it; why-hot.png: the "Why is this hot?" panel for the tumour's hottest point. The
+    point is chosen inside the sample's tumour label (brain1_label.nrrd), as a reader would click the lesion."""
+    import numpy as np
+
+    from medad_viewer.gui.panels import pct_to_slider
+    from medad_viewer.io import load_study
+    from medad_viewer.review.measurements import EllipseROI, Length
+
+    m = win.model
+    s = win.series
+    res = win.results[s.uid]
+    label_path = HERE.parent.parent.parent / "shared" / "sample-data" / "mr-brain" / "brain1_label.nrrd"
+    label = load_study(label_path).series[0].volume() > 0 if label_path.is_file() else None
+    scored = [r.index for r in res.ranked()]
+    # the tumour slice the method ranks highest (the one a reader reaches first)
+    k = next((i for i in scored if label is None or label[i].any()), scored[0])
+    amap = res.get(k).map
+    inside = label[k] if label is not None else np.ones_like(amap, bool)
+    r, c = np.unravel_index(int(np.argmax(np.where(inside, amap, -np.inf))), amap.shape)
+    rows, cols = np.nonzero(inside)
+    win.analysis.threshold.setValue(pct_to_slider(95.0))
+    win.show_slice(k)
+    m.set_layout("1x3")
+    m.set_crosshair(m.acquired_plane(), k, int(r), int(c))
+    cy, cx = (rows.min() + rows.max()) / 2, (cols.min() + cols.max()) / 2
+    m.add_measurement(EllipseROI(float(cx), float(cy), float(cols.max() - cols.min()) / 2 + 3,
+                                 float(rows.max() - rows.min()) / 2 + 3))
+    m.add_measurement(Length((float(cols.min()), float(cy)), (float(cols.max()), float(cy))))
+    win.viewer._cursor = (int(r), int(c))
+    win.viewer._update_cursor_text()
+    pump(1.0)
+    shot("planes.png")
+    m.set_layout("1x1")
+    win.why.toggle()
+    done = []
+    win.why.explained.connect(done.append)
+    win.why.clicked(int(r), int(c))
+    wait(lambda: done, 120)
+    pump(0.5)
+    shot("why-hot.png")
 
 
 if __name__ == "__main__":

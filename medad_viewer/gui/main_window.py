@@ -208,10 +208,7 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
         for v in self.all_viewers():
             v._drawn = v._geometry_of = None
         self.viewer.plane = self.model.plane
-        three = self.model.layout == "1x3" and len(self.model.planes()) > 1
-        for v, p in zip(self.side_viewers, self._side_planes()):
-            v.plane = p
-            v.setVisible(three)
+        self._show_sides()
         ps = self.model.view_series()
         self.viewer.set_geometry((ps.spacing[0], ps.spacing[1]))
         self.viewer.units = "HU" if s.modality.upper() == "CT" else ""

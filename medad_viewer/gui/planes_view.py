@@ -27,6 +27,7 @@ class PlanesMixin:
             v.hide()
             v.placeholder.setText("")
             v.colorbar_enabled = False  # one colour bar, the main view's, for all three
+            v.setMinimumSize(180, 200)
             v.scrollRequested.connect(lambda d, v=v: self._scroll_plane(v, d))
             v.windowChanged.connect(self._window_dragged)
             v.crosshairMoved.connect(lambda r, c, v=v: self._crosshair_from(v, r, c))
@@ -95,10 +96,7 @@ class PlanesMixin:
         if self.series is None:
             return
         self.viewer.plane = self.model.plane
-        three = self.model.layout == "1x3" and len(self.model.planes()) > 1
-        for v, p in zip(self.side_viewers, self._side_planes()):
-            v.plane = p
-            v.setVisible(three)
+        self._show_sides()
         if hasattr(self, "act_layout"):
             self.act_layout.setChecked(self.model.layout == "1x3")
             for p, a in self.plane_actions.items():
@@ -112,6 +110,15 @@ class PlanesMixin:
             self._refresh_slice_info()
             self._fit_next = False
         self._draw_sides(force=True)
+
+    def _show_sides(self) -> None:
+        """The other two planes beside the main view in the 1x3 layout (a single image has only its own)."""
+        three = self.model.layout == "1x3" and len(self.model.planes()) > 1
+        for v, p in zip(self.side_viewers, self._side_planes()):
+            v.plane = p
+            v.setVisible(three)
+        # three views share the width: the main one may then be as narrow as the others (a laptop screen)
+        self.viewer.setMinimumWidth(180 if three else 320)
 
     def _crosshair_changed(self, _point=None) -> None:
         """The crosshair moved: reformatted views showing another slice are redrawn, every line moves."""

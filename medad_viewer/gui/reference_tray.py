@@ -81,10 +81,14 @@ class ReferenceTray(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.title = QLabel()
-        self.add_button = QPushButton("Add as normal reference (R)")
-        self.add_button.setToolTip("Use the current slice as an example of normal anatomy")
+        # The title gives way (clipped, whole in its tooltip) rather than widening the window: with the docks
+        # either side, the tray's row decides how narrow a screen the app fits.
+        self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.title.setMinimumWidth(60)
+        self.add_button = QPushButton("Add normal (R)")
+        self.add_button.setToolTip("Add the current slice as a normal reference: an example of normal anatomy")
         self.add_button.clicked.connect(self.addRequested)
-        self.abnormal_button = QPushButton("Add as abnormal example")
+        self.abnormal_button = QPushButton("Add abnormal")
         self.abnormal_button.setToolTip("Use the current slice as a known abnormal example; its mask is the "
                                         "ellipses and brush strokes drawn on it (Review panel)")
         self.abnormal_button.clicked.connect(self.addAbnormalRequested)
@@ -156,6 +160,7 @@ class ReferenceTray(QWidget):
         abn = len(cards) - normals
         extra = f", {abn} abnormal" if abn else ""
         self.title.setText(f"<b>References</b> — {name}: {normals} normal{extra}")
+        self.title.setToolTip(f"{name}: {normals} normal{extra}")
         for pos, c in enumerate(cards):
             card = _Card(c.get("pixmap"), c["caption"], c["kind"], c.get("tooltip", ""), pos == current)
             card.clicked.connect(lambda p=pos: self.showRequested.emit(p))

@@ -62,6 +62,7 @@ class ViewerBox(pg.ViewBox):
         if ev.modifiers() & Qt.KeyboardModifier.ShiftModifier:  # Shift+drag pans, as in Slicer
             d = self.mapToView(ev.pos()) - self.mapToView(ev.lastPos())
             self.translateBy(x=-d.x(), y=-d.y())
+            self.sigRangeChangedManually.emit(self.state["mouseEnabled"])
             return
         if self.tool in DRAW_TOOLS:
             phase = "start" if ev.isStart() else ("finish" if ev.isFinish() else "move")
@@ -202,6 +203,10 @@ class SliceViewer(QWidget):
         self._corners_pending = False
 
         self.vb.wheelSlices.connect(self.scrollRequested)
+        self.vb.sigRangeChangedManually.connect(lambda *_a: setattr(self, "_fitted", False))
+        # Not zoomed or panned since the last fit: stay fitted as the view changes size (a view of the 1x3 layout
+        # shown, a dock opened beside it).
+        self.vb.sigResized.connect(lambda *_a: self._fitted and self.fit())
         self.vb.windowDrag.connect(self._on_window_drag)
         self.vb.contextRequested.connect(self.contextMenuRequested)
         self.vb.fitRequested.connect(self.fit)
@@ -309,7 +314,10 @@ class SliceViewer(QWidget):
             self.image.setLevels(self._levels())
         self._update_window_text()
 
+    _fitted = False
+
     def fit(self) -> None:
+        self._fitted = True
         if self._shape[0]:
             h, w = self._shape
             self.vb.setRange(self.image.transform().mapRect(QRectF(0, 0, w, h)), padding=0.02)
@@ -460,12 +468,26 @@ class SliceViewer(QWidget):
         return item
 
     def _measure_label(self, m, text: str) -> pg.TextItem:
-        label = pg.TextItem(text, color=MEASURE_COLOR, fill=pg.mkBrush(0, 0, 0, 170), anchor=(0, 1))
+        # The label goes on the side of the shape towards the middle of the view, so a finding near an edge (or a
+        # narrow view of the 1x3 layout) does not push it off the screen; sides are the screen's, whatever the
+        # view's flips and rotation.
+        centre = self.vb.mapViewToScene(self.vb.viewRect().center())
         if isinstance(m, Length):
-            end = max((m.p0, m.p1), key=lambda p: p[0])  # beside the right-hand end
-            label.setPos(end[0] + 2, end[1])
+            ends = sorted((m.p0, m.p1), key=lambda p: self.image.mapToScene(QPointF(*p)).x())
+            right_side = self.image.mapToScene(QPointF(*ends[1])).x() < centre.x()
+            x, y = ends[1] if right_side else ends[0]
+            pos = QPointF(x, y)
         else:
-            label.setPos(m.cx + m.rx * 0.72, m.cy - m.ry * 0.72)
+            right_side = self.image.mapToScene(QPointF(m.cx, m.cy)).x() < centre.x()
+            pos = None
+        label = pg.TextItem(text, color=MEASURE_COLOR, fill=pg.mkBrush(0, 0, 0, 170),
+                            anchor=(0, 1) if right_side else (1, 1))
+        if pos is None:  # the ellipse's upper corner on that side of the screen
+            corners = [QPointF(m.cx + dx * m.rx * 0.72, m.cy + dy * m.ry * 0.72) for dx in (-1, 1) for dy in (-1, 1)]
+            scene = [self.image.mapToScene(q) for q in corners]
+            pick = min(range(4), key=lambda i: (scene[i].y(), -scene[i].x() if right_side else scene[i].x()))
+            pos = corners[pick]
+        label.setPos(pos)
         label.setParentItem(self.measurements)
         self.measure_labels.append(label)
         return label

@@ -20,7 +20,7 @@ from .study_browser import pixmap_from_gray
 from .worker import Worker
 
 MARK_COLOR = QColor(255, 140, 0)  # the patch outline, in the crops and on the viewer: apart from drawings and lengths
-CROP_PX = 200
+CROP_PX = 180
 HINT = ("Click a point of the image (window/level tool) to see the normal reference patch it was compared with.")
 
 
