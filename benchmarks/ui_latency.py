@@ -5,7 +5,7 @@ references, a 10 ms QTimer measuring event-loop stalls meanwhile.
                                     [--cine] [--probe] [--layout 1x3] [--plane coronal]
 
 The job starts once the window has settled (start-up imports done), as when a user presses the button.
-Defaults: the app's own settings (EfficientNet-Lite2, adapted, 90 s adaptation budget), torch threads as the app
+Defaults: the app's own settings (EfficientNet-Lite2, the default memory-bank method), torch threads as the app
 sets them (cores - 1 on a small CPU). A fresh temporary data folder, so no cached adaptation is reused. --scroll
 also steps through slices every 50 ms, as a user browsing while the job runs. --layout 1x3 shows the three planes
 (their reformatted maps follow the scoring), --plane the main view's plane; the probe then moves over every view.
@@ -28,7 +28,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--budget", type=float, default=None, help="adaptation time budget in s (default: the app's)")
     p.add_argument("--threads", type=int, default=None, help="torch threads for the job (default: the app's)")
-    p.add_argument("--method", default=None, help="adapted (default) or memory")
+    p.add_argument("--method", default=None, help="memory (the default) or adapted")
     p.add_argument("--scroll", action="store_true", help="scroll through slices while the job runs")
     p.add_argument("--cine", action="store_true", help="play the slices (cine, 10 a second) while the job runs")
     p.add_argument("--probe", action="store_true", help="move the cursor (data probe) every 20 ms while it runs")
