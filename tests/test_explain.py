@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from medad_viewer.engine.adapt import AdaptSettings
-from medad_viewer.engine.backbones import load_backbone
 from medad_viewer.engine.detector import AnomalyDetector, DetectorSettings, fit_detector
 from medad_viewer.engine.explain import cell_box, explain_point, point_cell
 from medad_viewer.engine.maps import cells_touching
@@ -27,17 +25,7 @@ def no_grad():
         yield
 
 
-@pytest.fixture(scope="module")
-def mr(sample_data):
-    img = sitk.GetArrayFromImage(sitk.ReadImage(str(sample_data / "mr-brain" / "brain2_image.nrrd"))).astype(np.float32)
-    lab = sitk.GetArrayFromImage(sitk.ReadImage(str(sample_data / "mr-brain" / "brain2_label.nrrd"))) > 0
-    lo, hi = np.percentile(img[img > 0], [1, 99.5])
-    return np.clip((img - lo) / (hi - lo), 0, 1), lab
-
-
-@pytest.fixture(scope="module")
-def effnet():
-    return load_backbone("efficientnet-lite2")
+from test_engine import effnet, mr  # noqa: E402,F401 - brain2 in [0, 1] with its labels; the default backbone
 
 
 @pytest.fixture(scope="module")

@@ -67,7 +67,6 @@ def test_three_planes_and_the_crosshair_follow_a_shift_move(qtbot, tmp_path):
     np.testing.assert_array_equal(shown(cor), m.view_series("coronal").slice(m.view_index("coronal")))
     np.testing.assert_array_equal(shown(sag), m.view_series("sagittal").slice(m.view_index("sagittal")))
     # Shift held, the mouse moves over the coronal view: the axial slice and the sagittal one follow
-    vp = cor.glw.viewport()
     qtbot.keyPress(cor, Qt.Key.Key_Shift, Qt.KeyboardModifier.ShiftModifier)
     target_row, target_col = 5, 60  # coronal row 5 = acquired slice n-1-5; column 60 = the sagittal slice
     scene = cor.image.mapToScene(QPointF(target_col + 0.5, target_row + 0.5))

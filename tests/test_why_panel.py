@@ -8,21 +8,13 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QPointF, QSettings, Qt
 
-from medad_viewer.engine.adapt import AdaptSettings
 from medad_viewer.engine.detector import DetectorSettings
 from medad_viewer.engine.explain import explain_point
 from medad_viewer.engine.preprocess import normalizer_for_series
 from medad_viewer.gui.main_window import MainWindow
 from medad_viewer.review.why import SCORE_FIRST
 
-TINY = dict(input_size=128, adapt=AdaptSettings(max_steps=3, val_every=3, pool_size=16))
-
-
-@pytest.fixture(autouse=True)
-def app_data(tmp_path, monkeypatch):
-    d = tmp_path / "appdata"
-    monkeypatch.setenv("MEDAD_VIEWER_DATA_DIR", str(d))
-    return d
+from test_gui_main_window import TINY, app_data  # noqa: F401 - the tiny adaptation budget, a private data folder
 
 
 def make_window(qtbot, tmp_path) -> MainWindow:

@@ -21,6 +21,26 @@ SLICE_OPTIONS = [
 from .settings import OPEN_WHEN_DONE_KEY  # noqa: E402,F401 - where the choice is kept (AppSettings)
 
 
+def _pixel_threshold(value: float, tip: str) -> QDoubleSpinBox:
+    """A map threshold as a percentile of normal pixels (the overlay's, the report's, the SEG's)."""
+    box = QDoubleSpinBox()
+    box.setRange(1.0, 99.99)
+    box.setDecimals(2)
+    box.setSingleStep(0.5)
+    box.setSuffix("th percentile of normal pixels")
+    box.setValue(float(value))
+    box.setToolTip(tip)
+    return box
+
+
+def _export_buttons(dialog: QDialog) -> QDialogButtonBox:
+    buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+    buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Export…")
+    buttons.accepted.connect(dialog.accept)
+    buttons.rejected.connect(dialog.reject)
+    return buttons
+
+
 class PdfExportDialog(QDialog):
     """Options of File → Export → PDF report. `options()` gives the keyword arguments of
     report.export_pdf_report (include_identifiers, flag_pct, threshold_pct, slices); `open_after` whether to open
@@ -48,13 +68,8 @@ class PdfExportDialog(QDialog):
         self.flag.setValue(float(threshold_pct if flag_pct is None else flag_pct))
         self.flag.setToolTip("Slices scoring at or above this are flagged (as 'Flag at' in the Slice ranking panel)")
 
-        self.threshold = QDoubleSpinBox()
-        self.threshold.setRange(1.0, 99.99)
-        self.threshold.setDecimals(2)
-        self.threshold.setSingleStep(0.5)
-        self.threshold.setSuffix("th percentile of normal pixels")
-        self.threshold.setValue(float(threshold_pct))
-        self.threshold.setToolTip("Heatmaps colour pixels from this value up (as the overlay's threshold in the viewer)")
+        self.threshold = _pixel_threshold(threshold_pct, "Heatmaps colour pixels from this value up (as the overlay's "
+                                                         "threshold in the viewer)")
 
         self.slice_group = QButtonGroup(self)
         slices_box = QVBoxLayout()
@@ -77,10 +92,7 @@ class PdfExportDialog(QDialog):
         slices_widget.setLayout(slices_box)
         form.addRow("Slices:", slices_widget)
 
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
-        buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Export…")
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
+        buttons = _export_buttons(self)
 
         lay = QVBoxLayout(self)
         lay.addWidget(self.identifiers)
@@ -129,24 +141,15 @@ class DicomExportDialog(QDialog):
         lay.addWidget(self.explanation)
         self.threshold = None
         if threshold_pct is not None:
-            self.threshold = QDoubleSpinBox()
-            self.threshold.setRange(1.0, 99.99)
-            self.threshold.setDecimals(2)
-            self.threshold.setSingleStep(0.5)
-            self.threshold.setSuffix("th percentile of normal pixels")
-            self.threshold.setValue(float(threshold_pct))
-            self.threshold.setToolTip("The AUTOMATIC segment holds the map above this (the overlay's threshold)")
+            self.threshold = _pixel_threshold(threshold_pct, "The AUTOMATIC segment holds the map above this (the "
+                                                             "overlay's threshold)")
             form = QFormLayout()
             form.addRow("Segment the map from:", self.threshold)
             lay.addLayout(form)
         self.open_after_check = QCheckBox("Open the file when done")
         self.open_after_check.setChecked(settings.open_exports_when_done)
         lay.addWidget(self.open_after_check)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
-        buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Export…")
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
-        lay.addWidget(buttons)
+        lay.addWidget(_export_buttons(self))
 
     @property
     def open_after(self) -> bool:

@@ -66,24 +66,23 @@ class ExportsMixin:
         name = getattr(fn, "__name__", "")
         if name in ("export_dicom_seg", "export_dicom_pmap"):
             ctx = self.export_context()
-            dlg = DicomExportDialog(title, ctx.threshold_pct if name == "export_dicom_seg" else None,
-                                    self.app_settings, self)
-            dlg.setWindowModality(Qt.WindowModality.WindowModal)
-            self.export_dialog = dlg
-            dlg.accepted.connect(lambda: self._export_ask_path(fn, title, filt, dlg.options(), dlg.open_after))
-            dlg.finished.connect(dlg.deleteLater)
-            dlg.open()
+            self._ask_options(DicomExportDialog(title, ctx.threshold_pct if name == "export_dicom_seg" else None,
+                                                self.app_settings, self), fn, title, filt)
             return
         if fn is report_module().export_pdf_report:
             ctx = self.export_context()
-            dlg = PdfExportDialog(ctx.threshold_pct, self.app_settings, self, flag_pct=ctx.flag_pct)
-            dlg.setWindowModality(Qt.WindowModality.WindowModal)
-            self.export_dialog = dlg
-            dlg.accepted.connect(lambda: self._export_ask_path(fn, title, filt, dlg.options(), dlg.open_after))
-            dlg.finished.connect(dlg.deleteLater)
-            dlg.open()
+            self._ask_options(PdfExportDialog(ctx.threshold_pct, self.app_settings, self, flag_pct=ctx.flag_pct),
+                              fn, title, filt)
             return
         self._export_ask_path(fn, title, filt, None, self.app_settings.open_exports_when_done)
+
+    def _ask_options(self, dlg, fn: Callable, title: str, filt: str) -> None:
+        """An export's options dialog (window-modal, not blocking): accepted, it asks for the file name."""
+        dlg.setWindowModality(Qt.WindowModality.WindowModal)
+        self.export_dialog = dlg
+        dlg.accepted.connect(lambda: self._export_ask_path(fn, title, filt, dlg.options(), dlg.open_after))
+        dlg.finished.connect(dlg.deleteLater)
+        dlg.open()
 
     def _export_ask_path(self, fn: Callable, title: str, filt: str, options: dict | None, open_after: bool) -> None:
         self.export_dialog = None

@@ -353,11 +353,7 @@ def build_dicom_seg(data: ReportData, progress: Progress = no_progress, cancel: 
 def write_dicom_seg(data: ReportData, path: str | os.PathLike, progress: Progress = no_progress,
                     cancel: CancelToken | None = None) -> Path:
     """Write the DICOM Segmentation of `data` (see the module docstring), atomically."""
-    seg = build_dicom_seg(data, progress, cancel)
-    progress(0.9, f"Writing {Path(path).name}")
-    out = _save(seg, path, cancel)
-    progress(1.0, "DICOM Segmentation written")
-    return out
+    return _build_and_save(build_dicom_seg, "DICOM Segmentation", data, path, progress, cancel)
 
 
 # ------------------------------------------------------------------------------------------- the parametric map
@@ -399,10 +395,15 @@ def build_dicom_pmap(data: ReportData, progress: Progress = no_progress, cancel:
 def write_dicom_pmap(data: ReportData, path: str | os.PathLike, progress: Progress = no_progress,
                      cancel: CancelToken | None = None) -> Path:
     """Write the DICOM Parametric Map of `data` (see the module docstring), atomically."""
-    pm = build_dicom_pmap(data, progress, cancel)
+    return _build_and_save(build_dicom_pmap, "DICOM parametric map", data, path, progress, cancel)
+
+
+def _build_and_save(build, what: str, data: ReportData, path: str | os.PathLike, progress: Progress,
+                    cancel: CancelToken | None) -> Path:
+    ds = build(data, progress, cancel)
     progress(0.9, f"Writing {Path(path).name}")
-    out = _save(pm, path, cancel)
-    progress(1.0, "DICOM parametric map written")
+    out = _save(ds, path, cancel)
+    progress(1.0, f"{what} written")
     return out
 
 

@@ -453,21 +453,26 @@ class _Report:
             y = pg.text(x, y, w, expl, font(8), MUTED) + 1.5
         self.table(pg, x, y, w, rows)
 
+    def _header_row(self, pg: _Page, x: float, y: float, w: float, cols: list) -> tuple[list, float]:
+        """A table's tinted header row; `cols` (name, width or 0 for the rest, alignment) with the rest's width
+        filled in, and the y below the header."""
+        fixed = sum(c[1] for c in cols)
+        cols = [(n, cw if cw else w - fixed, a) for n, cw, a in cols]
+        hf = font(7.5, bold=True)
+        pg.box(x, y, w, self.row_h, TINT)
+        cx = x
+        for name, cw, align in cols:
+            pg.text(cx + 1.2, y + 1.3, cw - 2.4, name, hf, ACCENT, align, wrap=False)
+            cx += cw
+        return cols, y + self.row_h
+
     def table(self, pg: _Page, x: float, y: float, w: float, rows: list[SliceRow]) -> float:
         cols = [("Slice", 13, Qt.AlignmentFlag.AlignRight), ("Position (mm)", 24, Qt.AlignmentFlag.AlignRight),
                 ("Score", 20, Qt.AlignmentFlag.AlignRight), ("Percentile", 20, Qt.AlignmentFlag.AlignRight),
                 ("Flagged by", 31, Qt.AlignmentFlag.AlignLeft), ("Review", 22, Qt.AlignmentFlag.AlignLeft),
                 ("Note", 0, Qt.AlignmentFlag.AlignLeft), ("Page", 11, Qt.AlignmentFlag.AlignRight)]
-        fixed = sum(c[1] for c in cols)
-        cols = [(n, cw if cw else w - fixed, a) for n, cw, a in cols]
-        hf, f = font(7.5, bold=True), font(8.5)
-        rh = self.row_h
-        pg.box(x, y, w, rh, TINT)
-        cx = x
-        for name, cw, align in cols:
-            pg.text(cx + 1.2, y + 1.3, cw - 2.4, name, hf, ACCENT, align, wrap=False)
-            cx += cw
-        y += rh
+        cols, y = self._header_row(pg, x, y, w, cols)
+        f, rh = font(8.5), self.row_h
         if not rows:
             return pg.text(x + 1.2, y + 1.3, w, self.list_empty, f, MUTED)
         for k, r in enumerate(rows):
@@ -513,16 +518,8 @@ class _Report:
                 ("Plane", 19, Qt.AlignmentFlag.AlignLeft), ("Kind", 22, Qt.AlignmentFlag.AlignLeft),
                 ("Length / area", 27, Qt.AlignmentFlag.AlignRight), ("Mean ± SD", 31, Qt.AlignmentFlag.AlignRight),
                 ("Min / max", 27, Qt.AlignmentFlag.AlignRight), ("Map mean / max", 0, Qt.AlignmentFlag.AlignRight)]
-        fixed = sum(c[1] for c in cols)
-        cols = [(n, cw if cw else w - fixed, a) for n, cw, a in cols]
-        hf = font(7.5, bold=True)
+        cols, y = self._header_row(pg, x, y, w, cols)
         rh = self.row_h
-        pg.box(x, y, w, rh, TINT)
-        cx = x
-        for name, cw, align in cols:
-            pg.text(cx + 1.2, y + 1.3, cw - 2.4, name, hf, ACCENT, align, wrap=False)
-            cx += cw
-        y += rh
         for k, mr in enumerate(rows):
             if k % 2 == 1:
                 pg.box(x, y, w, rh, QColor(248, 249, 251))

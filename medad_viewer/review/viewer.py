@@ -287,8 +287,8 @@ class ViewerModel:
         if plane not in PLANES:
             raise ValueError(f"unknown plane {plane!r}")
         if plane not in self.planes():
-            return (f"This series is a single image (or a stack of separate images): it can only be shown in its own "
-                    f"plane.")
+            return ("This series is a single image (or a stack of separate images): it can only be shown in its own "
+                    "plane.")
         if plane != self.plane:
             self.plane = plane
             self.set_view("plane", plane)
