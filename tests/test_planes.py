@@ -171,3 +171,13 @@ def test_drawing_on_a_reformatted_plane_is_refused_with_a_reason():
     m.set_plane("axial")
     m.add_annotation(Ellipse(10.0, 10.0, 5.0, 5.0))
     assert len(m.session.review.get(m.series.uid, m.index).annotations) == 1
+
+
+def test_a_reformat_across_uneven_slices_says_so():
+    vol = np.zeros((5, 8, 8), np.int16)
+    even = Series.from_array(vol, uid="even", spacing=(1.0, 1.0, 2.0))
+    uneven = Series.from_array(vol, uid="uneven", spacing=(1.0, 1.0, 2.0),
+                               positions=np.array([0.0, 2.0, 4.0, 7.0, 9.0]))
+    assert not plane_view(even, "coronal").uneven
+    pv = plane_view(uneven, "coronal")
+    assert pv.uneven and pv.series.spacing[1] == pytest.approx(2.25)  # the mean step, along the coronal rows

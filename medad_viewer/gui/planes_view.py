@@ -202,6 +202,8 @@ class PlanesMixin:
         note = (" · <span style='color:#ffd166'>map interpolated between scored slices</span>"
                 if pm is not None and pm.interpolated else "")
         tag = " (acquired)" if pv.is_acquired else ""
+        if pv.uneven:  # reformatted at the mean slice spacing: distances along the slices are approximate
+            note += " · <span style='color:#ffd166'>uneven slice spacing: shown at the mean</span>"
         if v is not self.viewer or not pv.is_acquired:  # the acquired main view has its own corner lines
             v.set_info(f"<b>{plane.capitalize()}</b>{tag} · slice {k + 1} / {pv.series.num_slices}{note}", "")
         if res is None or pm is None:
