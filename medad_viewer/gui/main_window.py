@@ -211,7 +211,7 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
         self._show_sides()
         ps = self.model.view_series()
         self.viewer.set_geometry((ps.spacing[0], ps.spacing[1]))
-        self.viewer.units = "HU" if s.modality.upper() == "CT" else ""
+        self.viewer.units = s.units
         self._fill_presets_menu()
         self.ranking.set_series(s.num_slices, self._ranking_thumbnail)
         res = self.results.get(s.uid)
@@ -237,7 +237,8 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
         if self.main_is_acquired():
             c, w, _name = self.model.window()
             self.viewer.set_pixels(s.slice(index), (c, w), fit=self._fit_next)
-            self._refresh_overlay()
+            # only this view's map: the other planes' slices, when they change, are redrawn on "crosshair"
+            self._refresh_main_overlay()
         elif getattr(self.viewer, "_drawn", None) != (self.model.plane, self.model.view_index()) or self._fit_next:
             self._draw_plane(self.viewer, fit=self._fit_next)
         self._fit_next = False

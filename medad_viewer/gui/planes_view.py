@@ -86,7 +86,7 @@ class PlanesMixin:
         return [self.viewer, *self.side_viewers]
 
     def visible_viewers(self) -> list[SliceViewer]:
-        return [self.viewer] + ([v for v in self.side_viewers] if self.model.layout == "1x3" else [])
+        return [self.viewer, *(self.side_viewers if self.model.layout == "1x3" else [])]
 
     def _side_planes(self) -> list[str]:
         return [p for p in PLANES if p != self.model.plane]
@@ -125,14 +125,12 @@ class PlanesMixin:
         if self.series is None:
             return
         for v in self.visible_viewers():
-            if v is self.viewer and self.main_is_acquired():
-                k, r, c = self.model.view_point(v.plane)
-                v.set_crosshair((r, c))
-                continue
-            if getattr(v, "_drawn", None) != (v.plane, self.model.view_index(v.plane)):
+            # the acquired main view is redrawn on the "slice" event; the others when their slice changes
+            acquired_main = v is self.viewer and self.main_is_acquired()
+            if not acquired_main and getattr(v, "_drawn", None) != (v.plane, self.model.view_index(v.plane)):
                 self._draw_plane(v)
             else:
-                k, r, c = self.model.view_point(v.plane)
+                _k, r, c = self.model.view_point(v.plane)
                 v.set_crosshair((r, c))
 
     def _draw_sides(self, force: bool = False) -> None:
@@ -146,9 +144,7 @@ class PlanesMixin:
 
     def _refresh_plane_overlays(self) -> None:
         """The scores changed (a slice scored, a threshold moved): overlays of the reformatted views follow."""
-        if self.series is None:
-            return
-        if self.model.layout != "1x3":
+        if self.series is None or self.model.layout != "1x3":
             return
         for v in self.side_viewers:
             if v.isVisible() and v.plane:
@@ -179,7 +175,7 @@ class PlanesMixin:
         if new_plane:
             v.set_geometry((ps.spacing[0], ps.spacing[1]))
             v._geometry_of = ps.uid
-        v.units = "HU" if ps.modality.upper() == "CT" else ""
+        v.units = ps.units
         cw, ww, name = m.window()
         v.set_pixels(ps.slice(k), (cw, ww), fit=fit or new_plane)
         v.set_window(cw, ww, name)
@@ -212,7 +208,10 @@ class PlanesMixin:
             return pm
         thr = res.value_at(ov["threshold_pct"])
         v.map_percentile = res.pixel_percentile
-        values = np.nan_to_num(pm.values, nan=0.0) if not pv_is_finite(pm.values) else pm.values
+        # A reformat has NaN where no slice was scored: transparent, as at or below the threshold.
+        values = pm.values if pv.is_acquired else np.nan_to_num(pm.values, nan=0.0)
+        # A fixed scale per threshold, so a colour means the same on every slice and plane: threshold .. threshold +
+        # max(1, thr) (in units of the normal 99th percentile).
         v.set_overlay(values, thr, thr + max(1.0, thr), ov["opacity"], ov["colormap"], ov["contour"],
                       ov["visible"])
         return pm
@@ -222,6 +221,3 @@ class PlanesMixin:
             if v.isVisible():
                 v.set_window(c, w, name)
 
-
-def pv_is_finite(values: np.ndarray) -> bool:
-    return bool(np.isfinite(values).all())

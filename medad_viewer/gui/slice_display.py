@@ -60,26 +60,16 @@ class SliceDisplayMixin:
         self.act_redo.setEnabled(self.model.can_redo)
 
     def _refresh_overlay(self) -> None:
-        ov = self.analysis.overlay_state()
-        res, r = self.model.current_result()
-        if res is not None:
-            thr = res.value_at(ov["threshold_pct"])
-            self.analysis.set_threshold_value(thr)
-            self.viewer.map_percentile = res.pixel_percentile
-        else:
-            thr = 1.0
-            self.viewer.map_percentile = None
+        """The overlay of every view shown, at the panel's threshold (whose map value the panel then shows)."""
+        self._refresh_main_overlay()
         self._refresh_plane_overlays()
-        if not self.main_is_acquired():
+
+    def _refresh_main_overlay(self) -> None:
+        res, _r = self.model.current_result()
+        if res is not None:
+            self.analysis.set_threshold_value(res.value_at(self.analysis.overlay_state()["threshold_pct"]))
+        if self.series is not None:
             self._draw_overlay(self.viewer, self.model.plane, self.model.view_index())
-            return
-        if r is None:
-            self.viewer.set_overlay(None)
-            return
-        # A fixed scale per threshold, so a colour means the same on every slice: threshold .. threshold + max(1, thr)
-        # (in units of the normal 99th percentile).
-        vmax = thr + max(1.0, thr)
-        self.viewer.set_overlay(r.map, thr, vmax, ov["opacity"], ov["colormap"], ov["contour"], ov["visible"])
 
     def _ranking_thumbnail(self, index: int) -> QPixmap | None:
         s = self.series

@@ -91,23 +91,46 @@ class PlaneView:
             out[a] = shape[a] - 1 - v if f else v
         return tuple(out)  # type: ignore[return-value]
 
+    def source_index(self, index: int) -> int:
+        """The index along the acquired array axis `axes[0]` that slice `index` of the plane lies at."""
+        n = self.source.volume().shape[self.axes[0]]
+        return n - 1 - index if self.flips[0] else index
+
     def take(self, array: np.ndarray, index: int) -> np.ndarray:
         """Slice `index` of the plane cut from `array`, laid out like the acquired volume (slices, rows, columns) but
         perhaps at another resolution in rows and columns: a (rows, columns) view at the array's own resolution."""
-        full = self.source.volume().shape
         a0 = self.axes[0]
-        i = full[a0] - 1 - index if self.flips[0] else index
-        n = array.shape[a0]
-        j = min(int((i + 0.5) * n / full[a0]), n - 1) if n != full[a0] else i
-        cut = np.take(array, j, axis=a0)
-        rest = [a for a in (0, 1, 2) if a != a0]  # the remaining array axes, in order
-        order = [rest.index(self.axes[1]), rest.index(self.axes[2])]
-        out = cut.transpose(order)
+        j = _scaled(self.source_index(index), array.shape[a0], self.source.volume().shape[a0])
+        return self._oriented(np.take(array, j, axis=a0))
+
+    def line_of(self, image: np.ndarray, index: int) -> np.ndarray:
+        """The line slice `index` of a reformatted plane cuts from one acquired slice: `image` is (rows, columns),
+        perhaps at another resolution (a compact map). Lines of every acquired slice, stacked in slice order, make
+        the cut that `orient` turns into the plane's slice."""
+        a0 = self.axes[0]
+        full = self.source.volume().shape[a0]
+        j = _scaled(self.source_index(index), image.shape[a0 - 1], full)
+        return image[j] if a0 == 1 else image[:, j]
+
+    def orient(self, cut: np.ndarray) -> np.ndarray:
+        """(acquired slices, the kept in-plane axis) lines, both in acquired order -> the reformatted plane's
+        (rows, columns), flips applied."""
+        return self._oriented(cut)
+
+    def _oriented(self, cut: np.ndarray) -> np.ndarray:
+        """A cut across axes[0] (its two axes the remaining acquired axes, in order) as the plane's rows, columns."""
+        rest = [a for a in (0, 1, 2) if a != self.axes[0]]
+        out = cut.transpose([rest.index(self.axes[1]), rest.index(self.axes[2])])
         if self.flips[1]:
             out = out[::-1]
         if self.flips[2]:
             out = out[:, ::-1]
         return out
+
+
+def _scaled(i: int, n: int, full: int) -> int:
+    """Index `i` of `full` positions as the index of the same place among `n` (a coarser map's pixels)."""
+    return i if n == full else min(int((i + 0.5) * n / full), n - 1)
 
 
 def plane_view(series: Series, plane: str) -> PlaneView:

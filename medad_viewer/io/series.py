@@ -159,6 +159,11 @@ class Series:
         )
 
     @property
+    def units(self) -> str:
+        """The unit of the pixel values: HU for CT, none named for other modalities."""
+        return "HU" if str(self.modality).upper() == "CT" else ""
+
+    @property
     def spacing_known(self) -> bool:
         """The pixel size comes from the file (DICOM, NIfTI, NRRD, MetaImage, ...): plain images (PNG, JPEG, TIFF)
         record none and are given 1 mm, so sizes on them are in pixels."""

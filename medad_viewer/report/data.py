@@ -18,7 +18,7 @@ import numpy as np
 from ..engine.calibration import normal_z
 from ..io.deid import deidentify, pseudonym
 from ..io.series import Series
-from ..review.measurements import ACQUIRED, Measured, Measurement, measure, units_of
+from ..review.measurements import ACQUIRED, Measured, Measurement, measure_on
 from ..review.references import ReferenceSet, ReferenceSlice, resolve_series
 from ..review.state import Decision, ReviewState, SliceReview
 from .score_dir import ScoreRun, series_record
@@ -323,19 +323,20 @@ class ReportData:
         s = self.series
         if s is None or not measurements:
             return []
-        out, volumes = [], {}
+        out = []
         for m in measurements:
             try:
-                plane_series, amap = self._plane_slice(m, volumes)
+                plane_series, amap = self._plane_slice(m)
                 if not 0 <= m.index < plane_series.num_slices:
                     continue
-                out.append(MeasurementRow(m, measure(m, plane_series.slice(m.index), plane_series.spacing, amap,
-                                                     units_of(s.modality))))
+                out.append(MeasurementRow(m, measure_on(m, plane_series, amap)))
             except (ValueError, IndexError, ImportError):
                 continue  # a measurement of a plane this series cannot show is left out, never fatal
         return out
 
-    def _plane_slice(self, m: Measurement, volumes: dict) -> tuple[Series, np.ndarray | None]:
+    def _plane_slice(self, m: Measurement) -> tuple[Series, np.ndarray | None]:
+        """The series of m's plane and the map on m's slice of it: a reformatted plane's is cut line by line from
+        each scored slice's map (NaN on slices not scored), without a volume of maps."""
         s = self.series
         if m.plane == ACQUIRED:
             amap = self.map_of(m.index) if 0 <= m.index < s.num_slices else None
@@ -345,20 +346,15 @@ class ReportData:
         from ..io.planes import plane_view
 
         pv = plane_view(s, m.plane)
-        if "maps" not in volumes:
-            vol = None
-            if len(self.run.indices):
-                vol = np.full((s.num_slices, s.rows, s.columns), np.nan, dtype=np.float32)
-                for k, i in enumerate(np.asarray(self.run.indices, dtype=np.int64)):
-                    if 0 <= i < s.num_slices:
-                        mk = np.asarray(self.run.maps[k], dtype=np.float32)
-                        vol[i] = mk if mk.shape == (s.rows, s.columns) else _resize(mk, s.rows, s.columns)
-            volumes["maps"] = vol
-        ps, vol = pv.series, volumes["maps"]
-        amap = None if vol is None else np.ascontiguousarray(pv.take(vol, m.index))
-        if amap is not None and amap.shape != (ps.rows, ps.columns):
-            amap = _resize(amap, ps.rows, ps.columns)
-        return ps, amap
+        if not len(self.run.indices) or not 0 <= m.index < pv.series.num_slices:
+            return pv.series, None
+        cut = np.full((s.num_slices, s.columns if pv.axes[0] == 1 else s.rows), np.nan, dtype=np.float32)
+        for k, i in enumerate(np.asarray(self.run.indices, dtype=np.int64)):
+            if 0 <= i < s.num_slices:
+                mk = np.asarray(self.run.maps[k], dtype=np.float32)
+                cut[i] = pv.line_of(mk if mk.shape == (s.rows, s.columns) else _resize(mk, s.rows, s.columns),
+                                    m.index)
+        return pv.series, np.ascontiguousarray(pv.orient(cut))
 
     # ------------------------------------------------------------------------------------------ convenience
     @property

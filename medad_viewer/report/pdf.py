@@ -169,7 +169,7 @@ class _Report:
         else:
             wp = default_window(self.series)
             self.window, self.window_name = (float(wp.center), float(wp.width)), wp.name
-        self.units = "HU" if str(self.series.modality).upper() == "CT" else ""
+        self.units = self.series.units
         # Plain images (PNG, JPEG, ...) record no pixel size, and only volumes have a patient orientation worth
         # labelling (a radiograph is a projection): no scale bar, mm² or R/L letters that would only look exact.
         self.spacing_known = self.series.spacing_known

@@ -124,10 +124,6 @@ class Measured:
     units: str = ""  # of the raw values: "HU" for CT, "" otherwise
 
 
-def units_of(modality: str) -> str:
-    return "HU" if str(modality).upper() == "CT" else ""
-
-
 def measure(m: Measurement, pixels: np.ndarray, spacing: Sequence[float], amap: np.ndarray | None = None,
             units: str = "") -> Measured:
     """The numbers of `m` on its slice: `pixels` (rows, columns) in modality units, `spacing` the Series' (mm per
@@ -151,7 +147,7 @@ def measure(m: Measurement, pixels: np.ndarray, spacing: Sequence[float], amap: 
 
 def measure_on(m: Measurement, series, amap: np.ndarray | None = None) -> Measured:
     """`measure` on slice `m.index` of `series` (the Series of m's plane: acquired, or reformatted)."""
-    return measure(m, series.slice(m.index), series.spacing, amap, units_of(series.modality))
+    return measure(m, series.slice(m.index), series.spacing, amap, series.units)
 
 
 def _value(v: float, units: str) -> str:

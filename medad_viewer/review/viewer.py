@@ -39,7 +39,7 @@ import numpy as np
 
 from ..io.planes import PLANES, PlaneView, acquired_plane, available_planes, plane_view
 from ..io.windowing import default_window
-from .measurements import ACQUIRED, Measured, Measurement, measure, placed, units_of
+from .measurements import ACQUIRED, Measured, Measurement, measure, placed
 from .references import ReferenceSet, ReferenceSlice
 from .results import ScoreResults, SliceResult
 from .scoring import FIT_END
@@ -346,19 +346,13 @@ class ViewerModel:
             r = res.get(index)
             return None if r is None else PlaneMap(r.map, False)
         s = self.series
-        a0 = pv.axes[0]  # the acquired axis (1 rows, 2 columns) this plane's slices are stacked along
-        full = s.rows if a0 == 1 else s.columns
-        line = full - 1 - index if pv.flips[0] else index
-        first = next(iter(res.results.values()))
-        h, w = first.compact.shape
-        n = h if a0 == 1 else w
-        j = min(int((line + 0.5) * n / full), n - 1)
-        cut = np.full((s.num_slices, w if a0 == 1 else h), np.nan, dtype=np.float32)
-        for k, r in res.results.items():
-            if r.compact.shape == (h, w):
-                cut[k] = r.compact[j] if a0 == 1 else r.compact[:, j]
+        shape = next(iter(res.results.values())).compact.shape
+        scored = {k: r.compact for k, r in res.results.items() if r.compact.shape == shape}
+        cut = np.full((s.num_slices, shape[1] if pv.axes[0] == 1 else shape[0]), np.nan, dtype=np.float32)
+        for k, compact in scored.items():
+            cut[k] = pv.line_of(compact, index)
         done = np.zeros(s.num_slices, dtype=bool)
-        done[[k for k, r in res.results.items() if r.compact.shape == (h, w)]] = True
+        done[list(scored)] = True
         have = np.flatnonzero(done)
         gaps = np.flatnonzero(~done)
         gaps = gaps[(gaps > have[0]) & (gaps < have[-1])] if len(have) else gaps[:0]
@@ -367,7 +361,7 @@ class ViewerModel:
             lo, hi = have[pos - 1], have[pos]
             t = (g - lo) / (hi - lo)
             cut[g] = (1 - t) * cut[lo] + t * cut[hi]
-        values = self._orient_cut(pv, cut)
+        values = pv.orient(cut)
         ps = pv.series
         if values.shape != (ps.rows, ps.columns):
             import cv2
@@ -378,17 +372,6 @@ class ViewerModel:
             values = cv2.resize(np.where(valid, values, 0).astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
             values[cv2.resize(valid.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) == 0] = np.nan
         return PlaneMap(np.ascontiguousarray(values), bool(len(gaps)))
-
-    @staticmethod
-    def _orient_cut(pv: PlaneView, cut: np.ndarray) -> np.ndarray:
-        """A cut laid out (acquired slice, the acquired in-plane axis the plane keeps), both in acquired order ->
-        the plane's (rows, columns), with its flips."""
-        out = cut if pv.axes[1] == 0 else cut.T
-        if pv.flips[1]:
-            out = out[::-1]
-        if pv.flips[2]:
-            out = out[:, ::-1]
-        return out
 
     def plane_annotations(self, plane: str | None = None, index: int | None = None) -> np.ndarray | None:
         """The drawn annotations cut by slice `index` of a reformatted `plane`, as a mask (None when there are none
@@ -401,13 +384,10 @@ class ViewerModel:
         items = [(i, rev.annotations) for (uid, i), rev in self.session.review.items(s.uid) if rev.annotations]
         if not items:
             return None
-        a0 = pv.axes[0]
-        line = (s.rows if a0 == 1 else s.columns) - 1 - index if pv.flips[0] else index
-        cut = np.zeros((s.num_slices, s.columns if a0 == 1 else s.rows), dtype=bool)
+        cut = np.zeros((s.num_slices, s.columns if pv.axes[0] == 1 else s.rows), dtype=bool)
         for i, anns in items:
-            m = annotations_mask(anns, (s.rows, s.columns))
-            cut[i] = m[line] if a0 == 1 else m[:, line]
-        out = self._orient_cut(pv, cut)
+            cut[i] = pv.line_of(annotations_mask(anns, (s.rows, s.columns)), index)
+        out = pv.orient(cut)
         return np.ascontiguousarray(out) if out.any() else None
 
     def row_of(self, series_uid: str) -> int | None:
@@ -635,7 +615,7 @@ class ViewerModel:
         pixels = s.slice(index)
         pm = self.plane_map(None, index)
         amap = None if pm is None else pm.values
-        return [(k, m, measure(m, pixels, s.spacing, amap, units_of(s.modality))) for k, m in here]
+        return [(k, m, measure(m, pixels, s.spacing, amap, s.units)) for k, m in here]
 
     def _measurement_turn(self, what: str) -> bool:
         """Whether Ctrl+Z ("undo") / Ctrl+Y ("redo") goes to the measurements now."""
@@ -814,7 +794,7 @@ class ViewerModel:
         k_view = self.view_index(plane)
         k, r0, c0 = pv.from_plane(k_view, row, column)
         value = float(s.volume()[k, r0, c0])
-        units = "HU" if s.modality.upper() == "CT" else ""
+        units = s.units
         res = self.results.get(s.uid)
         m = pct = None
         if res is not None and len(res):
