@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .detector import AnomalyDetector
-from .maps import cells_touching
+from .maps import cells_touching, fusion_weights
 from .preprocess import restore
 
 Box = tuple[float, float, float, float]  # (row0, column0, row1, column1) in a slice's pixels, ends exclusive
@@ -128,21 +128,14 @@ def explain_point(detector: AnomalyDetector, image: np.ndarray, row: int, column
     fused = restore(det._fuse(comps, regions)[0], p)
     map_value = float(fused[row, column])
     pct = float(det.calibration.pixel_percentile(np.array([map_value]))[0]) if det.calibration else None
-    names = list(comps)
-    w = det.settings.fusion_weight
+    weights = fusion_weights(list(comps), det.settings.fusion_weight)
     components = []
-    for name in names:
+    for name, weight in weights.items():
         med, spread = det.component_scale.get(name, (0.0, 1.0))
-        weight = (w if name == "bank" else 1.0 - w) if ("bank" in comps and len(comps) > 1) else 1.0
         raw = float(restore(comps[name][0], p)[row, column])
         components.append(Component(name, raw, float(med), float(spread), float(weight), (raw - med) / spread))
 
-    side = det.size
-    _, top, left = _padding(shape)
-    full = max(shape)
-    py = min(int((row + top + 0.5) * side / full), side - 1)
-    px = min(int((column + left + 0.5) * side / full), side - 1)
-    inside = bool(region[py, px])
+    inside = bool(region[point_cell(row, column, shape, det.size)])  # the region is on the model's input grid
 
     grid = det._grid(feats.seg)
     cell = point_cell(row, column, shape, grid)

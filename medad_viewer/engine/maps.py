@@ -81,6 +81,14 @@ def gaussian_blur(maps: torch.Tensor, sigma_px: float) -> torch.Tensor:
     return x.squeeze(1)
 
 
+def fusion_weights(names: list[str], bank_weight: float) -> dict[str, float]:
+    """Each component's weight in the fused map: the bank `bank_weight` against the heads' 1 - `bank_weight`; a
+    component alone weighs 1."""
+    w = bank_weight
+    both = "bank" in names and len(names) > 1
+    return {name: (w if name == "bank" else 1.0 - w) if both else 1.0 for name in names}
+
+
 def fuse(comps: dict[str, np.ndarray], regions: np.ndarray, scales: dict[str, tuple[float, float]],
          bank_weight: float) -> np.ndarray:
     """Components on the normal references' scale, (v - median) / (p99 - median) from `scales` (fitted by the
@@ -88,9 +96,7 @@ def fuse(comps: dict[str, np.ndarray], regions: np.ndarray, scales: dict[str, tu
     heads' 1 - `bank_weight`. Inside the region the values keep their order (below 0 is closer to normal than the
     references' median: clamping there would tie a tenth of lesion pixels with the background); outside it the map
     holds the value of a perfect match, below anything inside."""
-    w = bank_weight
-    weights = {name: (w if name == "bank" else 1.0 - w) if ("bank" in comps and len(comps) > 1) else 1.0
-               for name in comps}
+    weights = fusion_weights(list(comps), bank_weight)
     fused = None
     floor = 0.0
     for name, m in comps.items():
