@@ -50,7 +50,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-SAMPLE_DATA = Path(os.environ.get("MEDAD_SAMPLE_DATA", REPO.parent / "shared" / "sample-data"))
+SAMPLE_DATA = Path(os.environ.get("MEDAD_SAMPLE_DATA") or REPO / "tests" / "data")  # in the repository
 GIB = 1 << 30
 MAX_FILE = 10 * (1 << 20)  # every mutated file stays under this
 

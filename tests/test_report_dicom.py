@@ -35,7 +35,7 @@ NAME, PID = "DOE^JANE", "PID-4711"
 def _copy_with_uids(src, out, mirrored: bool) -> None:
     os.makedirs(out)
     study, series = generate_uid(), generate_uid()
-    for f in sorted(os.listdir(src)):
+    for f in sorted(f for f in os.listdir(src) if f.endswith(".dcm")):  # not the folder's SOURCE.md
         ds = pydicom.dcmread(os.path.join(src, f))
         ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = f[3:-4]  # the file name is the UID

@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--budget", type=float, default=20.0, help="adaptation budget (s) for the demo run")
-    p.add_argument("--ct", default=str(HERE.parent.parent.parent / "shared" / "sample-data" / "ct-dicom"))
+    p.add_argument("--ct", default=str(HERE.parent.parent / "tests" / "data" / "ct-dicom"))
     args = p.parse_args()
     data = tempfile.mkdtemp(prefix="medad-shots-")
     os.environ["MEDAD_VIEWER_DATA_DIR"] = data
@@ -110,7 +110,7 @@ def reading_room(win, pump, shot, wait) -> None:
     m = win.model
     s = win.series
     res = win.results[s.uid]
-    label_path = HERE.parent.parent.parent / "shared" / "sample-data" / "mr-brain" / "brain1_label.nrrd"
+    label_path = HERE.parent.parent / "resources" / "demo" / "brain1_label.nrrd"  # the demo study's label
     label = load_study(label_path).series[0].volume() > 0 if label_path.is_file() else None
     scored = [r.index for r in res.ranked()]
     # the tumour slice the method ranks highest (the one a reader reaches first)
