@@ -9,14 +9,16 @@ Defaults: the app's own settings (EfficientNet-Lite2, the default memory-bank me
 sets them (cores - 1 on a small CPU). A fresh temporary data folder, so no cached adaptation is reused. --scroll
 also steps through slices every 50 ms, as a user browsing while the job runs. --layout 1x3 shows the three planes
 (their reformatted maps follow the scoring), --plane the main view's plane; the probe then moves over every view.
-Prints JSON.
+Prints JSON (indented; --json: one line).
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -37,9 +39,11 @@ def main() -> int:
     p.add_argument("--switch-interval", type=float, default=None,
                    help="sys.setswitchinterval in s (default: what the app sets)")
     p.add_argument("--timeout", type=float, default=900.0)
+    p.add_argument("--json", action="store_true", help="print the result as one JSON line (for scripts and tests)")
     args = p.parse_args()
 
     data = tempfile.mkdtemp(prefix="medad-bench-")
+    atexit.register(shutil.rmtree, data, True)  # the fresh app data folder goes with the run
     os.environ["MEDAD_VIEWER_DATA_DIR"] = data
     import numpy as np
     from PySide6.QtCore import QSettings, Qt, QTimer
@@ -102,12 +106,18 @@ def main() -> int:
     prober.setInterval(20)
     rng = np.random.default_rng(0)
 
-    def probe() -> None:  # what a mouse move over the image does (over each view shown, in turn)
+    from PySide6.QtCore import QPointF
+
+    probed = {"moves": 0, "shown": 0}
+
+    def probe() -> None:  # a mouse move over the image (over each view shown, in turn), as the scene reports it
         views = win.visible_viewers()
         v = views[int(rng.integers(len(views)))]
         ps = win.model.view_series(v.plane or None)
-        v._cursor = (int(rng.integers(ps.rows)), int(rng.integers(ps.columns)))
-        v._update_cursor_text()
+        pixel = QPointF(int(rng.integers(ps.columns)) + 0.5, int(rng.integers(ps.rows)) + 0.5)
+        v.glw.scene().sigMouseMoved.emit(v.image.mapToScene(pixel))
+        probed["moves"] += 1
+        probed["shown"] += bool(v.bottom_right.text())  # the corner probe says what is under the cursor
 
     prober.timeout.connect(probe)
     state = {"done": None}
@@ -174,6 +184,8 @@ def main() -> int:
         "scroll": args.scroll,
         "cine": args.cine,
         "probe": args.probe,
+        "probe_moves": probed["moves"],
+        "probe_shown": probed["shown"],
         "layout": args.layout,
         "plane": win.model.plane,
         "cpu_count": os.cpu_count(),
@@ -183,7 +195,7 @@ def main() -> int:
                                 reverse=True)[:5] if ticks else [],
     }
     win.close()
-    print(json.dumps(out, indent=2))
+    print(json.dumps(out) if args.json else json.dumps(out, indent=2))
     return 0 if state["done"] == "finished" else 1
 
 

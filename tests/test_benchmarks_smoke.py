@@ -1,0 +1,89 @@
+"""The measurement scripts of benchmarks/ run at a tiny size and print sane figures: a refactor that breaks one of
+them fails here, not months later when someone re-measures the README. Each runs as a subprocess (as people run
+it), with a time limit; the test reads its JSON line.
+
+big_series.py, compare_methods.py, engine_perf.py and build_devset.py have their own smoke tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BENCHMARKS = REPO / "benchmarks"
+
+
+def run_script(name: str, *args: str, tmp_path: Path, timeout: float, sample_data: Path | None = None) -> dict:
+    """Run benchmarks/`name`; its last JSON line (a dict). Fails on a non-zero exit or a traceback on stderr."""
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONDONTWRITEBYTECODE="1",
+               TMPDIR=str(tmp_path))  # its temporary folders and files go with the test's
+    env.pop("MEDAD_VIEWER_DATA_DIR", None)  # the scripts make their own app data folders
+    if sample_data is not None:
+        env["MEDAD_SAMPLE_DATA"] = str(sample_data)
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / name), *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    said = f"{name} {' '.join(args)}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-5000:]}"
+    assert proc.returncode == 0, f"exit {proc.returncode}: {said}"
+    assert "Traceback (most recent call last)" not in proc.stderr, said
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert lines, f"no JSON line: {said}"
+    out = json.loads(lines[-1])
+    assert isinstance(out, dict), said
+    return out
+
+
+def test_crash_autosave(tmp_path):
+    out = run_script("crash_autosave.py", "--trials", "2", "--seed", "0", "--verbose", tmp_path=tmp_path, timeout=180)
+    assert out["trials"] == 2
+    assert out["intact"] == 2  # each SIGKILLed session loads as one of the states that were saved
+    assert out["stale"] == 0
+    assert out["child_tracebacks"] == 0  # no gesture raised inside the window
+    assert out["edits_mean"] > 0  # the children did edit before they were killed
+    assert out["lost_edits_max"] is not None and 0 <= out["lost_edits_max"] <= 10
+
+
+def test_cancel_latency(tmp_path):
+    out = run_script("cancel_latency.py", "--trials", "1", "--slices", "40", tmp_path=tmp_path, timeout=300)
+    assert out["trials"] == 1
+    for kind in ("load", "adapt", "score", "export"):
+        assert kind in out["max_cancel_s"], out
+        assert 0 <= out["max_cancel_s"][kind] < 1.0, (kind, out)  # the README's target
+        assert out["median_cancel_s"][kind] <= out["max_cancel_s"][kind]
+
+
+def test_fuzz_loaders(tmp_path, sample_data):
+    out = run_script("fuzz_loaders.py", "--cases", "5", "--seed", "0", tmp_path=tmp_path, timeout=180,
+                     sample_data=sample_data)
+    assert out["cases"] == 5
+    assert out["tracebacks"] == 0
+    assert out["hangs"] == 0
+    assert out["over_2gb"] == 0
+    assert 0 < out["max_rss_mb"] < 2048
+
+
+def test_ui_latency(tmp_path):
+    # The demo study (25 slices, the default memory bank: a few seconds), with cine, the probe and the three planes,
+    # so that every path the script drives is run.
+    out = run_script("ui_latency.py", "--json", "--cine", "--probe", "--layout", "1x3", tmp_path=tmp_path,
+                     timeout=300)
+    assert out["outcome"] == "finished"
+    assert out["scored_slices"] == out["total_slices"] == 25
+    assert out["ticks"] > 10
+    assert 0 <= out["p99_stall_ms"] <= out["max_stall_ms"] < 5000  # sane; the README's figures need a quiet machine
+    assert out["probe_moves"] > 0 and out["probe_shown"] == out["probe_moves"]
+    assert out["layout"] == "1x3" and out["cine"] and out["probe"]
+    assert out["detector"]["method"] == "memory"
+
+
+def test_plane_perf(tmp_path):
+    out = run_script("plane_perf.py", "--slices", "40", "--size", "96", "--repeat", "3", "--scored-every", "2",
+                     tmp_path=tmp_path, timeout=120)
+    assert out["slices"] == 40 and out["size"] == 96 and out["scored"] == 20
+    for plane in ("coronal", "sagittal"):
+        assert out[plane]["interpolated"] is True  # every other slice scored: the map is interpolated between
+        for what in ("slice_ms", "map_ms", "drawings_ms"):
+            assert 0 <= out[plane][what]["median"] <= out[plane][what]["max"] < 5000, (plane, what, out)
+
