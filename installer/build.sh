@@ -8,9 +8,23 @@
 # The build venv (build/venv) gets torch's CPU build: /opt/wheels/torch-*+cpu-*.whl when present, else torch from
 # https://download.pytorch.org/whl/cpu. A site with NVIDIA GPUs builds its own bundle with a CUDA build instead:
 #   TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 bash installer/build.sh    (or TORCH_WHEEL=file.whl)
+# On Debian/Ubuntu the system packages the build needs (python3-venv; binutils for strip) are installed with apt-get,
+# with sudo when not root; installer/smoke_test.sh installs its own (Xvfb for the GUI check, …) the same way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
+if command -v apt-get >/dev/null 2>&1; then
+    missing=""
+    for p in python3-venv binutils; do
+        dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+    done
+    if [ -n "$missing" ]; then
+        echo "Installing system packages:$missing"
+        SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+    fi
+fi
 PY="${PYTHON:-python3.11}"
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 VERSION=$("$PY" -c "import re;print(re.search(r'__version__ = \"(.+)\"', open('medad_viewer/__init__.py').read())[1])")

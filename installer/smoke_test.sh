@@ -3,14 +3,31 @@
 # so nothing outside the bundle is used: --version, info, score (4 references), report (PDF) on the sample CT series,
 # then the GUI under Xvfb on the demo study (first slice within 10 s, screenshot docs/screenshots/bundle.png).
 # Prints the bundle size, the archive size and the cold start time to the first window.
-#   bash installer/smoke_test.sh   [MEDAD_SAMPLE_DATA=path/to/sample-data]
+#   bash installer/smoke_test.sh   [MEDAD_SAMPLE_DATA=path/to/sample-data; default: tests/data of the checkout]
+# Needs Xvfb (the GUI check), bc, libxcb and OpenGL/EGL; on Debian/Ubuntu it installs what is missing with apt-get
+# (with sudo when not root), as installer/setup.sh does for Qt's libraries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 app="$(pwd)/dist/medad-viewer/medad-viewer"
 [ -x "$app" ] || { echo "no bundle at $app: run installer/build.sh first" >&2; exit 1; }
-samples="${MEDAD_SAMPLE_DATA:-$(cd .. && pwd)/shared/sample-data}"
+samples="${MEDAD_SAMPLE_DATA:-$(pwd)/tests/data}"
 ct="$samples/ct-dicom"
 [ -d "$ct" ] || { echo "sample CT series not found at $ct (set MEDAD_SAMPLE_DATA)" >&2; exit 1; }
+# What a desktop has and a bare build machine may lack: an X server for the GUI check (Xvfb), the libraries the bundle
+# expects from the system (libxcb, OpenGL/EGL; see the README), bc for the timings.
+if command -v apt-get >/dev/null 2>&1; then
+    missing=""
+    for p in xvfb bc libxcb1 libegl1 libgl1; do
+        dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+    done
+    if [ -n "$missing" ]; then
+        echo "Installing system packages:$missing"
+        SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+    fi
+fi
+command -v bc >/dev/null 2>&1 || { echo "bc is needed (apt-get install bc)" >&2; exit 1; }
 work="$(mktemp -d)"
 trap 'kill ${XVFB_PID:-} ${APP_PID:-} 2>/dev/null || true; rm -rf "$work"' EXIT
 fail() { echo "SMOKE FAIL: $*" >&2; exit 1; }
@@ -49,7 +66,7 @@ grep -q '"image_auroc"' "$work/eval.json" || fail "eval printed no image AUROC"
 echo "ok  eval: $(grep -o '"backbone": "[^"]*"' "$work/eval.json" | head -1)"
 
 # The GUI: Xvfb, the demo study, first slice within 10 s.
-command -v Xvfb >/dev/null 2>&1 || fail "Xvfb is needed for the GUI check (apt-get install xvfb)"
+command -v Xvfb >/dev/null 2>&1 || fail "Xvfb is needed for the GUI check (apt-get install xvfb; done by this script on Debian/Ubuntu)"
 display=":$((90 + RANDOM % 9))"
 Xvfb "$display" -screen 0 1600x1000x24 >/dev/null 2>&1 & XVFB_PID=$!
 sleep 1
