@@ -109,6 +109,12 @@ class ExportsMixin:
         extra = dict(options or {})
 
         def run(progress, cancel, emit):
+            series = getattr(ctx, "series", None)
+            if series is not None and not series.complete:  # asked for while the series fills in: waits for it
+                from ..io.fill import wait_complete
+
+                wait_complete(series, cancel, lambda done, total: progress(
+                    0.0, f"waiting for the series to load ({done} of {total} slices read)"))
             # Every export takes the context, the path, its own options, and progress and cancel.
             return fn(ctx, path, **extra, progress=progress, cancel=cancel)
 

@@ -6,6 +6,7 @@ File → Export: gui/exports.py; the reference tray: gui/references_tray.py."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from .chrome import ChromeMixin
 from .exports import ExportsMixin
 from .measure_tools import MeasureToolsMixin
 from .planes_view import PlanesMixin
-from .jobs import device_probe_job, freeze_heap, load_studies_job, load_study_job
+from .jobs import device_guess, device_probe_job, freeze_heap, load_studies_job, load_study_job
 from .references_tray import ReferencesMixin
 from .settings import AppSettings
 from .slice_display import SliceDisplayMixin, probe_html
@@ -93,6 +94,7 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
         self.viewer.probe_text = lambda row, column: probe_html(self.model.probe(row, column))
         self._update_memory()
         self._probe_device()
+        QTimer.singleShot(0, freeze_heap)  # what start-up made need not be scanned by the collector again
         self._refresh_tray()
         self.review_panel.setEnabled(False)
         self.resize(1500, 940)
@@ -107,16 +109,22 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
                    "save-problem": self._save_problem, "say": self._say,
                    "window": self._window_shown, "display": self._display_changed,
                    "plane": self._plane_changed, "layout": self._plane_changed,
-                   "crosshair": self._crosshair_changed}.get(event)
+                   "crosshair": self._crosshair_changed, "loading": self._loading_progress,
+                   "loaded": self._loading_done, "study-changed": self._study_changed,
+                   "device": lambda text: self.device_label.setText(f"Device: {text}")}.get(event)
         if handler is not None:
             handler(payload)
 
     # ============================================================================================ status bar
     def _probe_device(self) -> None:
-        w = Worker(device_probe_job(self.app_settings.get("device")), "device-probe", self)
-        w.partial.connect(lambda text: self.device_label.setText(f"Device: {text}"))
+        """The status bar's device. Before the first Adapt & score torch is not imported (the window starts without
+        it: issue 20), so the device is told from what the machine has; the first job says what it really uses."""
+        preference = self.app_settings.get("device")
+        if "torch" not in sys.modules:
+            self.device_label.setText(f"Device: {device_guess(preference)}")
+            return
+        w = Worker(device_probe_job(preference), "device-probe", self)
         w.finished.connect(lambda text: self.device_label.setText(f"Device: {text}"))
-        w.finished.connect(freeze_heap)
         w.failed.connect(lambda msg: self.device_label.setText(f"Device: ⚠ {msg}"))
         self._start_loader(w)
 
@@ -142,15 +150,50 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
         self.statusBar().showMessage(f"Loading {path} …")
         if self._study_loader is not None:
             self._study_loader.cancel()
+        # A study shown while its slices are still read (the load job goes on filling them in) keeps filling until
+        # this one is shown: if this open fails, the study on screen still completes.
         w = self._study_loader = Worker(load_study_job(path), "load-study", self)
-        w.finished.connect(lambda payload: self.model.load_finished(token, payload))
-        w.failed.connect(lambda msg: self._study_failed(path, msg) if self.model.is_current(token) else None)
+        w.partial.connect(lambda item: self._load_partial(w, token, item))
+        w.finished.connect(lambda payload: self._load_finished(w, token, payload))
+        w.failed.connect(lambda msg: self._load_failed(w, token, path, msg))
         w.done.connect(lambda: setattr(self, "_study_loader", None) if w is self._study_loader else None)
         self._start_loader(w)
 
+    _filler: Worker | None = None  # the load job still reading the slices of the study shown
+
+    def _load_partial(self, w: Worker, token: int, item: tuple) -> None:
+        kind, payload = item
+        if kind == "study":
+            if self.model.load_finished(token, payload):
+                # shown: from now on this job only fills in the slices (a later open does not cancel it until that
+                # study is shown)
+                self._filler = w
+                if self._study_loader is w:
+                    self._study_loader = None
+                self._update_run_state()
+        elif kind == "slices":
+            self.model.load_progress(token, *payload)
+
+    def _load_finished(self, w: Worker, token: int, payload: dict) -> None:
+        if payload.get("complete"):
+            self.model.load_complete(token)
+        elif self.model.load_finished(token, payload):
+            self._update_run_state()
+        if self._filler is w:
+            self._filler = None
+
+    def _load_failed(self, w: Worker, token: int, path: str, msg: str) -> None:
+        if self.model.is_current(token) and not self.model.shows(token):
+            self._study_failed(path, msg)
+        elif self.model.shows(token):  # the rest of the slices could not be read
+            self.browser.errors.add_messages([f"{path}: reading the slices stopped: {msg}"])
+        if self._filler is w:
+            self._filler = None
+
     @property
     def settled(self) -> bool:
-        """The start-up probe (device, and the head-start imports) has finished: the window is as a user finds it."""
+        """The device probe has finished: the window is as a user finds it. (At start-up there is none: the device is
+        told without importing torch, which the first Adapt & score imports.)"""
         return not any(w.name == "device-probe" for w in self._loaders)
 
     def _start_loader(self, w: Worker) -> None:
@@ -165,6 +208,10 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
 
     def _study_shown(self, payload: dict) -> None:
         study, path = payload["study"], payload["path"]
+        # The study shown before this one may still be filling in its slices: no longer needed.
+        if self._filler is not None and self._filler is not self._study_loader:
+            self._filler.cancel()
+            self._filler = None
         self.browser.errors.clear()
         self.browser.errors.add_messages([e.full for e in study.errors] + list(payload.get("notes") or []))
         if "overlay" in self.session.view:
@@ -191,6 +238,54 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
         self._refresh_tray()
         self._load_reference_studies()
         self.studyOpened.emit(path)
+
+    # ============================================================================================ loading
+    def _loading_progress(self, progress: tuple[int, int]) -> None:
+        done, total = progress
+        self.statusBar().showMessage(f"Reading slices: {done} / {total}", 2000)
+        self._update_run_state()
+        if (self.model.layout == "1x3" or not self.main_is_acquired()) and time.monotonic() - self._planes_drawn > 0.5:
+            # the reformatted views show the slices read so far: redrawn twice a second while the rest arrive
+            self._planes_drawn = time.monotonic()
+            self._draw_sides(force=True)
+            if not self.main_is_acquired():
+                self._draw_plane(self.viewer)
+
+    _planes_drawn = 0.0
+
+    def _loading_done(self, _payload=None) -> None:
+        self.statusBar().showMessage("All slices read", 3000)
+        self._update_run_state()
+        self._refresh_tray()
+        if self.series is not None:
+            self._draw_sides(force=True)
+            if not self.main_is_acquired():
+                self._draw_plane(self.viewer)
+
+    def _study_changed(self, study) -> None:
+        """Once every slice was read: some could not be (their warnings), or a series had none readable (dropped).
+        The list of series is drawn anew."""
+        from .imaging import thumbnail
+        from ..io.windowing import default_window
+
+        entries = []
+        for s in study.series:
+            w = default_window(s)
+            pm = pixmap_from_gray(thumbnail(s.slice(s.num_slices // 2), (w.center, w.width), 64))
+            entries.append({"pixmap": pm, "modality": s.modality, "description": s.description,
+                            "num_slices": s.num_slices, "rows": s.rows, "columns": s.columns, "warnings": s.warnings})
+        self.browser.set_study(self.study_path, entries, max(self.model.series_row, 0) if entries else None)
+        self.browser.errors.clear()
+        self.browser.errors.add_messages([e.full for e in study.errors])
+        if not study.series:
+            self.viewer.clear()
+            self.ranking.set_series(0, None)
+
+    def _update_run_state(self) -> None:
+        """While slices are read the panel says that Adapt & score will wait for the whole series (the job does)."""
+        running = self.job is not None and self.job.is_running
+        self.act_run.setEnabled(not running)
+        self.analysis.set_waiting("" if running else self.model.loading_reason())
 
     def _load_reference_studies(self) -> None:
         missing = self.model.missing_reference_sources()
@@ -234,7 +329,10 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
 
     def _slice_shown(self, index: int) -> None:
         s = self.series
-        if self.main_is_acquired():
+        if self.main_is_acquired() and not s.is_loaded(index):
+            # not read yet: said so (never the previous slice's pixels); drawn when it arrives (model "slice" again)
+            self.viewer.show_loading(f"Loading slice {index + 1} of {s.num_slices}…")
+        elif self.main_is_acquired():
             c, w, _name = self.model.window()
             self.viewer.set_pixels(s.slice(index), (c, w), fit=self._fit_next)
             # only this view's map: the other planes' slices, when they change, are redrawn on "crosshair"
@@ -396,7 +494,8 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
         def work(progress, cancel, emit):
             job.on_save_error = lambda message: emit(("save-error", message))
             return run_score_job(job, progress, cancel, on_result=lambda r: emit(("slice", r)),
-                                 on_detector=lambda info: emit(("detector", info)))
+                                 on_detector=lambda info: emit(("detector", info)),
+                                 on_device=lambda text: emit(("device", text)))
 
         freeze_heap()  # what exists now (the open study, thumbnails) need not be scanned during the job
         w = self.job = Worker(work, "adapt-score", self)
@@ -472,7 +571,7 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
     def _job_done(self) -> None:
         self.job = None
         self.analysis.set_running(False)
-        self.act_run.setEnabled(True)
+        self._update_run_state()
 
     # ============================================================================================ misc UI
     # ============================================================================================ drag & drop

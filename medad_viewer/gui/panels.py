@@ -49,11 +49,12 @@ class AnalysisPanel(QWidget):
     cancelRequested = Signal()
     overlayChanged = Signal()
 
+    RUN_TIP = "Adapt to the reference slices (or reuse a cached adaptation), then score every slice of the open series"
+
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.run_button = QPushButton("Adapt && score")
-        self.run_button.setToolTip("Adapt to the reference slices (or reuse a cached adaptation), then score every "
-                                   "slice of the open series")
+        self.run_button.setToolTip(self.RUN_TIP)
         self.run_button.setMinimumHeight(34)
         _bold(self.run_button)
         self.run_button.clicked.connect(self.runRequested)
@@ -156,6 +157,19 @@ class AnalysisPanel(QWidget):
         if running:
             self.progress.setValue(0)
             self.progress.setFormat("%p%")
+
+    def set_waiting(self, reason: str) -> None:
+        """Adapt & score would wait before scoring (`reason`: the series is still loading); "" once it would not."""
+        if reason:
+            self.run_button.setToolTip(f"{self.RUN_TIP}. {reason}")
+            self.stage.setText(reason)
+            self._waiting = True
+        elif self._waiting:
+            self._waiting = False
+            self.run_button.setToolTip(self.RUN_TIP)
+            self.stage.setText("")
+
+    _waiting = False
 
     def set_cancelling(self) -> None:
         self.cancel_button.setEnabled(False)

@@ -177,6 +177,11 @@ class PlanesMixin:
             v._geometry_of = ps.uid
         v.units = ps.units
         cw, ww, name = m.window()
+        if pv.is_acquired and not ps.is_loaded(k):
+            v.show_loading(f"Loading slice {k + 1}…")
+            ps.request(k)
+            v._drawn = None  # drawn again when it has arrived
+            return
         v.set_pixels(ps.slice(k), (cw, ww), fit=fit or new_plane)
         v.set_window(cw, ww, name)
         self._draw_overlay(v, plane, k)
@@ -200,6 +205,13 @@ class PlanesMixin:
         tag = " (acquired)" if pv.is_acquired else ""
         if pv.uneven:  # reformatted at the mean slice spacing: distances along the slices are approximate
             note += " · <span style='color:#ffd166'>uneven slice spacing: shown at the mean</span>"
+        if not pv.is_acquired and m.loading is not None:  # cut across slices that are not all read yet
+            note += (f" · <span style='color:#ffd166'>loading: {m.loading[0]} of {m.loading[1]} slices read"
+                     "</span>")
+        if pv.is_acquired and not m.series.is_loaded(k):  # nothing drawn yet: no map over it either
+            v.map_percentile = None
+            v.set_overlay(None)
+            return None
         if v is not self.viewer or not pv.is_acquired:  # the acquired main view has its own corner lines
             v.set_info(f"<b>{plane.capitalize()}</b>{tag} · slice {k + 1} / {pv.series.num_slices}{note}", "")
         if res is None or pm is None:

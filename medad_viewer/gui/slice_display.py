@@ -54,7 +54,7 @@ class SliceDisplayMixin:
                      f"{s.num_slices - counts[Decision.CONFIRMED] - counts[Decision.DISMISSED]} unreviewed")
         self.review_panel.show_review(f"Slice {i + 1} of {s.num_slices}", rev, count_txt,
                                       self.model.undo_label(), self.model.redo_label())
-        if self.main_is_acquired():
+        if self.main_is_acquired() and s.is_loaded(i):
             self.viewer.set_annotations(rev.annotations)
         self.act_undo.setEnabled(self.model.can_undo)
         self.act_redo.setEnabled(self.model.can_redo)
@@ -73,7 +73,7 @@ class SliceDisplayMixin:
 
     def _ranking_thumbnail(self, index: int) -> QPixmap | None:
         s = self.series
-        if s is None or not 0 <= index < s.num_slices:
+        if s is None or not 0 <= index < s.num_slices or not s.is_loaded(index):
             return None
         c, w, _ = self.windows.get(s.uid, (0.0, 1.0, ""))
         return pixmap_from_gray(thumbnail(s.slice(index), (c, w), 40))

@@ -186,6 +186,13 @@ class SliceViewer(QWidget):
         self.placeholder.setText("Open a study: File → Open folder… / Open file…, or drop it here.\n\n"
                                  "Or try the demo: medad-viewer --demo")
 
+        # "Loading slice …": a slice shown before its pixels are read (a large series filling in)
+        self.loading_label = QLabel(self)
+        self.loading_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.loading_label.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        self.loading_label.setStyleSheet("QLabel { color: #9a9a9a; font-size: 15px; }")
+        self.loading_label.hide()
+
         self._pixels: np.ndarray | None = None
         self._map: np.ndarray | None = None
         self._spacing = (1.0, 1.0)
@@ -219,6 +226,7 @@ class SliceViewer(QWidget):
         super().resizeEvent(ev)
         self._place_corners_now()
         self.placeholder.setGeometry(self.rect())
+        self.loading_label.setGeometry(self.rect())
 
     def _place_corners(self) -> None:
         """Placed once per event-loop turn, however many texts changed (adjustSize is not free)."""
@@ -245,7 +253,31 @@ class SliceViewer(QWidget):
         br.move(w - br.width() - m - cb, h - br.height() - m - (bl.height() + 4 if narrow_bottom else 0))
 
     # ------------------------------------------------------------------------------------------------ content
+    def show_loading(self, text: str) -> None:
+        """A slice whose pixels are not read yet: nothing of the previous slice stays (image, map, drawings), `text`
+        says what is awaited; the view keeps its zoom and pan for when the pixels come (`set_pixels`)."""
+        self._pixels = None
+        self._map = None
+        self.image.clear()
+        self.overlay.clear()
+        self.contour.setData([], [])
+        self.annotation_outline.setData([], [])
+        self.set_annotations(())
+        self.set_measurements(())
+        self._show_colorbar(False)
+        self.placeholder.hide()
+        self.loading_label.setText(text)
+        self.loading_label.setGeometry(self.rect())
+        self.loading_label.show()
+        self.loading_label.raise_()
+        self._update_cursor_text()
+
+    @property
+    def is_loading(self) -> bool:
+        return not self.loading_label.isHidden() and self._pixels is None
+
     def clear(self) -> None:
+        self.loading_label.hide()
         self._pixels = None
         self._map = None
         self._shape = (0, 0)
@@ -283,6 +315,7 @@ class SliceViewer(QWidget):
 
     def set_pixels(self, pixels: np.ndarray, window: tuple[float, float], fit: bool = False) -> None:
         self.placeholder.hide()
+        self.loading_label.hide()
         new_shape = pixels.shape != self._shape
         self._pixels = pixels
         self._shape = pixels.shape

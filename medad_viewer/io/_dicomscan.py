@@ -30,13 +30,17 @@ _RLE = "1.2.840.10008.1.2.5"
 _MAX_DEPTH = 16
 
 # Image size tags stored as binary numbers (US), read as decimal text.
-_US = frozenset({(0x0028, 0x0002), (0x0028, 0x0010), (0x0028, 0x0011), (0x0028, 0x0100)})
-# Tags read at the top level of the data set: series identity, and the image size (to compare with the pixel data
-# before GDCM allocates what the header claims).
+_US = frozenset({(0x0028, 0x0002), (0x0028, 0x0010), (0x0028, 0x0011), (0x0028, 0x0100), (0x0028, 0x0101),
+                 (0x0028, 0x0103)})
+# Tags read at the top level of the data set: series identity, the image size (to compare with the pixel data
+# before GDCM allocates what the header claims), and what grouping a series and ordering its slices need (SOP
+# instance, instance and echo numbers, position, orientation) and what MONOCHROME1 inversion needs (bits stored,
+# pixel representation, rescale): with these, a single-frame file is grouped and ordered without GDCM reading its
+# header (io/dicom.py, `_light_header`).
 WANTED = frozenset({
-    (0x0008, 0x0060), (0x0008, 0x103E), (0x0020, 0x000D), (0x0020, 0x000E),
-    (0x0020, 0x0011), (0x0020, 0x0052), (0x0020, 0x0032), (0x0020, 0x0037),
-    (0x0028, 0x0004), (0x0028, 0x0008),
+    (0x0008, 0x0018), (0x0008, 0x0060), (0x0008, 0x103E), (0x0020, 0x000D), (0x0020, 0x000E),
+    (0x0020, 0x0011), (0x0020, 0x0013), (0x0020, 0x0052), (0x0020, 0x0032), (0x0020, 0x0037),
+    (0x0018, 0x0086), (0x0028, 0x0004), (0x0028, 0x0008), (0x0028, 0x1052), (0x0028, 0x1053),
 }) | _US
 
 

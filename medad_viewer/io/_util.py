@@ -115,22 +115,31 @@ def compact_dtype(arr: np.ndarray, chunk: int = 16) -> np.dtype:
 
 class SliceStack:
     """Fills one preallocated (n, rows, cols) array slice by slice, widening its dtype only if a
-    slice does not fit, so a series is held as a single compact copy."""
+    slice does not fit, so a series is held as a single compact copy.
 
-    def __init__(self, n: int, rows: int, cols: int, dtype: np.dtype) -> None:
-        self.data = np.empty((n, rows, cols), dtype=dtype)
+    `append` fills the slots in order; `put` fills any slot (a series read in another order, the slice shown first:
+    the array is then zeroed, whose pages the system gives only as they are written, so memory grows with the slices
+    read). `on_widen(array)` is told of the new array after a widening (the old one is left as it was)."""
+
+    def __init__(self, n: int, rows: int, cols: int, dtype: np.dtype, zeroed: bool = False) -> None:
+        self.data = (np.zeros if zeroed else np.empty)((n, rows, cols), dtype=dtype)
         self.count = 0
+        self._zeroed = zeroed
         self._nonnegative = True
+        self.on_widen: Callable[[np.ndarray], None] | None = None
 
     def append(self, plane: np.ndarray) -> None:
+        self.put(self.count, plane)
+        self.count += 1
+
+    def put(self, index: int, plane: np.ndarray) -> None:
         if plane.shape != self.data.shape[1:]:
             raise ReadFailure(f"slice size {plane.shape} differs from the series {self.data.shape[1:]}")
         if not fits(plane, self.data.dtype):
             self._widen(plane)
         if plane.size and self.data.dtype.kind in "iu" and plane.min() < 0:
             self._nonnegative = False
-        self.data[self.count] = plane
-        self.count += 1
+        self.data[index] = plane
 
     def _widen(self, plane: np.ndarray) -> None:
         new = np.dtype(np.float32)
@@ -141,9 +150,14 @@ class SliceStack:
             and fits(plane, np.dtype(np.uint16))
         ):
             new = np.dtype(np.uint16)
-        widened = np.empty(self.data.shape, dtype=new)
-        widened[: self.count] = self.data[: self.count]
+        if self._zeroed:  # slots filled in any order: all of them move
+            widened = self.data.astype(new)
+        else:
+            widened = np.empty(self.data.shape, dtype=new)
+            widened[: self.count] = self.data[: self.count]
         self.data = widened
+        if self.on_widen is not None:
+            self.on_widen(widened)
 
     def result(self) -> np.ndarray:
         # A view of the filled part: slices that failed only waste their unused slots.

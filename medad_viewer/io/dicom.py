@@ -1,11 +1,17 @@
 """DICOM loading with SimpleITK/GDCM: headers, grouping into series, slice order, HU, geometry.
 
 Each file is read on its own (headers first, then pixels into one preallocated array) so a
-damaged file costs only its own slice. Orientation rule for single-frame series with a known
-plane: axial slices are flipped in-plane as needed so row 0 is anterior and column 0 is the
-patient's right (radiological view); coronal and sagittal slices are shown head up, with the
-patient's right (coronal) or anterior (sagittal) on the image left. Slices are ordered along the
-slice normal, pointed so its main component is positive (axial: inferior to superior).
+damaged file costs only its own slice. The headers of plain single-frame greyscale files come from
+the structural scan (_dicomscan.py: the tags grouping and ordering need, with no value decoded
+beyond them); GDCM reads the header of one reference file per series, and every file's pixels.
+A series can be planned first and its pixels read later, in any order (`load_dicom_files(defer=
+True)`, io/fill.py), so a viewer shows its first slice without waiting for the others.
+
+Orientation rule for single-frame series with a known plane: axial slices are flipped in-plane
+as needed so row 0 is anterior and column 0 is the patient's right (radiological view); coronal
+and sagittal slices are shown head up, with the patient's right (coronal) or anterior (sagittal)
+on the image left. Slices are ordered along the slice normal, pointed so its main component is
+positive (axial: inferior to superior).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import itertools
 import logging
 import os
 import struct
+import threading
 from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable
@@ -138,18 +145,23 @@ def has_dicom_magic(path: str) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
-def read_file_meta(path: str) -> dict[str, str]:
-    """The group 0002 file-meta elements of a Part 10 file (always explicit VR little endian).
+_META_BYTES = 16384  # where the file meta group ends, in any real file
+
+
+def read_file_meta(path: str, data: bytes | None = None) -> dict[str, str]:
+    """The group 0002 file-meta elements of a Part 10 file (always explicit VR little endian); `data`: the file's
+    first bytes when already read.
 
     Read by hand because GDCM refuses files it cannot fully parse, and this is what tells a
     report (no pixels, skip) from a damaged image (report).
     """
     out: dict[str, str] = {}
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(16384)
-    except OSError:
-        return out
+    if data is None:
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read(_META_BYTES)
+        except OSError:
+            return out
     pos = 132
     long_vrs = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
     while pos + 8 <= len(data):
@@ -202,6 +214,9 @@ class DicomHeader:
     components: int
     dtype: np.dtype
     spacing: tuple[float, float, float]
+    # False: only the structural scan read it (the tags grouping, ordering and MONOCHROME1 need; see _light_header):
+    # its pixel type and spacing are then its series' reference file's, read by GDCM.
+    full: bool = True
 
     def get(self, tag: str, default: str = "") -> str:
         return self.tags.get(tag, default)
@@ -272,14 +287,15 @@ def _probe_file(path: str, named_dicom: bool) -> tuple[str, object]:
     name = os.path.basename(path)
     try:
         with open(path, "rb") as fh:
-            empty = not fh.read(1)
+            head = fh.read(_META_BYTES)  # emptiness, the DICM marker and the file meta, in one read
     except OSError as exc:
         return "error", LoadError(path, f"{name}: could not be opened ({exc.strerror or exc})")
-    magic = has_dicom_magic(path)
+    empty = not head
+    magic = len(head) >= 132 and head[128:132] == b"DICM"
     scan_values: dict[str, str] = {}
     scan: ScanResult | None = None
     if magic:
-        sop_class = read_file_meta(path).get("0002|0002", "")
+        sop_class = read_file_meta(path, head).get("0002|0002", "")
         if is_non_image_sop_class(sop_class):
             log.debug("skipping non-image DICOM %s (%s)", path, sop_class)
             return "skip", None
@@ -294,6 +310,9 @@ def _probe_file(path: str, named_dicom: bool) -> tuple[str, object]:
                                                      scan.encapsulated)
         if problem:
             return "damaged", (path, f"{name}: the file is damaged ({problem})", scan_values)
+        light = _light_header(path, scan)
+        if light is not None:
+            return "header", light
     try:
         header = read_header(path)
     except ReadFailure as exc:
@@ -310,6 +329,30 @@ def _probe_file(path: str, named_dicom: bool) -> tuple[str, object]:
         if problem:
             return "damaged", (path, f"{name}: the file is damaged ({problem})", scan_values)
     return "header", header
+
+
+def _light_header(path: str, scan: ScanResult) -> DicomHeader | None:
+    """A header from the structural scan alone, for a plain single-frame greyscale image: GDCM's own header read
+    (about 0.5 ms a file) is left to one reference file per series, and the rest of GDCM's checks to the pixel read.
+    None when the scan did not find what grouping and ordering need (GDCM reads the header then)."""
+    if not (scan.parsed and scan.has_pixel_data) or scan.truncated or scan.damage:
+        return None
+    values = scan.values
+
+    def number(tag: str) -> int | None:
+        try:
+            return int(float(values.get(tag, "").split("\\")[0]))
+        except (ValueError, OverflowError):
+            return None
+
+    rows, columns, bits = number("0028|0010"), number("0028|0011"), number("0028|0100")
+    frames, samples = number("0028|0008") or 1, number("0028|0002") or 1
+    photometric = values.get("0028|0004", "").strip().upper()
+    if not rows or not columns or not bits or frames != 1 or samples != 1 or \
+            photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        return None
+    return DicomHeader(path=path, tags=dict(values), columns=columns, rows=rows, frames=1, components=1,
+                       dtype=np.dtype(np.int16), spacing=(1.0, 1.0, 1.0), full=False)
 
 
 def _pixel_size_problem(
@@ -345,6 +388,7 @@ def _pixel_size_problem(
 # GDCM releases the GIL while it reads and parses, so a few threads read a large series faster (the consumer keeps
 # the order, and at most a few files are in flight).
 READ_THREADS = max(1, min(4, os.cpu_count() or 1))
+_PROBE_CHUNK = 32
 
 
 def _in_order(fn: Callable, items: list, workers: int | None = None):
@@ -377,29 +421,37 @@ def load_dicom_files(
     candidates: Iterable[tuple[str, bool]],
     *,
     tick: Callable[[], None] | None = None,
+    defer: bool = False,
 ) -> tuple[list[Series], list[LoadError]]:
-    """Load (path, named_like_dicom) candidates into series; errors in plain words, never raises."""
+    """Load (path, named_like_dicom) candidates into series; errors in plain words, never raises.
+
+    `defer`: single-frame series with a SeriesInstanceUID come back planned but not read (Series.complete False,
+    their readers in `Series._pending`, for an io.fill.SliceFill); the others are read before this returns."""
     tick = tick or (lambda: None)
     headers: list[DicomHeader] = []
     damaged: list[tuple[str, str, dict[str, str]]] = []
     errors: list[LoadError] = []
-    for (path, named_dicom), (outcome, exc) in _in_order(lambda c: _probe_file(*c), list(candidates)):
+    items = list(candidates)
+    # Probed in chunks: most of a probe is Python (the structural scan), so a thread per file would mostly trade the
+    # GIL back and forth; a few threads over chunks still overlap the reads of a cold disk.
+    chunks = [items[i : i + _PROBE_CHUNK] for i in range(0, len(items), _PROBE_CHUNK)]
+    for _chunk, (outcomes, exc) in _in_order(lambda chunk: [_probe_file(*c) for c in chunk], chunks):
         if exc is not None:
             raise exc
-        kind, value = outcome
-        if kind == "error":
-            errors.append(value)
-        elif kind == "damaged":
-            damaged.append(value)
-        elif kind == "header":
-            headers.append(value)
-        tick()
+        for kind, value in outcomes:
+            if kind == "error":
+                errors.append(value)
+            elif kind == "damaged":
+                damaged.append(value)
+            elif kind == "header":
+                headers.append(value)
+            tick()
 
     series: list[Series] = []
     by_base: dict[tuple, Series] = {}
     for group_uid, base, group in _group(headers):
         try:
-            built = _build_group(group_uid, group, errors, tick)
+            built = _build_group(group_uid, group, errors, tick, damaged, defer)
         except MemoryError:
             errors.append(LoadError(_group_source(group), f"{_describe(group)}: not enough memory to open this series"))
             continue
@@ -485,7 +537,8 @@ def _hash_uid(base: tuple) -> str:
 def _group_source(group: list[DicomHeader]) -> str:
     if len(group) == 1:
         return os.path.abspath(group[0].path)
-    return os.path.abspath(os.path.commonpath([os.path.dirname(os.path.abspath(h.path)) for h in group]))
+    folders = {os.path.dirname(h.path) for h in group}  # a series' files share one or a few folders
+    return os.path.abspath(os.path.commonpath([os.path.abspath(f) for f in folders]))
 
 
 def _describe(group: list[DicomHeader]) -> str:
@@ -495,7 +548,8 @@ def _describe(group: list[DicomHeader]) -> str:
 
 
 def _build_group(
-    uid: str, group: list[DicomHeader], errors: list[LoadError], tick: Callable[[], None]
+    uid: str, group: list[DicomHeader], errors: list[LoadError], tick: Callable[[], None],
+    damaged: list[tuple[str, str, dict[str, str]]], defer: bool = False,
 ) -> list[Series]:
     if group[0].frames > 1:
         series = _build_multiframe(uid, group[0])
@@ -506,14 +560,49 @@ def _build_group(
     for i, (stack, positions, geometry) in enumerate(stacks):
         # '#' cannot occur in a DICOM UID, so these never collide with a real series.
         stack_uid = uid if i == 0 else f"{uid}#stack{i + 1}"
+        stack, positions = _with_reference(stack, positions, damaged)
+        if not stack:
+            continue
         try:
-            series = _build_single_frame_series(stack_uid, stack, positions, geometry, tick)
+            deferred = defer and not stack_uid.startswith("dicom:")
+            fill = _StackFill(stack_uid, stack, positions, geometry, notes, keep_numbering=deferred)
+            if deferred:
+                # Read later, while the series is browsed; one without a UID of its own is read now: its uid is
+                # made from its pixels.
+                out.append(fill.series)
+                continue
+            from .fill import SliceFill
+
+            ticked = [0]
+
+            def report(done: int, _total: int) -> None:
+                for _ in range(done - ticked[0]):
+                    tick()
+                ticked[0] = max(ticked[0], done)
+
+            SliceFill([fill]).run(report=report)
+            series = fill.finish()
         except ReadFailure as exc:
             errors.append(LoadError(_group_source(stack), str(exc)))
             continue
-        series.warnings[:0] = notes
         out.append(series)
     return out
+
+
+def _with_reference(
+    stack: list[DicomHeader], positions: np.ndarray | None, damaged: list[tuple[str, str, dict[str, str]]]
+) -> tuple[list[DicomHeader], np.ndarray | None]:
+    """The stack from its first file whose header GDCM reads (the series' reference: pixel type, spacing, metadata);
+    files before it that GDCM cannot read are damaged (reported as if their own header read had failed)."""
+    for i, h in enumerate(stack):
+        if not h.full:
+            try:
+                stack[i] = h = read_header(h.path)
+            except ReadFailure as exc:
+                damaged.append((h.path, f"{os.path.basename(h.path)}: {exc}", h.tags))
+                continue
+        return stack[i:], (positions[i:] if positions is not None else None)
+    return [], None
 
 
 @dataclass
@@ -600,49 +689,127 @@ def _display_flips(row_dir: np.ndarray, col_dir: np.ndarray, normal: np.ndarray)
     return False, False
 
 
-def _build_single_frame_series(
+class _StackFill:
+    """One single-frame DICOM stack, planned (files ordered, geometry known): its Series exists at once over one
+    zeroed array, and `read(k)` fills slot k, in any order and from any thread (io.fill.SliceFill schedules them).
+    `finish()` makes the series complete.
+
+    A slice that cannot be read (found only now: GDCM failing on pixels whose header it read) is left out, as it
+    always was: `finish()` then gives a new series without it. With `keep_numbering` (a series shown while it
+    fills in, whose slices may already carry review decisions, references and drawings by their numbers) its slot
+    stays, empty (zeros), with a warning, and the series keeps every number."""
+
+    def __init__(self, uid: str, headers: list[DicomHeader], positions: np.ndarray | None,
+                 geometry: _Geometry | None, notes: list[str], keep_numbering: bool = False) -> None:
+        self.keep_numbering = keep_numbering
+        ref = headers[0]
+        check_size(_describe(headers), (len(headers), ref.rows, ref.columns), 2)
+        for h in headers[1:]:
+            if not h.full:  # its pixel type and spacing are the reference file's
+                h.dtype, h.spacing = ref.dtype, ref.spacing
+        self.uid, self.headers, self.positions, self.geometry = uid, headers, positions, geometry
+        self.notes = list(notes)
+        self.num = len(headers)
+        planned = storage_dtype_for(ref.dtype) if ref.components == 1 else np.dtype(np.int16)
+        self.stack = SliceStack(self.num, ref.rows, ref.columns, planned, zeroed=True)
+        self.stack.on_widen = self._widened
+        self.claimed = np.zeros(self.num, dtype=bool)  # taken by a reader thread (the scheduler's)
+        self.done = np.zeros(self.num, dtype=bool)  # read, or failed
+        self.loaded = np.zeros(self.num, dtype=bool)  # read: its pixels are in the array
+        self.failed: dict[int, str] = {}
+        self.scheduler = None
+        self.source = _group_source(headers)
+        self._lock = threading.Lock()
+        self.series = _assemble(uid, headers, positions, geometry, self.stack.data[:], list(self.notes))
+        self._warnings_at_start = len(self.series.warnings)
+        self.series._pending = self
+
+    def request(self, index: int) -> None:
+        if self.scheduler is not None:
+            self.scheduler.request(self, index)
+
+    def _widened(self, data: np.ndarray) -> None:
+        # A slice did not fit the planned pixel type: the series shows the wider copy from now on.
+        view = data[:]
+        view.flags.writeable = False
+        self.series._volume = view
+        self.series._cache.clear()  # reformatted views of the old array
+
+    def read(self, k: int) -> None:
+        h = self.headers[k]
+        try:
+            plane = _read_plane(h)
+            if self.geometry is not None:
+                if self.geometry.flip_rows:
+                    plane = plane[::-1, :]
+                if self.geometry.flip_columns:
+                    plane = plane[:, ::-1]
+            with self._lock:
+                self.stack.put(k, plane)
+            self.loaded[k] = True
+        except (ReadFailure, RuntimeError) as exc:
+            reason = _gdcm_reason(exc) if isinstance(exc, RuntimeError) else str(exc)
+            what = ("its slice is left empty (zeros)" if self.keep_numbering else "was skipped")
+            self.failed[k] = f"slice file {os.path.basename(h.path)} could not be read and {what}: {reason}"
+            if self.keep_numbering:
+                self.loaded[k] = True  # shown as it is (empty) rather than "loading" for ever
+        finally:
+            self.done[k] = True
+
+    def finish(self) -> Series:
+        """Every slot read: the series, complete. When some could not be read: with `keep_numbering` the same series
+        with a warning per empty slice; else a new series without them (the array compacted in place: the old
+        Series must not be used after). ReadFailure when none could be read."""
+        if not self.done.all():
+            raise RuntimeError("finish() before every slice was read")
+        skipped = [self.failed[k] for k in sorted(self.failed)]
+        if not self.failed or (self.keep_numbering and len(self.failed) < self.num):
+            self.series.warnings.extend(skipped)
+            self.series._pending = None
+            return self.series
+        kept = [k for k in range(self.num) if k not in self.failed]
+        if not kept:
+            raise ReadFailure(
+                f"{_describe(self.headers)}: none of its {self.num} files could be read "
+                f"({skipped[0].split(': ', 1)[-1]})"
+            )
+        data = self.stack.data
+        for j, k in enumerate(kept):  # in place, front to back: no second copy
+            if j != k:
+                data[j] = data[k]
+        headers = [self.headers[k] for k in kept]
+        if not headers[0].full:
+            headers[0] = _full_header(headers[0])
+        later = self.series.warnings[self._warnings_at_start:]  # added since planning (damaged files)
+        series = _assemble(self.uid, headers, None if self.positions is None else self.positions[kept],
+                           self.geometry, data[: len(kept)], self.notes + skipped)
+        series.warnings.extend(later)
+        return series
+
+
+def _full_header(h: DicomHeader) -> DicomHeader:
+    """GDCM's header of a file only scanned so far (its own if GDCM reads it, else the scanned one)."""
+    try:
+        return read_header(h.path)
+    except ReadFailure:
+        return h
+
+
+def _assemble(
     uid: str,
-    stack: list[DicomHeader],
+    headers: list[DicomHeader],
     positions: np.ndarray | None,
     geometry: _Geometry | None,
-    tick: Callable[[], None],
+    volume: np.ndarray,
+    warnings: list[str],
 ) -> Series:
-    first = stack[0]
-    check_size(_describe(stack), (len(stack), first.rows, first.columns), 2)
-    planned = storage_dtype_for(first.dtype) if first.components == 1 else np.dtype(np.int16)
-    out = SliceStack(len(stack), first.rows, first.columns, planned)
-    warnings: list[str] = []
-    kept: list[int] = []
-    for idx, (h, (plane, exc)) in enumerate(_in_order(_read_plane, stack)):
-        try:
-            if exc is not None:
-                raise exc
-            if geometry is not None:
-                if geometry.flip_rows:
-                    plane = plane[::-1, :]
-                if geometry.flip_columns:
-                    plane = plane[:, ::-1]
-            out.append(plane)
-            kept.append(idx)
-        except ReadFailure as exc:
-            warnings.append(f"slice file {os.path.basename(h.path)} could not be read and was skipped: {exc}")
-        except RuntimeError as exc:
-            warnings.append(
-                f"slice file {os.path.basename(h.path)} could not be read and was skipped: {_gdcm_reason(exc)}"
-            )
-        tick()
-    if not kept:
-        raise ReadFailure(
-            f"{_describe(stack)}: none of its {len(stack)} files could be read ({warnings[0].split(': ', 1)[-1]})"
-        )
-    volume = out.result()
-    headers = [stack[i] for i in kept]
+    """The Series of a single-frame stack over `volume` (one slice per header, in order): spacing, origin and
+    direction from the headers' positions and the reference (first) header."""
     ref = headers[0]
-
     spacing_x, spacing_y = ref.spacing[0], ref.spacing[1]
     thickness = ref.number("0018|0050")
     if geometry is not None and positions is not None:
-        pos = positions[kept]
+        pos = positions
         diffs = np.diff(pos)
         spacing_z = float(np.median(diffs)) if len(diffs) else float(
             ref.number("0018|0088") or thickness or 1.0

@@ -139,7 +139,9 @@ def plane_view(series: Series, plane: str) -> PlaneView:
         raise ValueError(f"unknown plane {plane!r}: one of {', '.join(PLANES)}")
     key = f"plane:{plane}"
     hit = series._cache.get(key)
-    if hit is not None:
+    # A series still reading its slices may move them to a wider array (io/_util.SliceStack): a view of the old one
+    # would miss the slices read since.
+    if hit is not None and (hit.is_acquired or np.may_share_memory(hit.series._volume, series._volume)):
         return hit
     if plane == acquired_plane(series) or plane not in available_planes(series):
         view = PlaneView(plane, series, series, (0, 1, 2), (False, False, False))

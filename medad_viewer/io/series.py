@@ -58,6 +58,11 @@ class Series:
 
     Equality is identity (eq=False): two loads of the same file are different objects, and a
     Series can key a dict.
+
+    A DICOM series opened for browsing may still be reading its pixels (`io.fill`, `load_study(defer_pixels=True)`):
+    its geometry and metadata are final, `is_loaded(i)` says which slices are read, `slice(i)` of one not read yet
+    raises SliceNotLoaded, `request(i)` asks for it next, and `complete` turns true once the study's fill is
+    finished. Until then `volume()` holds zeros where slices are not read yet.
     """
 
     uid: str
@@ -81,6 +86,9 @@ class Series:
     _positions: np.ndarray | None = field(default=None, repr=False)
     _three_d: bool = field(default=False, repr=False)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+    # While its pixels are being read: the reader (io.dicom's stack fill), with `loaded` (a bool per slice) and
+    # `request(index)`; None once every slice is read.
+    _pending: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self._volume is None:
@@ -176,9 +184,35 @@ class Series:
         return self.num_slices > 1 and self._three_d
 
     def slice(self, index: int) -> np.ndarray:
-        """A new float32 (rows, columns) array of slice `index`, in modality units and display orientation."""
+        """A new float32 (rows, columns) array of slice `index`, in modality units and display orientation.
+        SliceNotLoaded when the slice is not read yet (see `is_loaded`)."""
         index = self._check_index(index)
+        pending = self._pending
+        if pending is not None and not pending.loaded[index]:
+            raise SliceNotLoaded(f"slice {index + 1} of {self.num_slices} is not read yet")
         return self._volume[index].astype(np.float32, order="C")  # type: ignore[index]
+
+    @property
+    def complete(self) -> bool:
+        """Every slice is read (always, except while a study opened for browsing fills in; see io.fill)."""
+        return self._pending is None
+
+    def is_loaded(self, index: int) -> bool:
+        """Whether slice `index` is read (its pixels are in `volume()`)."""
+        index = self._check_index(index)
+        pending = self._pending
+        return pending is None or bool(pending.loaded[index])
+
+    def loaded_count(self) -> int:
+        """How many slices are read."""
+        pending = self._pending
+        return self.num_slices if pending is None else int(np.count_nonzero(pending.loaded))
+
+    def request(self, index: int) -> None:
+        """Ask for slice `index` to be read next (nothing to do once it is read); returns at once."""
+        pending = self._pending
+        if pending is not None and 0 <= int(index) < self.num_slices and not pending.loaded[int(index)]:
+            pending.request(int(index))
 
     def slice_position(self, index: int) -> float:
         """Position of slice `index` in mm along the slice normal; strictly increasing with index."""
@@ -204,10 +238,16 @@ class Series:
         return index
 
 
+class SliceNotLoaded(LookupError):
+    """A slice of a series whose pixels are still being read was asked for before it was read."""
+
+
 @dataclass
 class Study:
-    """Everything found at one path: the series that loaded and the files that did not."""
+    """Everything found at one path: the series that loaded and the files that did not. `pending`: while series
+    opened for browsing are still reading their pixels, the io.fill.SliceFill that reads them (None otherwise)."""
 
     series: list[Series]
     errors: list[LoadError]
     source: str
+    pending: Any = field(default=None, repr=False)

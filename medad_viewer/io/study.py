@@ -19,6 +19,7 @@ import numpy as np
 
 from .cancel import CancelToken
 from ._util import ProgressCallback, ReadFailure, natural_key
+from .fill import SliceFill
 from .dicom import DICOM_EXTENSIONS, has_dicom_magic, load_dicom_files, probe_is_dicom
 from .images import IMAGE_SUFFIXES, load_image_files
 from .series import LoadError, Series, Study
@@ -45,6 +46,7 @@ def load_study(
     modality: str | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
+    defer_pixels: bool = False,
 ) -> Study:
     """Load every image series found at `path` (a file or a folder).
 
@@ -53,13 +55,17 @@ def load_study(
     (units of work, roughly two per DICOM file), from the calling thread.
     Never raises for bad input; raises TypeError for a path that is not str or PathLike. With a `cancel` token,
     raises io.cancel.Cancelled at the next file once it is set.
+
+    `defer_pixels` (the viewer, to show a large series at once): DICOM series with a SeriesInstanceUID come back
+    after their headers, their pixels not read yet; `Study.pending` (an io.fill.SliceFill) reads them (see
+    io/fill.py). Everything else (and everything without it) is read before this returns.
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"load_study expects a str or os.PathLike path, not {type(path).__name__}")
     source = os.path.abspath(os.fspath(path))
     if not os.path.exists(source):
         return Study([], [LoadError(source, f"{source}: no such file or folder")], source)
-    loader = _Loader(modality, progress, cancel)
+    loader = _Loader(modality, progress, cancel, defer_pixels)
     try:
         if os.path.isdir(source):
             loader.load_folder(source)
@@ -71,11 +77,12 @@ def load_study(
             LoadError(source, f"{os.path.basename(source) or source}: unexpected error while loading "
                               f"({type(exc).__name__}: {exc})")
         )
-    _pixel_uids(loader.series)
+    _pixel_uids(loader.series)  # never those still reading: a series without a UID of its own is read at once
     loader.series.sort(key=lambda s: (natural_key(s.source), _series_number(s), s.uid))
     if progress is not None:
         progress(loader.total, loader.total)
-    return Study(loader.series, loader.errors, source)
+    pending = [s._pending for s in loader.series if s._pending is not None]
+    return Study(loader.series, loader.errors, source, SliceFill(pending) if pending else None)
 
 
 def _series_number(s: Series) -> int:
@@ -102,8 +109,9 @@ def classify(path: str) -> str:
 
 class _Loader:
     def __init__(self, modality: str | None, progress: ProgressCallback | None,
-                 cancel: CancelToken | None = None) -> None:
+                 cancel: CancelToken | None = None, defer: bool = False) -> None:
         self.modality = modality.strip().upper() if modality and modality.strip() else None
+        self.defer = defer
         self.progress = progress
         self.cancel = cancel
         self.series: list[Series] = []
@@ -173,7 +181,7 @@ class _Loader:
 
         self.total = 2 * len(dicom) + len(volumes) + sum(len(v) for v in images.values())
         if dicom:
-            self._guarded(folder, lambda: load_dicom_files(dicom, tick=self.tick))
+            self._guarded(folder, lambda: load_dicom_files(dicom, tick=self.tick, defer=self.defer))
         for path in volumes:
             self._load_volume(path)
         for root, paths in images.items():

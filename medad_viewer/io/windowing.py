@@ -54,13 +54,26 @@ def auto_window(
     return WindowPreset("Auto", (lo + hi) / 2.0, hi - lo)
 
 
+def auto_window_slices(series: Series) -> list[int]:
+    """The slices the automatic window samples (read first when a series is shown before all its slices are)."""
+    n = series.num_slices
+    return sorted({int(round(i)) for i in np.linspace(0, n - 1, min(n, _AUTO_SLICES))})
+
+
 def series_auto_window(series: Series) -> WindowPreset:
-    """Auto window over a few evenly spaced slices, ignoring background zeros (cached per series)."""
+    """Auto window over a few evenly spaced slices, ignoring background zeros (cached per series). While a series
+    is still reading its slices, only those read so far are sampled, and the window is not kept."""
     cached = series._cache.get("auto_window")
     if cached is not None:
         return cached
-    n = series.num_slices
-    picks = sorted({int(round(i)) for i in np.linspace(0, n - 1, min(n, _AUTO_SLICES))})
+    picks = auto_window_slices(series)
+    read = [k for k in picks if series.is_loaded(k)]
+    final = len(read) == len(picks)
+    if not read:
+        read = [k for k in range(series.num_slices) if series.is_loaded(k)][:1]
+        if not read:
+            return WindowPreset("Auto", 0.5, 1.0)
+    picks = read
     vol = series.volume()
     per_slice = max(_MAX_SAMPLES // len(picks), 1)
     chunks = []
@@ -73,7 +86,8 @@ def series_auto_window(series: Series) -> WindowPreset:
     foreground = values[values != 0]
     # A slice set that is nearly all zero is better windowed on everything than on a few specks.
     window = auto_window(foreground if foreground.size >= 0.01 * values.size and foreground.size else values)
-    series._cache["auto_window"] = window
+    if final:
+        series._cache["auto_window"] = window
     return window
 
 

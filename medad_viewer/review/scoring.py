@@ -1,12 +1,15 @@
 """Adapt & score as one job: read the reference slices, fit a detector (or reuse a cached fit), score a series.
 
 Runs in a worker thread; Qt-free so it can be tested and scripted alone. The engine is imported lazily, so the
-viewer starts without loading torch.
+viewer starts without loading torch: the first job imports it (`import_engine`), in its worker thread.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
+import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -109,6 +112,68 @@ def reference_images(job: ScoreJob, load_study: Callable[[str], Any] | None = No
     return normals, abnormals
 
 
+_ENGINE_LOCK = threading.Lock()
+
+
+def import_engine(method: str = "", progress: Progress | None = None) -> None:
+    """Import torch and the engine the first time a job needs them, in the calling (worker) thread: the viewer
+    starts without them (torch alone is 0.4-0.7 GB resident, and seconds to import). Imported naively from a worker
+    thread, torch holds the GIL for stretches of 0.1-0.25 s (loading its shared libraries, and the garbage collector
+    sweeping the hundreds of thousands of objects the import makes), and the window's event loop stalls for as long:
+    so its libraries are loaded first by dlopen called through ctypes (which releases the GIL), collection waits
+    until the import is done, and what the import made is then frozen out of the collector's view (gc.freeze).
+    `method` "adapted" also imports what training needs at its first step (torch._dynamo); safetensors is what
+    a cached adaptation is read with."""
+    wanted = ["torch", "medad_viewer.engine.detector", "medad_viewer.engine.score", "safetensors.torch"]
+    if method == "adapted":
+        wanted.append("torch._dynamo")
+    if all(m in sys.modules for m in wanted):
+        return
+    with _ENGINE_LOCK:
+        if progress is not None:
+            progress(0.0, "Loading the analysis engine (the first run only)")
+        if "torch" not in sys.modules:
+            _preload_torch_libraries()
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            import torch  # noqa: F401
+
+            from ..engine import detector, score  # noqa: F401
+            for name in wanted[3:]:
+                try:
+                    __import__(name)
+                except Exception:  # noqa: BLE001 - only a head start: the engine imports what it needs anyway
+                    pass
+        finally:
+            if enabled:
+                gc.enable()
+        gc.freeze()
+
+
+def _preload_torch_libraries() -> None:
+    """dlopen torch's own shared libraries (the bulk of its import time) with the GIL released: the import then finds
+    them loaded. Best effort: any failure leaves it to the import."""
+    try:
+        import ctypes
+        import importlib.util
+
+        spec = importlib.util.find_spec("torch")
+        if spec is None or not spec.submodule_search_locations or sys.platform == "win32":
+            return
+        lib = os.path.join(list(spec.submodule_search_locations)[0], "lib")
+        ext = ".dylib" if sys.platform == "darwin" else ".so"
+        libc = ctypes.CDLL(None)  # a CDLL function call releases the GIL while it runs
+        libc.dlopen.restype = ctypes.c_void_p
+        libc.dlopen.argtypes = [ctypes.c_char_p, ctypes.c_int]
+        for name in ("libc10", "libtorch_cpu", "libc10_cuda", "libtorch_cuda", "libtorch", "libtorch_python"):
+            path = os.path.join(lib, name + ext)
+            if os.path.isfile(path):
+                libc.dlopen(path.encode(), os.RTLD_NOW | os.RTLD_LOCAL)
+    except Exception:  # noqa: BLE001
+        pass
+
+
 def get_backbone(name: str, weights: str | None, device, input_size: int | None = None):
     from ..engine.backbones import load_backbone
 
@@ -125,12 +190,22 @@ def get_backbone(name: str, weights: str | None, device, input_size: int | None 
 
 
 def run_score_job(job: ScoreJob, progress: Progress, cancel, on_result: Callable[[Any], None] | None = None,
-                  on_detector: Callable[[dict], None] | None = None) -> ScoreOutcome:
+                  on_detector: Callable[[dict], None] | None = None,
+                  on_device: Callable[[str], None] | None = None) -> ScoreOutcome:
     """Fit (or load from the cache) and score. Raises engine.jobs.Cancelled when cancelled; results already passed
-    to `on_result` stay valid."""
+    to `on_result` stay valid. `on_device` is told, in words, which device the job runs on."""
+    method = job.settings.method if hasattr(job.settings, "method") else dict(job.settings or {}).get("method", "")
+    import_engine(method, progress)
+    cancel.raise_if_cancelled()
+    if not getattr(job.series, "complete", True):
+        # Started while the series fills in (io/fill.py): never scored half-read. Waits here, saying so.
+        from ..io.fill import wait_complete
+
+        wait_complete(job.series, cancel, lambda done, total: progress(
+            0.0, f"Waiting for the series to load: {done} of {total} slices read (scoring starts once all are)"))
     import torch
 
-    from ..engine.backbones import resolve_device
+    from ..engine.backbones import describe_device, resolve_device
     from ..engine.detector import AnomalyDetector, DetectorSettings
     from ..engine.score import score_series
 
@@ -139,6 +214,8 @@ def run_score_job(job: ScoreJob, progress: Progress, cancel, on_result: Callable
         torch.set_num_threads(int(job.threads))
     settings = job.settings if isinstance(job.settings, DetectorSettings) else DetectorSettings.from_dict(job.settings)
     device = resolve_device(job.device)
+    if on_device is not None:
+        on_device(describe_device(device))
     cache = job.cache or AdaptationCache()
 
     progress(0.0, "Reading the reference slices")

@@ -21,6 +21,16 @@ Events (`subscribe(fn)`, `fn(event, payload)`):
   "layout"       one view or three planes side by side (payload: "1x1" | "1x3")
   "crosshair"    the point the planes cross at moved (payload: acquired voxel (slice, row, column))
   "measurements" a length or ellipse ROI was added or removed (payload: the Measurement)
+  "loading"      slices of the open study were read in the background (payload: (slices read, slices in all))
+  "loaded"       every slice of the open study is read (payload: None); when some could not be read, a
+                 "study-changed" event came first (and "series" if the one shown was dropped)
+  "study-changed" the study's series or their warnings changed after it was shown (payload: the Study)
+  "device"       the scoring job said which device it runs on (payload: text)
+
+Loading: a large DICOM series is shown before all its slices are read (io/fill.py, gui/jobs.load_study_job).
+`show_slice` of a slice not read yet asks for it first (Series.request) and the window shows a placeholder; the
+"slice" event comes again when it arrives. Adapt & score started meanwhile waits for the whole series in its job
+(review/scoring.py; `loading_reason` says so beforehand).
 
 Planes: every volume can be shown axial, coronal or sagittal (io/planes.py reformats without copying). `index` is
 always the slice of the acquired series (the review, references and scores are per acquired slice); the crosshair
@@ -139,6 +149,8 @@ class ViewerModel:
         self._pending_reference_set: ReferenceSet | None = None
         self._pending_slice: int | None = None
         self._load_request = 0
+        self._shown_request = 0  # the request whose study is shown (its slices may still be arriving)
+        self.loading: tuple[int, int] | None = None  # (slices read, in all) while the open study is still reading
         self._save_due: float | None = None
         self._listeners: list[Listener] = []
         self.session.review.subscribe(self._review_changed)
@@ -169,6 +181,9 @@ class ViewerModel:
         if not self.is_current(token):
             return False
         study, path = payload["study"], payload["path"]
+        self._shown_request = token
+        fill = getattr(study, "pending", None)
+        self.loading = (fill.done_count(), fill.total) if fill is not None else None
         if self.study_path is not None:
             self.studies.pop(self.study_path, None)
         self.study, self.study_path, self.store = study, path, payload["store"]
@@ -194,6 +209,63 @@ class ViewerModel:
         self.series, self.series_row = None, -1
         self._pending_slice = self.session.slice_index if saved is not None else None
         self._emit("study", payload)
+        return True
+
+    def shows(self, token: int) -> bool:
+        """Whether the study of load request `token` is the one shown."""
+        return token == self._shown_request and self.study is not None
+
+    def load_progress(self, token: int, done: int, total: int) -> None:
+        """More slices of the study shown were read: a slice shown as "loading" is drawn once it is there."""
+        if not self.shows(token) or self.loading is None:
+            return
+        self.loading = (int(done), int(total))
+        self._emit("loading", self.loading)
+        s = self.series
+        if s is not None and self.index >= 0 and self._waiting_for == (s, self.index) and s.is_loaded(self.index):
+            self._waiting_for = None
+            self._emit("slice", self.index)
+
+    _waiting_for: tuple | None = None  # (series, index) shown as "loading"
+
+    def load_complete(self, token: int) -> bool:
+        """Every slice of the study shown is read: its series are made complete (a slice that could not be read keeps
+        its number, empty, with a warning; a series with none readable is dropped). False when that study is no
+        longer shown."""
+        if not self.shows(token):
+            return False
+        fill = getattr(self.study, "pending", None)
+        if fill is None or fill.finished:
+            return False
+        from ..io.fill import apply_changes
+
+        warned = {s: len(s.warnings) for s in self.study.series}
+        changes, errors = fill.finish()
+        self.study.pending = None
+        self.loading = None
+        if changes or errors or any(len(s.warnings) != n for s, n in warned.items()):
+            shown, index = self.series, self.index
+            self.study.series = apply_changes(self.study.series, changes)
+            self.study.errors.extend(errors)
+            self.studies[self.study_path] = self.study
+            for old, new in changes.items():
+                res = self.results.get(old.uid)
+                if res is not None and (new is None or res.num_slices != new.num_slices):
+                    self.results.pop(old.uid, None)  # scores of the slices as they were counted before
+            self._emit("study-changed", self.study)
+            if shown in changes:
+                self.series, self.series_row = None, -1
+                new = changes[shown]
+                row = self.study.series.index(new) if new is not None else 0
+                if self.study.series:
+                    self._pending_slice = min(index, self.study.series[row].num_slices - 1)
+                    self.select_series(row)
+            elif shown is not None:
+                self.series_row = self.study.series.index(shown)
+        self._emit("loaded", None)
+        if self.series is not None and self.index >= 0:
+            self._waiting_for = None
+            self._emit("slice", self.index)
         return True
 
     def saved_series_row(self) -> int:
@@ -243,6 +315,11 @@ class ViewerModel:
         index = int(min(max(index, 0), s.num_slices - 1))
         changed = index != self.index
         self.index = index
+        if s.is_loaded(index):
+            self._waiting_for = None
+        else:
+            s.request(index)  # read next; "slice" comes again when it is there (load_progress)
+            self._waiting_for = (s, index)
         if changed:
             self.session.slice_index = index
             self.schedule_save()
@@ -612,6 +689,8 @@ class ViewerModel:
         if not here:
             return []
         s, plane, index = self.measure_place()
+        if plane == ACQUIRED and not s.is_loaded(index):
+            return []  # shown as "loading": measured once the slice is there
         pixels = s.slice(index)
         pm = self.plane_map(None, index)
         amap = None if pm is None else pm.values
@@ -703,6 +782,19 @@ class ViewerModel:
         self._set_state(ADAPTING)
         return run
 
+    @property
+    def complete(self) -> bool:
+        """Every slice of the open study is read (scoring, exports and explanations need the whole series)."""
+        return self.study is None or getattr(self.study, "pending", None) is None
+
+    def loading_reason(self) -> str:
+        """Why Adapt & score would wait, while the open study is still reading its slices ("" when it is not)."""
+        if self.complete:
+            return ""
+        done, total = self.loading or (0, 0)
+        return (f"The series is still loading ({done} of {total} slices read): Adapt & score waits for every slice "
+                "before it scores.")
+
     def _set_state(self, state: str, message: str = "") -> None:
         if self.run is not None:
             self.run.state, self.run.message = state, message
@@ -714,6 +806,9 @@ class ViewerModel:
         run = self.run
         if kind == "save-error":
             self.scores_not_saved(payload)
+            return
+        if kind == "device":  # which device the job runs on, in words (torch is imported by the first job)
+            self._emit("device", payload)
             return
         if run is None or run.results is None:
             return
@@ -793,6 +888,8 @@ class ViewerModel:
             return None
         k_view = self.view_index(plane)
         k, r0, c0 = pv.from_plane(k_view, row, column)
+        if not s.is_loaded(k):
+            return None  # not read yet: no value to show
         value = float(s.volume()[k, r0, c0])
         units = s.units
         res = self.results.get(s.uid)

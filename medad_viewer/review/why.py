@@ -109,6 +109,8 @@ class WhyExplainer:
         s = model.series
         if s is None:
             return "Open a study first."
+        if not getattr(s, "complete", True):
+            return "The series is still loading: click again once every slice is read."
         index, r, c = int(model.index), int(row), int(column)
         if hasattr(model, "plane_view"):  # a reformatted plane: the acquired voxel under the click
             pv = model.plane_view(plane)
