@@ -22,7 +22,9 @@ import shutil
 import sys
 import tempfile
 import time
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's package, as the other scripts
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
