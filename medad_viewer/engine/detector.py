@@ -38,9 +38,10 @@ from .defaults import DEFAULT_BACKBONE, DEFAULT_METHOD
 from .image_score import image_scores
 from .jobs import CancelToken, no_progress, sub_progress
 from .maps import cells_touching, combine_levels, fuse, smooth_within
-from .memory_bank import MemoryBank, patch_features
+from .memory_bank import MemoryBank, neighbourhood_distance, patch_features
 from .model import AnomalyModel, LevelFeatures, class_text_embeddings
 from .preprocess import PreparedSlice, prepare, restore
+from .symmetry import midline, reflect
 
 METHODS = ("adapted", "memory", "zero")
 DETECTOR_FORMAT = "medad-viewer-detector/2"
@@ -75,6 +76,10 @@ class DetectorSettings:
     # Where anomalies are looked for: "anatomy" (inside the skull on head MR, else the body), "body", or "image".
     scoring_region: str = "anatomy"
     fusion_weight: float = 0.5  # share of the memory bank in the adapted map
+    # The slice's own mirror image (about its symmetry axis) as a position-matched reference: "off", or how its
+    # patch distance joins the bank's: "min" (a patch like its other side is normal), "mean", "geo".
+    self_mirror: str = "off"
+    mirror_radius: int = 1  # cells: a patch is compared with the mirrored patches within this many cells
     modality: str = "OT"
     organ: str | None = None
     adapt: AdaptSettings = field(default_factory=AdaptSettings)
@@ -298,6 +303,8 @@ class AnomalyDetector:
             # Only patches that the region's smoothed, upsampled map can read: those touching it and their neighbours.
             where = cells_touching(torch.from_numpy(regions).to(self.device), patches.shape[-1], grow=1)
             d = self.bank.score(patches, exclude_owners=exclude_owners, where=where)
+            if self.settings.self_mirror != "off":
+                d = self._with_mirror(d, patches, prepared, where)
             raw["bank"] = combine_levels([d], self.size)
         if self.model.heads is not None:
             level_logits, _ = self.model.head_logits(feats)
@@ -306,6 +313,37 @@ class AnomalyDetector:
             raw["text" if self.backbone.is_vision_language else "head"] = combine_levels(probs, self.size)
         sigma = self.settings.smoothing_sigma * self.size / 256.0
         return {k: smooth_within(v, regions, sigma) for k, v in raw.items()}
+
+    def _with_mirror(self, d: torch.Tensor, patches: torch.Tensor, prepared: Sequence[PreparedSlice],
+                     where: torch.Tensor) -> torch.Tensor:
+        """The bank's patch distances `d` joined with each patch's distance to the nearest patch of the slice's own
+        mirror image (reflected about its symmetry axis) within `mirror_radius` cells of the same place."""
+        mirrored, axes = [], []
+        for p in prepared:
+            axis = midline(p.image, p.body)
+            axes.append(axis)
+            mirrored.append(p.image if axis is None else reflect(p.image, axis))
+        with torch.no_grad():
+            mp = self._patches(self.model.features(self._to_input(mirrored)).seg)
+        dm = neighbourhood_distance(patches, mp, self.settings.mirror_radius) * where
+        how = self.settings.self_mirror
+        if how.endswith("_gated"):
+            # The healthy side of a one-sided lesion differs from its mirror as much as the lesion does; of the two,
+            # only the one farther from the normal references keeps its asymmetry.
+            g = d.shape[-1]
+            d_np = d.cpu().numpy()
+            other = np.stack([d_np[i] if a is None else
+                              reflect(d_np[i], a, grid_scale=g / float(self.size)) for i, a in enumerate(axes)])
+            other = torch.from_numpy(other).to(d.device)
+            dm = dm * torch.where(other > d, d / other.clamp_min(1e-6), torch.ones_like(d))
+            how = how[: -len("_gated")]
+        if how == "min":
+            return torch.minimum(d, dm)
+        if how == "mean":
+            return 0.5 * (d + dm)
+        if how == "geo":
+            return torch.sqrt(d.clamp_min(0) * dm.clamp_min(0))
+        raise ValueError(f"unknown self_mirror {how!r}")
 
     def _fuse(self, comps: dict[str, np.ndarray], regions: np.ndarray) -> np.ndarray:
         """The components on the normal references' scale (`component_scale`, from calibration), fused into one

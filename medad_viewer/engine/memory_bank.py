@@ -35,6 +35,18 @@ def patch_features(level_feats: list[torch.Tensor], grid: int, kernel: int = 3) 
     return torch.cat([to_grid(local_aggregate(f.float(), kernel), grid) for f in level_feats], dim=1)
 
 
+def neighbourhood_distance(query: torch.Tensor, other: torch.Tensor, radius: int = 1) -> torch.Tensor:
+    """(B, C, g, g) x (B, C, g, g) -> (B, g, g): 1 - the best cosine similarity of each query patch to the patches
+    of `other` within `radius` cells of the same place (off the grid counts as dissimilar)."""
+    q = F.normalize(query.float(), dim=1)
+    o = F.normalize(other.float(), dim=1)
+    b, c, g, _ = q.shape
+    k = 2 * radius + 1
+    cols = F.unfold(o, k, padding=radius).view(b, c, k * k, g * g)
+    sim = (cols * q.view(b, c, 1, g * g)).sum(1).amax(1)
+    return (1.0 - sim).clamp_min(0.0).view(b, g, g)
+
+
 def greedy_coreset(feats: torch.Tensor, size: int, seed: int = 0, proj_dim: int = 128) -> torch.Tensor:
     """Indices of `size` rows chosen by greedy k-centre on a random projection (PatchCore's coreset)."""
     n = feats.shape[0]

@@ -1,0 +1,110 @@
+"""The slice's own mirror image as a reference: left-right symmetry of the anatomy.
+
+Most lesions are one-sided, while the two halves of a head (and of most axial slices) mirror each other. A patch that
+matches the patch at its mirrored position in the same slice is normal for this patient at this level, whatever the
+references cover; a lesion does not match its healthy other side.
+
+`midline` finds the symmetry axis of a prepared slice (a line through the anatomy, a few degrees from vertical) by
+comparing the slice with its reflection; `reflection_matrix` gives the 2x3 affine that reflects about it. Pure numpy
+and OpenCV; no torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Midline:
+    cx: float  # a point of the axis, in pixels of the slice it was found on
+    cy: float
+    angle: float  # degrees from vertical, clockwise on the screen
+    quality: float  # normalised correlation of the anatomy with its reflection (1 = perfectly symmetric)
+
+
+def reflection_matrix(axis: Midline, scale: float = 1.0) -> np.ndarray:
+    """2x3 affine (for cv2.warpAffine) reflecting about `axis`; `scale` maps the axis's pixels to the target grid's."""
+    t = np.deg2rad(axis.angle)
+    # Unit direction of the axis (down the screen, tilted by `angle`), and the reflection I - 2 n n^T about it.
+    d = np.array([np.sin(t), np.cos(t)])
+    n = np.array([d[1], -d[0]])
+    r = np.eye(2) - 2.0 * np.outer(n, n)
+    c = np.array([axis.cx, axis.cy]) * scale
+    return np.hstack([r, (c - r @ c)[:, None]]).astype(np.float64)
+
+
+def reflect(img: np.ndarray, axis: Midline, interpolation: int = cv2.INTER_LINEAR,
+            grid_scale: float | None = None) -> np.ndarray:
+    """`img` reflected about `axis`: on the grid of the slice the axis was found on, or (`grid_scale`, cells per
+    pixel of that slice) on a coarser grid of cells whose centres sit at (j + 0.5) / grid_scale pixels."""
+    h, w = img.shape[:2]
+    m = reflection_matrix(axis)
+    if grid_scale is not None:  # u = p * scale - 0.5 in cells: u' = R u + (R - I) 0.5 + t * scale
+        r, t = m[:, :2], m[:, 2]
+        m = np.hstack([r, ((r - np.eye(2)) @ np.full(2, 0.5) + t * grid_scale)[:, None]])
+    return cv2.warpAffine(np.ascontiguousarray(img), m, (w, h), flags=interpolation, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=0)
+
+
+def _ncc(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> float:
+    sw = w.sum()
+    if sw <= 0:
+        return -1.0
+    ma, mb = (a * w).sum() / sw, (b * w).sum() / sw
+    da, db = (a - ma) * w, (b - mb) * w
+    den = np.sqrt((da * da).sum() * (db * db).sum())
+    return float((da * db).sum() / den) if den > 1e-12 else -1.0
+
+
+def midline(img: np.ndarray, body: np.ndarray, max_angle: float = 20.0, work: int = 64) -> Midline | None:
+    """The left-right symmetry axis of a slice windowed to [0, 1] with its body mask, or None when there is no body.
+
+    Coarse-to-fine search over the axis's angle (within `max_angle` of vertical) and horizontal position (within a
+    tenth of the body's width of its centroid), on a `work`-pixel copy, maximising the normalised correlation of the
+    slice with its reflection over the union of the body and its reflection."""
+    a = np.asarray(img, dtype=np.float32)
+    b = np.asarray(body, dtype=bool)
+    if b.sum() < 50:
+        return None
+    h, w = a.shape
+    s = work / max(h, w)
+    small = cv2.resize(a, (max(8, round(w * s)), max(8, round(h * s))), interpolation=cv2.INTER_AREA)
+    bsmall = cv2.resize(b.astype(np.float32), small.shape[::-1], interpolation=cv2.INTER_AREA) > 0.5
+    if bsmall.sum() < 10:
+        return None
+    ys, xs = np.nonzero(bsmall)
+    cy, cx0 = float(ys.mean()), float(xs.mean())
+    width = float(xs.max() - xs.min() + 1)
+    small = cv2.GaussianBlur(small, (0, 0), 1.0)
+    bf = bsmall.astype(np.float32)
+
+    def reflected(cx: float, ang: float) -> tuple[np.ndarray, np.ndarray]:
+        m = reflection_matrix(Midline(cx, cy, ang, 0.0))
+        return (cv2.warpAffine(small, m, small.shape[::-1], flags=cv2.INTER_LINEAR, borderValue=0),
+                cv2.warpAffine(bf, m, small.shape[::-1], flags=cv2.INTER_LINEAR, borderValue=0))
+
+    def cost(cx: float, ang: float) -> float:
+        # The median absolute difference over the anatomy and its reflection: a one-sided lesion (up to half of
+        # the anatomy) moves it little, where a correlation would tilt the axis away from the lesion. The
+        # outline's mismatch counts as much.
+        ref, rb = reflected(cx, ang)
+        union = (bf > 0.5) | (rb > 0.5)
+        return float(np.median(np.abs(small - ref)[union]) + np.abs(bf - rb)[union].mean())
+
+    best = (cost(cx0, 0.0), cx0, 0.0)
+    span_x, span_a = 0.1 * width, max_angle
+    for _ in range(3):  # 5 x 5 grid, then shrink around the best
+        cxs = best[1] + np.linspace(-span_x, span_x, 5)
+        angs = np.clip(best[2] + np.linspace(-span_a, span_a, 5), -max_angle, max_angle)
+        for cx in cxs:
+            for ang in angs:
+                c = cost(float(cx), float(ang))
+                if c < best[0]:
+                    best = (c, float(cx), float(ang))
+        span_x, span_a = span_x / 2.5, span_a / 2.5
+    _, cx, ang = best
+    ref, rb = reflected(cx, ang)
+    return Midline(cx / s, cy / s, ang, _ncc(small, ref, np.maximum(bf, rb)))
