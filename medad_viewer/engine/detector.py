@@ -37,14 +37,15 @@ from .calibration import NormalCalibration
 from .defaults import DEFAULT_BACKBONE, DEFAULT_METHOD
 from .image_score import image_scores
 from .jobs import CancelToken, no_progress, sub_progress
-from .maps import cells_touching, combine_levels, fuse, smooth_within
-from .memory_bank import MemoryBank, neighbourhood_distance, patch_features
+from .maps import cells_touching, combine_levels, fuse, guided_within, smooth_within
+from .memory_bank import (MemoryBank, local_intensity, neighbourhood_distance, neighbourhood_sq_distance,
+                          patch_features)
 from .model import AnomalyModel, LevelFeatures, class_text_embeddings
-from .preprocess import PreparedSlice, prepare, restore
+from .preprocess import RADIOGRAPH_MODALITIES, PreparedSlice, image_kind, prepare, restore
 from .symmetry import midline, reflect
 
 METHODS = ("adapted", "memory", "zero")
-DETECTOR_FORMAT = "medad-viewer-detector/2"
+DETECTOR_FORMAT = "medad-viewer-detector/3"  # 3: image kind, mirror, intensity term
 SCORING_REGIONS = ("anatomy", "body", "image")
 ADAPT_END = 0.8  # fit's progress: adaptation takes 0 .. ADAPT_END, the memory bank and calibration the rest
 
@@ -66,8 +67,13 @@ class DetectorSettings:
     # Above this many patches the bank is a greedy coreset of this size, so scoring time stays flat in k.
     bank_max_patches: int = 8192
     smoothing_sigma: float = 4.0  # in pixels of a 256-pixel input
-    image_score: str = "local_max"  # "local_max": the largest mean over a small fixed window; "max": largest pixel
+    guided_radius: int = 0  # > 0: the map refined by a guided filter (the slice as guide) of this radius, 256-px units
+    guided_eps: float = 0.01
+    # "local_max": the largest mean over a small fixed window; "max": the largest pixel; "top": the mean of the
+    # highest `image_score_top` share; "mean": the region's mean; "auto": by the image kind (`resolved_settings`)
+    image_score: str = "auto"
     image_score_window: int = 13  # pixels of a 256-pixel input (about 1/20 of the field of view)
+    image_score_top: float = 0.01  # "top": the share of the region's pixels averaged
     # Share of the slice's own median map value, where above the references' median (0), subtracted from its score:
     # a slice far from every reference everywhere comes from a level or view the references do not cover; a lesion
     # stands out of its own slice. Below 0 (a slice as close to the references as they are to each other) nothing
@@ -78,8 +84,15 @@ class DetectorSettings:
     fusion_weight: float = 0.5  # share of the memory bank in the adapted map
     # The slice's own mirror image (about its symmetry axis) as a position-matched reference: "off", or how its
     # patch distance joins the bank's: "min" (a patch like its other side is normal), "mean", "geo".
-    self_mirror: str = "off"
+    self_mirror: str = "auto"
     mirror_radius: int = 1  # cells: a patch is compared with the mirrored patches within this many cells
+    mirror_gate_power: float = 1.0
+    mirror_features: str = "cnn"  # "cnn": the backbone's patch features of the mirror; "intensity": local mean/spread
+    # > 0: a patch match also costs (w² / 2) x the squared difference of the two patches' mean intensities ([0, 1]
+    # units of the prepared slice), on top of 1 - cosine similarity, which alone is blind to brightness.
+    intensity_weight: float = 0.0
+    bank_intensity: bool = True  # the intensity term in the bank's matches too (else only in the mirror's)
+    intensity_norm: str = "none"
     modality: str = "OT"
     organ: str | None = None
     adapt: AdaptSettings = field(default_factory=AdaptSettings)
@@ -102,6 +115,23 @@ class DetectorSettings:
         if d.get("levels") is not None:
             d["levels"] = tuple(d["levels"])
         return cls(**d, adapt=AdaptSettings(**a))
+
+
+def resolved_settings(settings: DetectorSettings, kind: str) -> DetectorSettings:
+    """`settings` with its "auto" values settled for the image kind ("section" or "radiograph").
+
+    Cross-sections (head and body CT/MR): the slice's own mirror joins the bank (most lesions are one-sided) and
+    the image score is the largest local mean (a lesion is local). Radiographs (chest X-rays): no mirror (the heart
+    is not), and the image score is the mean of the map over the body (pneumonia and other opacities are diffuse)."""
+    from dataclasses import replace as _replace
+
+    section = kind != "radiograph"
+    changes = {}
+    if settings.self_mirror == "auto":
+        changes["self_mirror"] = "geo_gated" if section else "off"
+    if settings.image_score == "auto":
+        changes["image_score"] = "local_max" if section else "mean"
+    return _replace(settings, **changes) if changes else settings
 
 
 @dataclass
@@ -146,7 +176,8 @@ class AnomalyDetector:
         torch.manual_seed(settings.adapt.seed)  # adapter and head initialisation: same seed, same model
         self.model = AnomalyModel(backbone, self.levels, adapters=settings.method == "adapted", heads=heads,
                                   text_embeddings=text, input_size=self.size).to(device)
-        self.bank = MemoryBank(settings.metric, settings.bank_max_patches) \
+        self.bank = MemoryBank(settings.metric, settings.bank_max_patches,
+                               settings.intensity_weight if settings.bank_intensity else 0.0) \
             if settings.method in ("adapted", "memory") else None
         # Each map component is put on the normal references' scale before fusing: (v - median) / (p99 - median).
         self.component_scale: dict[str, tuple[float, float]] = {}
@@ -154,9 +185,18 @@ class AnomalyDetector:
         self.reference_hashes: list[str] = []
         self.adapt_report: AdaptReport | None = None
         self.timings: dict[str, float] = {}
+        # "section" or "radiograph" (`preprocess.image_kind`): from the modality, or for plain images from the
+        # references at fit time; None until then. It settles the "auto" settings (`resolved_settings`).
+        self.kind: str | None = None
+        if settings.method == "zero" or (settings.modality or "OT").upper() != "OT":
+            self._resolve_kind([])
+
+    def _resolve_kind(self, prepared: Sequence[PreparedSlice]) -> None:
+        self.kind = image_kind(self.settings.modality, prepared)
+        self.settings = resolved_settings(self.settings, self.kind)
 
     def describe(self) -> dict:
-        return {"method": self.settings.method, "backbone": self.backbone.name, "weights": self.backbone.weights,
+        return {"method": self.settings.method, "kind": self.kind, "backbone": self.backbone.name, "weights": self.backbone.weights,
                 "pretrained": self.backbone.pretrained, "device": str(self.device), "input_size": self.size,
                 "levels": self.levels, "software": f"medad-viewer {__version__}"}
 
@@ -174,6 +214,9 @@ class AnomalyDetector:
             raise ValueError("pick at least one normal reference slice")
         t0 = time.monotonic()
         prepared = [self._prepare(r) for r in references]
+        self._resolve_kind(prepared)
+        if self.kind == "radiograph" and (s.modality or "OT").upper() not in RADIOGRAPH_MODALITIES:
+            prepared = [self._prepare(r) for r in references]  # the body of a radiograph, not a skull's inside
         self.reference_hashes = [hashlib.sha1(np.ascontiguousarray(r, dtype=np.float32).tobytes()).hexdigest()[:16]
                                  for r in references]
         if s.method == "adapted":
@@ -227,7 +270,7 @@ class AnomalyDetector:
 
     # ----------------------------------------------------------------------------------------------- 1 prepare
     def _prepare(self, pixels01: np.ndarray) -> PreparedSlice:
-        return prepare(pixels01, self.size, self.settings.modality)
+        return prepare(pixels01, self.size, self.settings.modality, self.kind)
 
     def region_of(self, p: PreparedSlice) -> np.ndarray:
         """Where this detector looks for anomalies in a prepared slice."""
@@ -274,15 +317,33 @@ class AnomalyDetector:
         step = self.cpu_batch if self.device.type == "cpu" else 32
         for start in range(0, len(in_bank), step):
             cancel.raise_if_cancelled()
-            chunks.append(self._patches(self._features(in_bank[start: start + step]).seg))
+            part = in_bank[start: start + step]
+            chunks.append(self._patches(self._features(part).seg, part))
         patches = torch.cat(chunks)
         regions = torch.from_numpy(np.stack([self.region_of(p) for p in in_bank])).to(self.device)
         keep = cells_touching(regions, patches.shape[-1])  # pure air is never scored: no need to keep it
-        self.bank.fit(patches, torch.arange(len(in_bank)), keep, seed=self.settings.adapt.seed)
+        self.bank.fit(self.bank_view(patches), torch.arange(len(in_bank)), keep, seed=self.settings.adapt.seed)
 
-    def _patches(self, seg: list[torch.Tensor]) -> torch.Tensor:
-        """Level features -> the memory bank's patch features on one grid (each level's stride brought to it)."""
-        return patch_features(seg, self._grid(seg), self.settings.aggregate_kernel)
+    def _patches(self, seg: list[torch.Tensor], prepared: Sequence[PreparedSlice] = (),
+                 images: Sequence[np.ndarray] | None = None) -> torch.Tensor:
+        """Level features -> the memory bank's patch features on one grid (each level's stride brought to it); with
+        an intensity term, the patches' mean intensity last (of `images`, by default the prepared slices' own)."""
+        grid = self._grid(seg)
+        out = patch_features(seg, grid, self.settings.aggregate_kernel)
+        if self.settings.intensity_weight > 0:
+            imgs = [p.image for p in prepared] if images is None else images
+            if self.settings.intensity_norm == "median":  # relative to the slice's typical tissue
+                imgs = [im / max(float(np.median(p.image[self.region_of(p)])), 0.05) * 0.5
+                        if self.region_of(p).any() else im for im, p in zip(imgs, prepared)]
+            x = torch.from_numpy(np.stack(imgs).astype(np.float32)).unsqueeze(1).to(out.device)
+            out = torch.cat([out, patch_features([x], grid, self.settings.aggregate_kernel)], 1)
+        return out
+
+    def bank_view(self, patches: torch.Tensor) -> torch.Tensor:
+        """`_patches` as the memory bank takes them: without the intensity channel when only the mirror uses it."""
+        if self.settings.intensity_weight > 0 and not self.settings.bank_intensity:
+            return patches[:, :-1]
+        return patches
 
     def _grid(self, seg: list[torch.Tensor]) -> int:
         if self.backbone.is_vision_language:
@@ -299,10 +360,10 @@ class AnomalyDetector:
         feats = self._features(prepared) if feats is None else feats
         raw: dict[str, torch.Tensor] = {}
         if self.bank is not None:
-            patches = self._patches(feats.seg)
+            patches = self._patches(feats.seg, prepared)
             # Only patches that the region's smoothed, upsampled map can read: those touching it and their neighbours.
             where = cells_touching(torch.from_numpy(regions).to(self.device), patches.shape[-1], grow=1)
-            d = self.bank.score(patches, exclude_owners=exclude_owners, where=where)
+            d = self.bank.score(self.bank_view(patches), exclude_owners=exclude_owners, where=where)
             if self.settings.self_mirror != "off":
                 d = self._with_mirror(d, patches, prepared, where)
             raw["bank"] = combine_levels([d], self.size)
@@ -312,7 +373,12 @@ class AnomalyDetector:
             probs = [torch.sigmoid(l) for l in level_logits]
             raw["text" if self.backbone.is_vision_language else "head"] = combine_levels(probs, self.size)
         sigma = self.settings.smoothing_sigma * self.size / 256.0
-        return {k: smooth_within(v, regions, sigma) for k, v in raw.items()}
+        out = {k: smooth_within(v, regions, sigma) for k, v in raw.items()}
+        if self.settings.guided_radius > 0:
+            guides = np.stack([p.image for p in prepared])
+            r = max(1, int(round(self.settings.guided_radius * self.size / 256.0)))
+            out = {k: guided_within(v, guides, regions, r, self.settings.guided_eps) for k, v in out.items()}
+        return out
 
     def _with_mirror(self, d: torch.Tensor, patches: torch.Tensor, prepared: Sequence[PreparedSlice],
                      where: torch.Tensor) -> torch.Tensor:
@@ -323,9 +389,18 @@ class AnomalyDetector:
             axis = midline(p.image, p.body)
             axes.append(axis)
             mirrored.append(p.image if axis is None else reflect(p.image, axis))
-        with torch.no_grad():
-            mp = self._patches(self.model.features(self._to_input(mirrored)).seg)
-        dm = neighbourhood_distance(patches, mp, self.settings.mirror_radius) * where
+        if self.settings.mirror_features == "intensity":
+            # Without a second forward pass: the local mean and spread of intensity at each cell against the
+            # mirror's, as a squared distance (its scale is immaterial: the normal scale of the map absorbs it).
+            g = patches.shape[-1]
+            qd, md = (local_intensity(list(imgs), g, self.settings.aggregate_kernel).to(d.device)
+                      for imgs in ([p.image for p in prepared], mirrored))
+            dm = neighbourhood_sq_distance(qd, md, self.settings.mirror_radius) * where
+        else:
+            with torch.no_grad():
+                mp = self._patches(self.model.features(self._to_input(mirrored)).seg, prepared, mirrored)
+            dm = neighbourhood_distance(patches, mp, self.settings.mirror_radius,
+                                        self.settings.intensity_weight) * where
         how = self.settings.self_mirror
         if how.endswith("_gated"):
             # The healthy side of a one-sided lesion differs from its mirror as much as the lesion does; of the two,
@@ -335,7 +410,7 @@ class AnomalyDetector:
             other = np.stack([d_np[i] if a is None else
                               reflect(d_np[i], a, grid_scale=g / float(self.size)) for i, a in enumerate(axes)])
             other = torch.from_numpy(other).to(d.device)
-            dm = dm * torch.where(other > d, d / other.clamp_min(1e-6), torch.ones_like(d))
+            dm = dm * torch.where(other > d, d / other.clamp_min(1e-6), torch.ones_like(d)) ** self.settings.mirror_gate_power
             how = how[: -len("_gated")]
         if how == "min":
             return torch.minimum(d, dm)
@@ -354,7 +429,7 @@ class AnomalyDetector:
     def _image_scores(self, maps: np.ndarray, regions: np.ndarray) -> list[float]:
         s = self.settings
         return image_scores(maps, regions, s.image_score, s.image_score_window * self.size / 256.0,
-                            s.image_score_contrast)
+                            s.image_score_contrast, s.image_score_top)
 
     # ----------------------------------------------------------------------------------------------- 6 calibrate
     def _calibrate(self, slices: list[PreparedSlice], n: int, cancel: CancelToken) -> None:
@@ -459,6 +534,7 @@ class AnomalyDetector:
         det.calibration = NormalCalibration.from_state(cal) if cal else None
         det.component_scale = {k: tuple(v) for k, v in sidecar["component_scale"].items()}
         det.reference_hashes = sidecar["reference_hashes"]
+        det.kind = sidecar.get("kind")
         det.timings = sidecar.get("timings", {})
         return det
 

@@ -145,9 +145,9 @@ def explain_point(detector: AnomalyDetector, image: np.ndarray, row: int, column
     if det.bank is None:
         return Explanation(**out, missing="this detector has no memory bank (zero-shot): there is no normal "
                                           "reference patch to show")
-    patches = det._patches(feats.seg)
+    patches = det._patches(feats.seg, [p])
     where = cells_touching(torch.from_numpy(regions).to(det.device), patches.shape[-1], grow=1)  # as in scoring
-    dist, idx = det.bank.nearest(patches, where=where)
+    dist, idx = det.bank.nearest(det.bank_view(patches), where=where)
     entry = int(idx[0, cell[0], cell[1]])
     out["metric"] = det.bank.metric
     if entry < 0:

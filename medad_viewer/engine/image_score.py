@@ -8,7 +8,7 @@ import numpy as np
 
 
 def image_scores(maps: np.ndarray, regions: np.ndarray, how: str = "local_max", window_px: float = 13.0,
-                 contrast: float = 1.0) -> list[float]:
+                 contrast: float = 1.0, top: float = 0.01) -> list[float]:
     """Per slice of (B, S, S) `maps` and bool `regions`: the largest mean of the map over a fixed window of about
     `window_px` pixels (made odd) inside the region ("local_max"), or its largest pixel ("max"), less `contrast`
     times the slice's median inside the region when positive. A fixed window, not a share of the body: the score
@@ -19,6 +19,15 @@ def image_scores(maps: np.ndarray, regions: np.ndarray, how: str = "local_max", 
     for m, r in zip(maps, regions):
         if not r.any():
             out.append(0.0)
+            continue
+        if how == "top":  # the mean of the highest `top` share of the region's pixels (AnomalyDINO: 1 %)
+            v = m[r]
+            n = max(1, int(round(top * v.size)))
+            best = float(np.partition(v, v.size - n)[v.size - n:].mean())
+            out.append(best - lam * max(float(np.median(v)), 0.0) if lam else best)
+            continue
+        if how == "mean":
+            out.append(float(m[r].mean()))
             continue
         if how == "max" or win <= 1:
             top = float(m[r].max())

@@ -67,6 +67,33 @@ def masked_blur_np(maps: np.ndarray, masks: np.ndarray, sigma_px: float) -> np.n
     return out
 
 
+def guided_within(maps: np.ndarray, guides: np.ndarray, regions: np.ndarray, radius: int, eps: float) -> np.ndarray:
+    """(B, S, S) maps refined by the guided filter (He et al., TPAMI 2013) with the slices themselves as guides,
+    inside each region only: locally the output is a linear function of the guide's intensity, so a map that is
+    coarse (patch grid, upsampled) takes the slice's own edges, and a lesion's heat stops where the lesion does.
+    Box means are normalised by the region, so outside pixels never count."""
+    out = np.zeros(maps.shape, np.float32)
+    k = (2 * radius + 1, 2 * radius + 1)
+    for i in range(maps.shape[0]):
+        w = regions[i].astype(np.float32)
+        n = cv2.boxFilter(w, -1, k, normalize=True, borderType=cv2.BORDER_CONSTANT)
+        n = np.maximum(n, 1e-6)
+
+        def mean(x: np.ndarray) -> np.ndarray:
+            return cv2.boxFilter(np.ascontiguousarray(x * w, np.float32), -1, k, normalize=True,
+                                 borderType=cv2.BORDER_CONSTANT) / n
+
+        g = guides[i].astype(np.float32)
+        m = maps[i].astype(np.float32)
+        mg, mm = mean(g), mean(m)
+        var = mean(g * g) - mg * mg
+        cov = mean(g * m) - mg * mm
+        a = cov / (var + eps)
+        b = mm - a * mg
+        out[i] = np.where(regions[i], mean(a) * g + mean(b), 0.0)
+    return out
+
+
 def gaussian_blur(maps: torch.Tensor, sigma_px: float) -> torch.Tensor:
     """(B, H, W) smoothed with a separable Gaussian (reflect padding)."""
     if sigma_px <= 0:

@@ -35,16 +35,53 @@ def patch_features(level_feats: list[torch.Tensor], grid: int, kernel: int = 3) 
     return torch.cat([to_grid(local_aggregate(f.float(), kernel), grid) for f in level_feats], dim=1)
 
 
-def neighbourhood_distance(query: torch.Tensor, other: torch.Tensor, radius: int = 1) -> torch.Tensor:
-    """(B, C, g, g) x (B, C, g, g) -> (B, g, g): 1 - the best cosine similarity of each query patch to the patches
-    of `other` within `radius` cells of the same place (off the grid counts as dissimilar)."""
-    q = F.normalize(query.float(), dim=1)
-    o = F.normalize(other.float(), dim=1)
+def split_intensity(patches: torch.Tensor, intensity_weight: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Patch features whose last channel is the patch's mean intensity (when `intensity_weight` > 0) -> (features,
+    intensity or None)."""
+    if intensity_weight > 0:
+        return patches[:, :-1], patches[:, -1]
+    return patches, None
+
+
+def neighbourhood_distance(query: torch.Tensor, other: torch.Tensor, radius: int = 1,
+                           intensity_weight: float = 0.0) -> torch.Tensor:
+    """(B, C, g, g) x (B, C, g, g) -> (B, g, g): the distance of each query patch to the nearest patch of `other`
+    within `radius` cells of the same place (off the grid counts as dissimilar): 1 - cosine similarity, plus
+    `intensity_weight`² / 2 times the squared difference of their mean intensities when the last channel holds it."""
+    qf, qi = split_intensity(query.float(), intensity_weight)
+    of, oi = split_intensity(other.float(), intensity_weight)
+    q = F.normalize(qf, dim=1)
+    o = F.normalize(of, dim=1)
     b, c, g, _ = q.shape
     k = 2 * radius + 1
     cols = F.unfold(o, k, padding=radius).view(b, c, k * k, g * g)
-    sim = (cols * q.view(b, c, 1, g * g)).sum(1).amax(1)
-    return (1.0 - sim).clamp_min(0.0).view(b, g, g)
+    sim = (cols * q.view(b, c, 1, g * g)).sum(1)
+    if qi is not None:
+        icol = F.unfold(oi.unsqueeze(1), k, padding=radius, ).view(b, k * k, g * g)
+        sim = sim - 0.5 * intensity_weight ** 2 * (icol - qi.reshape(b, 1, g * g)) ** 2
+    return (1.0 - sim.amax(1)).clamp_min(0.0).view(b, g, g)
+
+
+def local_intensity(images: list, grid: int, kernel: int = 3) -> torch.Tensor:
+    """(B, 2, grid, grid): each cell's mean intensity and its standard deviation, on the patch grid."""
+    x = torch.from_numpy(__import__("numpy").stack(images).astype("float32")).unsqueeze(1)
+    mean = F.adaptive_avg_pool2d(x, (grid, grid))
+    sq = F.adaptive_avg_pool2d(x * x, (grid, grid))
+    std = (sq - mean * mean).clamp_min(0).sqrt()
+    return local_aggregate(torch.cat([mean, std], 1), kernel)
+
+
+def neighbourhood_sq_distance(query: torch.Tensor, other: torch.Tensor, radius: int = 1) -> torch.Tensor:
+    """(B, C, g, g) x (B, C, g, g) -> (B, g, g): the smallest squared Euclidean distance of each query cell to the
+    cells of `other` within `radius` cells of the same place."""
+    b, c, g, _ = query.shape
+    k = 2 * radius + 1
+    cols = F.unfold(other, k, padding=radius).view(b, c, k * k, g * g)
+    # Off the grid (zero padding) must not look like a match: use a large distance there.
+    valid = F.unfold(torch.ones_like(other[:, :1]), k, padding=radius).view(b, 1, k * k, g * g) > 0
+    d = ((cols - query.view(b, c, 1, g * g)) ** 2).sum(1, keepdim=True)
+    d = torch.where(valid, d, torch.full_like(d, 1e6))
+    return d.amin(2).view(b, g, g)
 
 
 def greedy_coreset(feats: torch.Tensor, size: int, seed: int = 0, proj_dim: int = 128) -> torch.Tensor:
@@ -75,36 +112,53 @@ class MemoryBank:
     has an owner of its own), so leave-one-out calibration can score a reference against the others; `cells` where
     on that owner's patch grid (row * grid + column), so a match can be shown (None in banks saved without it)."""
 
-    def __init__(self, metric: str = "cosine", max_patches: int = 16384):
+    def __init__(self, metric: str = "cosine", max_patches: int = 16384, intensity_weight: float = 0.0):
         if metric not in ("cosine", "l2"):
             raise ValueError(f"unknown metric {metric}")
+        if intensity_weight > 0 and metric != "cosine":
+            raise ValueError("the intensity term is defined for the cosine metric")
         self.metric = metric
         self.max_patches = int(max_patches)
+        # > 0: the patches' last channel is their mean intensity, and a match costs (w² / 2) * its squared
+        # difference on top of 1 - cosine similarity (cosine alone cannot tell a bright patch from a dark one).
+        self.intensity_weight = float(intensity_weight)
         self.features = torch.empty(0)
+        self.intensity: torch.Tensor | None = None
         self.owners = torch.empty(0, dtype=torch.long)
         self.cells: torch.Tensor | None = torch.empty(0, dtype=torch.long)
 
+    def _split(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, C, g, g) -> rows (B*g*g, C') unit length for cosine, and the rows' intensities (or None)."""
+        feats, inten = split_intensity(patches, self.intensity_weight)
+        f = feats.flatten(2).transpose(1, 2).reshape(-1, feats.shape[1])
+        f = F.normalize(f, dim=-1) if self.metric == "cosine" else f
+        return f, None if inten is None else inten.reshape(-1).float()
+
     def _rows(self, patches: torch.Tensor) -> torch.Tensor:
-        """(B, C, g, g) -> (B*g*g, C), unit length for cosine."""
-        f = patches.flatten(2).transpose(1, 2).reshape(-1, patches.shape[1])
-        return F.normalize(f, dim=-1) if self.metric == "cosine" else f
+        """(B, C, g, g) -> (B*g*g, C'), unit length for cosine (without the intensity channel)."""
+        return self._split(patches)[0]
 
     def fit(self, patches: torch.Tensor, owners: torch.Tensor, keep: torch.Tensor | None = None,
             seed: int = 0) -> "MemoryBank":
         """patches: (B, C, g, g) patch features; owners: (B,) owner id of each image; keep: optional (B, g, g) bool
         of the patches worth keeping (those that touch the anatomy: pure air is never scored)."""
         b, _, g, _ = patches.shape
-        f = self._rows(patches)
+        f, inten = self._split(patches)
+        if inten is None:
+            inten = torch.zeros(f.shape[0], device=f.device)
         own = owners.view(b, 1).expand(b, g * g).reshape(-1).to(f.device)
         cell = torch.arange(g * g, device=f.device).repeat(b)  # rows of _rows: image-major, then row-major cells
         if keep is not None:
             k = keep.reshape(-1).to(f.device)
             if int(k.sum()) >= 16:
-                f, own, cell = f[k], own[k], cell[k]
+                f, inten, own, cell = f[k], inten[k], own[k], cell[k]
         if f.shape[0] > self.max_patches:
-            idx = greedy_coreset(f, self.max_patches, seed=seed)
-            f, own, cell = f[idx], own[idx], cell[idx]
+            # The coreset sees the intensity as one more coordinate, weighted as the distance weighs it.
+            x = torch.cat([f, self.intensity_weight * inten[:, None]], 1) if self.intensity_weight > 0 else f
+            idx = greedy_coreset(x, self.max_patches, seed=seed)
+            f, inten, own, cell = f[idx], inten[idx], own[idx], cell[idx]
         self.features = f.contiguous()
+        self.intensity = inten.contiguous() if self.intensity_weight > 0 else None
         self.owners = own.contiguous()
         self.cells = cell.contiguous()
         return self
@@ -129,23 +183,31 @@ class MemoryBank:
     def _search(self, patches: torch.Tensor, exclude_owners: tuple[int, ...], chunk: int,
                 where: torch.Tensor | None, with_index: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         bank = self.features
+        bank_i = self.intensity
         entries = None  # bank row -> entry index, when some owners are hidden
         if exclude_owners:
             keep = ~torch.isin(self.owners, torch.tensor(exclude_owners, device=self.owners.device))
             if keep.any():
                 bank = bank[keep]
+                bank_i = None if bank_i is None else bank_i[keep]
                 entries = torch.nonzero(keep, as_tuple=True)[0]
         b, _, g, _ = patches.shape
-        q = self._rows(patches)
+        q, qi = self._split(patches)
+        if bank_i is None:
+            qi = None
         rows = None if where is None else torch.nonzero(where.reshape(-1), as_tuple=True)[0]
         if rows is not None:
             q = q[rows]
+            qi = None if qi is None else qi[rows]
+        half_w2 = 0.5 * self.intensity_weight ** 2
         dist = torch.empty(q.shape[0], device=q.device)
         arg = torch.empty(q.shape[0], dtype=torch.long, device=q.device) if with_index else None
         for s in range(0, q.shape[0], chunk):
             part = q[s: s + chunk]
             if self.metric == "cosine":
                 sim = part @ bank.T
+                if qi is not None:
+                    sim -= half_w2 * (qi[s: s + chunk, None] - bank_i[None, :]) ** 2
                 if with_index:  # the same maximum as amax, with where it is
                     best, arg[s: s + chunk] = sim.max(dim=1)
                 else:
@@ -173,6 +235,8 @@ class MemoryBank:
     def state(self) -> dict[str, torch.Tensor]:
         out = {"bank.features": self.features.detach().cpu().contiguous(),
                "bank.owners": self.owners.detach().cpu().contiguous()}
+        if self.intensity is not None:
+            out["bank.intensity"] = self.intensity.detach().cpu().contiguous()
         if self.cells is not None:
             out["bank.cells"] = self.cells.detach().cpu().contiguous()
         return out
@@ -180,6 +244,8 @@ class MemoryBank:
     def load_state(self, state: dict[str, torch.Tensor], device: torch.device | str = "cpu") -> "MemoryBank":
         self.features = state["bank.features"].to(device)
         self.owners = state["bank.owners"].to(device)
+        inten = state.get("bank.intensity")
+        self.intensity = None if inten is None else inten.to(device)
         cells = state.get("bank.cells")  # absent in banks saved before the cells were kept
         self.cells = None if cells is None else cells.to(device)
         return self

@@ -13,6 +13,7 @@ X-ray DICOM, 16-bit and float plain images: a robust percentile window per image
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -90,8 +91,9 @@ class PreparedSlice:
     pad: tuple[int, int, int, int]  # top, bottom, left, right, in original pixels, before resizing
 
 
-def prepare(pixels01: np.ndarray, size: int, modality: str = "OT") -> PreparedSlice:
-    """Pad to square (keeps the aspect ratio), resize to `size`, find the body and the scoring region."""
+def prepare(pixels01: np.ndarray, size: int, modality: str = "OT", kind: str | None = None) -> PreparedSlice:
+    """Pad to square (keeps the aspect ratio), resize to `size`, find the body and the scoring region (the body of
+    a radiograph, `kind`, is never searched for a skull)."""
     img = np.asarray(pixels01, dtype=np.float32)
     h, w = img.shape
     side = max(h, w)
@@ -103,7 +105,50 @@ def prepare(pixels01: np.ndarray, size: int, modality: str = "OT") -> PreparedSl
     resized = cv2.resize(sq, (size, size), interpolation=interp)
     resized = np.clip(resized, 0.0, 1.0).astype(np.float32)
     body = body_mask(resized)
-    return PreparedSlice(resized, body, anatomy_mask(resized, body, modality), (h, w), pad)
+    region = body if kind == "radiograph" else anatomy_mask(resized, body, modality)
+    return PreparedSlice(resized, body, region, (h, w), pad)
+
+
+# Projection radiographs: the image is a shadow of the whole body, not a cross-section of it.
+RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "MG", "RF", "XA", "PX", "IO", "DR"})
+# Cross-sections: each slice cuts the body, which lies inside the field of view with air around it.
+SECTION_MODALITIES = frozenset({"CT", "MR", "PT", "NM", "US", "OPT"})
+KINDS = ("section", "radiograph")
+
+
+def looks_like_radiograph(p: PreparedSlice) -> bool:
+    """Whether a prepared slice of unknown modality looks like a projection radiograph (a chest X-ray): the body
+    fills a corner of the image, or runs off it over most of two of its sides (a cross-section of a head or a trunk is
+    round, with air in its corners, and meets the image's edges over short chords at most, even when cropped tight).
+
+    On the development images: 529 of 607 adult chest X-rays and 3 of the 4 sample X-rays look like radiographs;
+    none of 300 whole-head MR slices, as published or cropped tight to the head (1 of them cropped 5 % into the
+    head), of 300 BRATS slices, or of the sample CT and MR volumes' slices. A study is decided by its references,
+    half of them or more (`image_kind`): with 4 chest X-ray references, 2 or more look like radiographs in 99 % of
+    studies (1 - P(0 or 1 of 4) at 0.87 each)."""
+    size = p.image.shape[0]
+    h, w = p.original_shape
+    scale = size / max(h, w)
+    top, bottom, left, right = (int(round(v * scale)) for v in p.pad)
+    body = p.body[top: size - bottom, left: size - right]
+    if body.size == 0 or not body.any():
+        return False
+    q = max(2, int(0.12 * min(body.shape)))
+    corners = [body[:q, :q].mean(), body[:q, -q:].mean(), body[-q:, :q].mean(), body[-q:, -q:].mean()]
+    sides = sorted([body[0].mean(), body[-1].mean(), body[:, 0].mean(), body[:, -1].mean()])
+    return max(corners) >= 0.5 or sides[-2] >= 0.7
+
+
+def image_kind(modality: str, prepared: Sequence[PreparedSlice]) -> str:
+    """"radiograph" or "section": from the modality when it says (DICOM CR/DX/MG..., or CT/MR...), else (plain images,
+    modality OT) from what the `prepared` slices look like: a radiograph when half of them or more look like one."""
+    m = (modality or "OT").upper()
+    if m in RADIOGRAPH_MODALITIES:
+        return "radiograph"
+    if m in SECTION_MODALITIES or not prepared:
+        return "section"
+    votes = sum(looks_like_radiograph(p) for p in prepared)
+    return "radiograph" if 2 * votes >= len(prepared) else "section"
 
 
 def restore(map_sq: np.ndarray, prepared: PreparedSlice) -> np.ndarray:
