@@ -180,7 +180,7 @@ def cmd_score(args) -> int:
     from .engine.detector import AnomalyDetector, DetectorSettings
     from .engine.preprocess import normalizer_for_series
     from .engine.score import parse_slices, score_series, split_reference_spec
-    from .io import load_study
+    from .io import load_study, series_sequence
     from .report.score_dir import ScoreRun, series_record, write_score_dir
 
     t_start = time.monotonic()
@@ -213,7 +213,8 @@ def cmd_score(args) -> int:
     except RuntimeError as exc:
         raise SystemExit(f"error: {exc}")
     settings = DetectorSettings(method=args.method, backbone=args.backbone, weights=args.weights,
-                                modality=target.modality, input_size=args.input_size)
+                                modality=target.modality, sequence=series_sequence(target),
+                                input_size=args.input_size)
     settings = replace(settings, adapt=replace(settings.adapt, seed=args.seed,
                                                **({"time_budget_s": args.time_budget} if args.time_budget else {})))
     try:
@@ -278,7 +279,11 @@ def _add_eval_parser(sub) -> None:
     p.add_argument("--backbone", default="efficientnet-lite2")
     p.add_argument("--weights", default=None)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
-    p.add_argument("--modality", default="OT", help="modality of the images (CT, MR, CR, ...), for prompts")
+    p.add_argument("--modality", default="OT", help="modality of the images (CT, MR, CR, DX, ...): CR/DX/MG score "
+                                                    "them as radiographs, CT/MR as cross-sections, OT decides from "
+                                                    "the references' shape")
+    p.add_argument("--sequence", default=None, choices=("FLAIR",),
+                   help="the MR sequence of the images when known (FLAIR adds the intensity term)")
     p.add_argument("--input-size", type=int, default=None, help="backbone input size for CNN backbones")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=cmd_eval)
@@ -294,7 +299,7 @@ def cmd_eval(args) -> int:
     except ValueError:
         raise SystemExit(f"error: --seeds must be integers like 0,1,2, not {args.seeds!r}")
     settings = DetectorSettings(method=args.method, backbone=args.backbone, weights=args.weights,
-                                modality=args.modality, input_size=args.input_size)
+                                modality=args.modality, sequence=args.sequence, input_size=args.input_size)
     try:
         result = evaluate(args.data_dir, args.k, seeds, settings, device=args.device, progress=_stderr_progress())
     except (ValueError, FileNotFoundError, WeightsUnavailable, RuntimeError) as exc:

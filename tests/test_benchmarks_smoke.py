@@ -2,7 +2,7 @@
 them fails here, not months later when someone re-measures the README. Each runs as a subprocess (as people run
 it), with a time limit; the test reads its JSON line.
 
-big_series.py, compare_methods.py, engine_perf.py and build_devset.py have their own smoke tests."""
+big_series.py has its own smoke test (test_big_series_smoke.py)."""
 
 from __future__ import annotations
 
@@ -87,3 +87,52 @@ def test_plane_perf(tmp_path):
         for what in ("slice_ms", "map_ms", "drawings_ms"):
             assert 0 <= out[plane][what]["median"] <= out[plane][what]["max"] < 5000, (plane, what, out)
 
+
+
+def test_build_devset_then_compare_methods_on_both_protocols(tmp_path, sample_data):
+    """The README's results table comes from compare_methods.py: the other-patient protocol on a folder
+    build_devset.py writes, and the same-study protocol through the app's scoring path, on the bundled MR volumes."""
+    devset = tmp_path / "devset"
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "build_devset.py"), "--sets", "mr", "--sample-data",
+                           str(sample_data), "--out", str(devset)], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in devset.iterdir()) == ["mr-brain-a", "mr-brain-b"]
+    assert len(list((devset / "mr-brain-b" / "test" / "Ungood" / "img").glob("*.png"))) == 7  # brain1's tumour slices
+    out = run_script("compare_methods.py", "--devset", str(devset), "--sets", "mr,mr-same", "--folds", "mr-brain-b",
+                     "--seeds", "0", "--k", "2", "--variants", "memory", tmp_path=tmp_path, timeout=300)
+    assert out["backbone"] == "efficientnet-lite2" and "ImageNet" in out["weights"]  # says what made the figures
+    mr = out["results"]["memory"]["mr"]
+    assert mr["image_auroc"]["mean"] >= 0.7  # brain1's tumour slices rank above its normal slices
+    assert mr["pixel_auroc"]["mean"] >= 0.9
+    same = out["results"]["memory"]["mr-same"]
+    for key in ("slice_auroc", "pixel_auroc", "lesion_flagged", "normal_flagged", "lesion_px_coloured",
+                "normal_head_px_coloured"):
+        assert 0.0 <= same["mean"][key] <= 1.0, (key, same)
+    assert same["mean"]["pixel_auroc"] >= 0.8
+    assert same["mean"]["normal_flagged"] <= 0.25  # at the 95th percentile of normal, few normal slices flagged
+
+
+def test_same_study_protocol(tmp_path):
+    out = run_script("same_study.py", "--set", "mr", "--seeds", "0", "--folds", "2", tmp_path=tmp_path, timeout=300)
+    assert out["set"] == "mr-same" and out["folds"] == 2 and out["seeds"] == [0]
+    assert out["kinds"] == ["section"]  # an MR volume is scored as a cross-section
+    assert out["intensity_weights"] == [0.0]  # the sample volumes do not say FLAIR
+    assert out["mean"]["slice_auroc"] >= 0.8  # both volumes' tumour slices rank above their normal slices
+    assert 0.0 <= out["mean"]["normal_head_px_coloured"] <= 0.05
+    assert out["mean"]["normal_flagged"] <= 0.25  # flagged at the window's 95th percentile of normal
+    assert out["mean"]["lesion_flagged"] >= 0.5
+
+
+def test_engine_perf(tmp_path):
+    out = run_script("engine_perf.py", "--size", "96", "--slices", "4", "--no-adapted", "--json",
+                     tmp_path=tmp_path, timeout=300)
+    assert out["slices"] == 4 and out["size"] == 96 and "efficientnet-lite2" in out["backbone"]
+    assert out["forward_s_per_slice"] > 0
+    m = out["memory"]
+    for key in ("score_s_per_slice_k4", "score_s_per_slice_k16", "score_s_per_slice_no_mirror",
+                "score_s_per_slice_flair"):
+        assert 0 < m[key] < 5.0, (key, m)
+    assert m["ratio_score_to_forward"] == m["score_s_per_slice_k4"] / out["forward_s_per_slice"]
+    assert out["bank_patches_k16"] > out["bank_patches_k4"] > 0
+    assert out["peak_memory_mb"] > 0

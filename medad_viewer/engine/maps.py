@@ -71,7 +71,8 @@ def guided_within(maps: np.ndarray, guides: np.ndarray, regions: np.ndarray, rad
     """(B, S, S) maps refined by the guided filter (He et al., TPAMI 2013) with the slices themselves as guides,
     inside each region only: locally the output is a linear function of the guide's intensity, so a map that is
     coarse (patch grid, upsampled) takes the slice's own edges, and a lesion's heat stops where the lesion does.
-    Box means are normalised by the region, so outside pixels never count."""
+    Box means are normalised by the region, so outside pixels never count; the output stays within the range the
+    map has inside its region (the linear model can overshoot at strong edges)."""
     out = np.zeros(maps.shape, np.float32)
     k = (2 * radius + 1, 2 * radius + 1)
     for i in range(maps.shape[0]):
@@ -90,7 +91,11 @@ def guided_within(maps: np.ndarray, guides: np.ndarray, regions: np.ndarray, rad
         cov = mean(g * m) - mg * mm
         a = cov / (var + eps)
         b = mm - a * mg
-        out[i] = np.where(regions[i], mean(a) * g + mean(b), 0.0)
+        inside = regions[i].astype(bool)
+        refined = mean(a) * g + mean(b)
+        if inside.any():
+            refined = np.clip(refined, m[inside].min(), m[inside].max())
+        out[i] = np.where(inside, refined, 0.0)
     return out
 
 

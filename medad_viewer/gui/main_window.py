@@ -14,6 +14,7 @@ from typing import Any
 from PySide6.QtCore import QSettings, QTimer, Signal
 from PySide6.QtWidgets import QMainWindow, QMessageBox, QWidget
 
+from ..io import series_sequence
 from ..paths import DEMO_REFERENCES, DEMO_STUDY
 from ..review.adaptation_cache import AdaptationCache
 from ..review.references import ReferenceSet
@@ -471,7 +472,8 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
 
     # ============================================================================================ scoring
     def detector_settings(self) -> Any:
-        d = self.app_settings.detector_settings(self.series.modality if self.series else "OT")
+        s = self.series
+        d = self.app_settings.detector_settings(s.modality if s else "OT", series_sequence(s) if s else None)
         return self.settings_hook(d) if self.settings_hook is not None else d
 
     def run_scoring(self) -> None:

@@ -46,10 +46,10 @@ class AppSettings:
     def set(self, key: str, value) -> None:
         self.q.setValue(f"engine/{key}", value)
 
-    def detector_settings(self, modality: str) -> dict:
+    def detector_settings(self, modality: str, sequence: str | None = None) -> dict:
         """DetectorSettings as a dict (built into the dataclass by the job, so the UI never imports torch)."""
         return {"method": self.get("method"), "backbone": self.get("backbone"),
-                "weights": self.get("weights") or None, "modality": modality or "OT",
+                "weights": self.get("weights") or None, "modality": modality or "OT", "sequence": sequence,
                 "adapt": {"time_budget_s": float(self.get("time_budget_s")), "max_steps": int(self.get("max_steps"))}}
 
     @property

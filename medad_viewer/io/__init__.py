@@ -3,7 +3,7 @@
 
 from ._util import MAX_2D_SIDE, MAX_BYTES, ReadFailure
 from .deid import IDENTIFYING_KEYS, deidentify, pseudonym
-from .series import LoadError, Series, Study
+from .series import LoadError, Series, Study, series_sequence
 from .study import SUPPORTED_FORMATS, load_study
 from .volumes import load_volume_aligned
 from .windowing import (
@@ -35,5 +35,6 @@ __all__ = [
     "load_volume_aligned",
     "presets_for",
     "pseudonym",
+    "series_sequence",
     "to_uint8",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -251,3 +253,16 @@ class Study:
     errors: list[LoadError]
     source: str
     pending: Any = field(default=None, repr=False)
+
+
+# FLAIR as scanners and archives name it: "AX T2 FLAIR", "t2_tirm_tra_dark-fluid" (Siemens), "flair.nii.gz".
+_FLAIR = re.compile(r"flair|dark[-_ ]?fluid|tirm", re.IGNORECASE)
+
+
+def series_sequence(series: Series) -> str | None:
+    """The MR sequence a series says it is, from its description (DICOM SeriesDescription; a volume's file name) or
+    its file name: "FLAIR", or None when it does not say (plain images, other sequences, other modalities)."""
+    if (series.modality or "OT").upper() not in ("MR", "OT"):
+        return None
+    text = f"{series.description or ''} {os.path.basename(series.source or '')}"
+    return "FLAIR" if _FLAIR.search(text) else None

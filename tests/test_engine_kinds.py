@@ -1,0 +1,175 @@
+"""Issue 19: cross-sections and radiographs are told apart and scored each their own way; the slice's own mirror,
+the FLAIR intensity term and the guided filter do what they are for. On the bundled sample data."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import cv2
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from medad_viewer.engine.backbones import load_backbone
+from medad_viewer.engine.detector import (FLAIR_INTENSITY_WEIGHT, AnomalyDetector, DetectorSettings, fit_detector,
+                                          resolved_settings)
+from medad_viewer.engine.evaluate import read_image01
+from medad_viewer.engine.maps import guided_within
+from medad_viewer.engine.memory_bank import MemoryBank
+from medad_viewer.engine.preprocess import image_kind, looks_like_radiograph, normalizer_for_series, prepare
+from medad_viewer.engine.symmetry import midline, reflect
+from medad_viewer.io import load_study, series_sequence
+
+
+@pytest.fixture(scope="module")
+def effnet():
+    return load_backbone("efficientnet-lite2")
+
+
+@pytest.fixture(scope="module")
+def head(sample_data):
+    """brain2 (whole head, T1-like) in [0, 1], the viewer's orientation, and its tumour labels."""
+    img = sitk.GetArrayFromImage(sitk.DICOMOrient(
+        sitk.ReadImage(str(sample_data / "mr-brain" / "brain2_image.nrrd")), "LPS")).astype(np.float32)
+    lab = sitk.GetArrayFromImage(sitk.DICOMOrient(
+        sitk.ReadImage(str(sample_data / "mr-brain" / "brain2_label.nrrd")), "LPS")) > 0
+    lo, hi = np.percentile(img[img > img.min()], [1, 99.5])
+    return np.clip((img - lo) / (hi - lo), 0, 1), lab
+
+
+def _xrays(sample_data):
+    return [read_image01(p) for p in sorted((sample_data / "xray").glob("*.png"))]
+
+
+def _tight(img: np.ndarray) -> np.ndarray:
+    """Cropped to the head's bounding box, as web JPGs often are: the head meets all four borders."""
+    ys, xs = np.nonzero(img > 0.08)
+    return np.ascontiguousarray(img[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1])
+
+
+# ------------------------------------------------------------------------------------------------ image kind
+def test_chest_xrays_look_like_radiographs_and_heads_do_not_even_cropped_tight(sample_data, head):
+    xr = [prepare(x, 256) for x in _xrays(sample_data)]
+    assert sum(looks_like_radiograph(p) for p in xr) >= 3  # 3 of the 4 sample X-rays on their own
+    assert image_kind("OT", xr) == "radiograph"  # the study: half of its references or more
+    img, _ = head
+    slices = [prepare(img[z], 256) for z in range(8, 20)] + [prepare(_tight(img[z]), 256) for z in range(8, 20)]
+    assert not any(looks_like_radiograph(p) for p in slices)
+    assert image_kind("OT", slices) == "section"
+
+
+def test_the_modality_decides_when_it_says(sample_data):
+    xr = [prepare(x, 256) for x in _xrays(sample_data)]
+    assert image_kind("CT", xr) == "section" and image_kind("MR", xr) == "section"
+    assert image_kind("DX", []) == "radiograph" and image_kind("CR", []) == "radiograph"
+    assert image_kind("OT", []) == "section"
+
+
+def test_settings_resolve_by_kind_and_sequence():
+    s = DetectorSettings()
+    assert s.self_mirror == "auto" and s.image_score == "auto" and s.intensity_weight is None
+    sec = resolved_settings(s, "section")
+    assert (sec.self_mirror, sec.image_score, sec.intensity_weight) == ("geo_gated", "local_max", 0.0)
+    rad = resolved_settings(s, "radiograph")
+    assert (rad.self_mirror, rad.image_score) == ("off", "mean")
+    flair = resolved_settings(replace(s, modality="MR", sequence="FLAIR"), "section")
+    assert flair.intensity_weight == FLAIR_INTENSITY_WEIGHT > 0
+    assert resolved_settings(replace(s, modality="CT", sequence="FLAIR"), "section").intensity_weight == 0.0
+    # what the user set stays set
+    mine = resolved_settings(replace(s, self_mirror="off", image_score="max", intensity_weight=1.5), "section")
+    assert (mine.self_mirror, mine.image_score, mine.intensity_weight) == ("off", "max", 1.5)
+
+
+def test_a_detector_fitted_on_xrays_scores_them_as_radiographs_and_keeps_it(sample_data, effnet, tmp_path):
+    xr = _xrays(sample_data)
+    det = fit_detector(xr[:3], DetectorSettings(input_size=128), backbone=effnet)
+    assert det.kind == "radiograph" and det.settings.self_mirror == "off" and det.settings.image_score == "mean"
+    p = det._prepare(xr[3])
+    assert np.array_equal(det.region_of(p), p.body)  # the body, never a skull's inside
+    out = det.score([xr[3]])[0]
+    assert np.isfinite(out.map).all() and 0 <= out.percentile <= 100
+    det.save(tmp_path / "xr")
+    again = AnomalyDetector.load(tmp_path / "xr", backbone=effnet)
+    assert again.kind == "radiograph" and again.describe()["kind"] == "radiograph"
+    np.testing.assert_allclose(again.score([xr[3]])[0].map, out.map, atol=1e-5)
+
+
+def test_series_sequence_from_description_or_file_name(sample_data, tmp_path):
+    ct = load_study(str(sample_data / "ct-nifti" / "example_ct_sm.nii.gz")).series[0]
+    assert series_sequence(ct) is None  # CT has no MR sequence
+    mr = load_study(str(sample_data / "mr-brain" / "brain1_image.nrrd")).series[0]
+    assert series_sequence(mr) is None
+    flair = tmp_path / "sub-01_FLAIR.nrrd"
+    flair.write_bytes((sample_data / "mr-brain" / "brain1_image.nrrd").read_bytes())
+    s = load_study(str(flair)).series[0]
+    assert s.modality == "MR" and series_sequence(s) == "FLAIR"
+    for desc, want in (("AX T2 FLAIR", "FLAIR"), ("t2_tirm_tra_dark-fluid", "FLAIR"), ("T1 MPRAGE post", None)):
+        assert series_sequence(replace(mr, description=desc, source="/x/1.dcm")) == want
+
+
+# ------------------------------------------------------------------------------------------------ the mirror
+def test_midline_of_a_head_is_near_its_centre_and_reflection_is_an_involution(head):
+    img, _ = head
+    p = prepare(img[14], 256)
+    axis = midline(p.image, p.body)
+    assert axis is not None and abs(axis.angle) < 10 and axis.quality > 0.5
+    xs = np.nonzero(p.body.any(0))[0]
+    assert abs(axis.cx - (xs.min() + xs.max()) / 2) < 12  # through the head's middle
+    back = reflect(reflect(p.image, axis), axis)
+    inner = cv2.erode(p.body.astype(np.uint8), np.ones((15, 15), np.uint8)).astype(bool)
+    assert np.abs(back - p.image)[inner].mean() < 0.02
+
+
+def test_the_mirror_lights_a_one_sided_change_that_the_references_explain(head, effnet):
+    """A bright blob on one side, where the references have bright tissue elsewhere: the bank alone finds a close
+    match (cosine is blind to where), the slice's own mirror does not (its other side is normal)."""
+    img, lab = head
+    normal = [z for z in range(6, 20) if not lab[z].any()]
+    refs = [img[z] for z in normal[:4]]
+    target = img[normal[5]].copy()
+    yy, xx = np.mgrid[:256, :256]
+    blob = (yy - 120) ** 2 + (xx - 90) ** 2 < 12 ** 2
+    target[blob] = np.clip(target[blob] + 0.35, 0, 1)
+    maps = {}
+    for how in ("off", "geo_gated"):
+        det = fit_detector(refs, DetectorSettings(input_size=128, modality="MR", self_mirror=how), backbone=effnet)
+        maps[how] = det.score([target])[0].map
+    ring = cv2.dilate(blob.astype(np.uint8), np.ones((41, 41), np.uint8)).astype(bool) & ~cv2.dilate(
+        blob.astype(np.uint8), np.ones((21, 21), np.uint8)).astype(bool)
+    lift = {h: float(m[blob].mean() - m[ring].mean()) for h, m in maps.items()}
+    assert lift["geo_gated"] > lift["off"]  # the blob stands out of its surroundings more with the mirror
+    assert lift["geo_gated"] > 0.5
+
+
+# ------------------------------------------------------------------------------------------ intensity, guided
+def test_intensity_term_separates_patches_that_differ_only_in_brightness():
+    g = torch.Generator().manual_seed(0)
+    feats = torch.nn.functional.normalize(torch.randn(2, 16, 4, 4, generator=g), dim=1)
+    bank_in = torch.cat([feats[:1], torch.full((1, 1, 4, 4), 0.2)], 1)  # the normal patch, dark
+    query = torch.cat([feats[:1], torch.full((1, 1, 4, 4), 0.8)], 1)  # the same texture, bright
+    d = {}
+    for w in (0.0, 4.0):
+        bank = MemoryBank("cosine", 1000, w)
+        bank.fit(bank_in if w else bank_in[:, :-1], torch.zeros(1, dtype=torch.long))
+        d[w] = float(bank.score(query if w else query[:, :-1]).max())
+    assert d[0.0] < 1e-4  # cosine alone: a perfect match
+    assert d[4.0] == pytest.approx(0.5 * 4.0 ** 2 * 0.6 ** 2, rel=1e-3)  # (w^2 / 2) x (0.8 - 0.2)^2
+
+
+def test_guided_filter_follows_the_slice_edges_inside_the_region():
+    """A blurred map of a bright square spills around it; refined with the square's image as guide (radius 8, the
+    default at 256 px), the spill into a 4-pixel band around the square halves."""
+    guide = np.zeros((1, 64, 64), np.float32)
+    guide[0, 20:40, 20:40] = 1.0  # a bright square: the "lesion"
+    coarse = cv2.GaussianBlur(guide[0], (0, 0), 3)[None]  # a blurred map of it, spilling out
+    region = np.zeros((1, 64, 64), bool)
+    region[0, 5:60, 5:60] = True
+    out = guided_within(coarse, guide, region, radius=8, eps=1e-3)
+    sq = guide[0] > 0
+    band = cv2.dilate(sq.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool) & ~sq
+    spill = {name: float(m[0][band].mean() / m[0][sq].mean()) for name, m in (("blur", coarse), ("guided", out))}
+    assert spill["guided"] < 0.6 * spill["blur"], spill
+    assert out[0, ~region[0]].max() == 0.0
+    assert out[0][region[0]].min() >= coarse[0][region[0]].min() - 1e-6  # no undershoot below the map's range
+    assert out[0][region[0]].max() <= coarse[0][region[0]].max() + 1e-6
