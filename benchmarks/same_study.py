@@ -98,6 +98,8 @@ def score_patient(image_path: Path, mask_path: Path, settings, backbone, device,
                 adapt=replace(settings.adapt, seed=seed))
     det = AnomalyDetector(s, backbone, device).fit([norm(series.slice(i)) for i in refs])
     test = [z for z in head if z not in refs]
+    if not test:
+        return None
     res = score_series(det, series, test, normalizer=norm)
     colour = det.calibration.pixel_value_at(COLOUR_PERCENTILE) if det.calibration is not None else 1.0
     return {"label": np.array([mask[z].any() for z in test]), "pct": np.array([res.results[z].percentile for z in test]),

@@ -173,3 +173,24 @@ def test_guided_filter_follows_the_slice_edges_inside_the_region():
     assert out[0, ~region[0]].max() == 0.0
     assert out[0][region[0]].min() >= coarse[0][region[0]].min() - 1e-6  # no undershoot below the map's range
     assert out[0][region[0]].max() <= coarse[0][region[0]].max() + 1e-6
+
+
+def test_why_explains_the_mirror_beside_the_bank_match(head, effnet):
+    """The Why panel's numbers are the ones scoring used: with the mirror on, the bank's distance, the mirror's,
+    and the two joined (geometric mean), which is what is compared with the normal range."""
+    from medad_viewer.engine.explain import explain_point
+
+    img, lab = head
+    normal = [z for z in range(6, 20) if not lab[z].any()]
+    det = fit_detector([img[z] for z in normal[:4]], DetectorSettings(input_size=128, modality="MR"),
+                       backbone=effnet)
+    assert det.settings.self_mirror == "geo_gated"
+    tumour = max(range(img.shape[0]), key=lambda z: lab[z].sum())
+    ys, xs = np.nonzero(lab[tumour])
+    e = explain_point(det, img[tumour], int(ys.mean()), int(xs.mean()))
+    assert e.mirror_distance is not None and e.joined_distance is not None
+    assert e.joined_distance == pytest.approx(np.sqrt(max(e.distance, 0) * max(e.mirror_distance, 0)), rel=1e-4)
+    plain = fit_detector([img[z] for z in normal[:4]], DetectorSettings(input_size=128, modality="MR",
+                                                                       self_mirror="off"), backbone=effnet)
+    e0 = explain_point(plain, img[tumour], int(ys.mean()), int(xs.mean()))
+    assert e0.mirror_distance is None and e0.joined_distance is None

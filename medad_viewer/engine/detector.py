@@ -405,6 +405,12 @@ class AnomalyDetector:
                      where: torch.Tensor) -> torch.Tensor:
         """The bank's patch distances `d` joined with each patch's distance to the nearest patch of the slice's own
         mirror image (reflected about its symmetry axis) within `mirror_radius` cells of the same place."""
+        return self.join_mirror(d, self.mirror_distance(d, patches, prepared, where))
+
+    def mirror_distance(self, d: torch.Tensor, patches: torch.Tensor, prepared: Sequence[PreparedSlice],
+                        where: torch.Tensor) -> torch.Tensor:
+        """(B, g, g) each patch's distance to the slice's own mirror near the same place, gated ("*_gated") by how
+        much more unusual the mirrored place is to the bank (`d`: the bank's distances)."""
         mirrored, axes = [], []
         for p in prepared:
             axis = midline(p.image, p.body)
@@ -422,8 +428,7 @@ class AnomalyDetector:
                 mp = self._patches(self.model.features(self._to_input(mirrored)).seg, prepared, mirrored)
             dm = neighbourhood_distance(patches, mp, self.settings.mirror_radius,
                                         self.settings.intensity_weight) * where
-        how = self.settings.self_mirror
-        if how.endswith("_gated"):
+        if self.settings.self_mirror.endswith("_gated"):
             # The healthy side of a one-sided lesion differs from its mirror as much as the lesion does; of the two,
             # only the one farther from the normal references keeps its asymmetry.
             g = d.shape[-1]
@@ -432,6 +437,13 @@ class AnomalyDetector:
                               reflect(d_np[i], a, grid_scale=g / float(self.size)) for i, a in enumerate(axes)])
             other = torch.from_numpy(other).to(d.device)
             dm = dm * torch.where(other > d, d / other.clamp_min(1e-6), torch.ones_like(d)) ** self.settings.mirror_gate_power
+        return dm
+
+    def join_mirror(self, d: torch.Tensor, dm: torch.Tensor) -> torch.Tensor:
+        """The bank's distances and the mirror's joined as `self_mirror` says: "min", "mean" or "geo" (geometric
+        mean: a patch is anomalous only when unlike both the references and its own other side)."""
+        how = self.settings.self_mirror
+        if how.endswith("_gated"):
             how = how[: -len("_gated")]
         if how == "min":
             return torch.minimum(d, dm)

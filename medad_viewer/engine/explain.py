@@ -58,6 +58,10 @@ class Explanation:
     reference: int | None = None  # which reference, in the order the detector was fitted on them
     mirrored: bool = False  # the match is in the reference's mirrored (left-right) copy
     reference_cell: tuple[int, int] | None = None  # the match on the owner's grid (the mirrored image's if mirrored)
+    # With the slice's own mirror (`DetectorSettings.self_mirror`): the patch's distance to the same place of its
+    # own mirror image (gated), and the two joined as scoring joins them: the bank component's raw value.
+    mirror_distance: float | None = None
+    joined_distance: float | None = None
     missing: str = ""  # what could not be explained, in plain words ("" when nothing is missing)
 
     @property
@@ -70,7 +74,8 @@ class Explanation:
         b = self.bank
         if self.distance is None or b is None:
             return None
-        return (self.distance - b.normal_median) / b.normal_spread
+        d = self.distance if self.joined_distance is None else self.joined_distance
+        return (d - b.normal_median) / b.normal_spread
 
     def reference_box(self, shape: tuple[int, int]) -> Box | None:
         """The matched patch's pixels in its reference slice of `shape` (rows, columns): for a mirrored copy, where
@@ -162,5 +167,11 @@ def explain_point(detector: AnomalyDetector, image: np.ndarray, row: int, column
     else:
         flat = int(det.bank.cells[entry])
         ref_cell = (flat // grid, flat % grid)
+    mirror = joined = None
+    if det.settings.self_mirror != "off":
+        dm = det.mirror_distance(dist, patches, [p], where)
+        mirror = float(dm[0, cell[0], cell[1]])
+        joined = float(det.join_mirror(dist, dm)[0, cell[0], cell[1]])
     return Explanation(**out, entry=entry, distance=float(dist[0, cell[0], cell[1]]), owner=owner,
-                       reference=reference, mirrored=mirrored, reference_cell=ref_cell, missing=missing)
+                       reference=reference, mirrored=mirrored, reference_cell=ref_cell, missing=missing,
+                       mirror_distance=mirror, joined_distance=joined)

@@ -249,8 +249,14 @@ def describe(ans: WhyAnswer) -> WhyTexts:
             judged = ": within the normal range, above the normal median"
         else:
             judged = ": as close as normal patches usually are"
-        t.distance = (f"Distance to it {e.distance:.3f} ({metric}); normal patches lie {b.normal_median:.3f} (median) "
-                      f"to {b.normal_median + b.normal_spread:.3f} (99th percentile) from theirs{judged}.")
+        if e.joined_distance is None:
+            t.distance = (f"Distance to it {e.distance:.3f} ({metric}); normal patches lie {b.normal_median:.3f} "
+                          f"(median) to {b.normal_median + b.normal_spread:.3f} (99th percentile) from theirs{judged}.")
+        else:
+            t.distance = (f"Distance to it {e.distance:.3f} ({metric}); to the same place of this slice's own "
+                          f"mirror image {e.mirror_distance:.3f}; together {e.joined_distance:.3f}, where normal "
+                          f"patches lie {b.normal_median:.3f} (median) to {b.normal_median + b.normal_spread:.3f} "
+                          f"(99th percentile){judged}.")
     pct = "" if e.map_percentile is None else f", hotter than {e.map_percentile:.1f}% of normal pixels"
     t.distance += ("\n" if t.distance else "") + f"Map value here {e.map_value:.2f} (1 = normal 99th percentile){pct}."
     if not e.inside_region:
