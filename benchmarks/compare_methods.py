@@ -53,6 +53,11 @@ def variants(base: DetectorSettings) -> dict[str, DetectorSettings]:
         "recipe": replace(mem, levels=(1, 2), metric="l2", bank_flip=False, image_score="max",
                           image_score_contrast=0.0, scoring_region="image", self_mirror="off", guided_radius=0,
                           smoothing_sigma=4.0, intensity_weight=0.0),
+        # The defaults before issue 19: no mirror, the slice-median contrast, sigma 4 without the guided filter, no
+        # intensity term, every image as a head cross-section (plain chest X-rays got the skull search).
+        "previous-default": replace(mem, modality="MR", self_mirror="off", image_score="local_max",
+                                    image_score_contrast=1.0, smoothing_sigma=4.0, guided_radius=0,
+                                    intensity_weight=0.0),
         # Each default of issue 19 against the simpler alternative:
         "no-mirror": replace(mem, self_mirror="off"),  # no slice's own mirror on cross-sections
         "mirror-ungated": replace(mem, self_mirror="geo"),

@@ -13,9 +13,12 @@ References: the volume's head slices (>= 15 % of pixels above 20 on the 8-bit vo
 spread over its levels: seed 0 at 20 %, 40 %, 60 %, 80 % of them (k = 4; 10 %..90 % otherwise), other seeds one
 random slice from each of k equal strata of 10 %..90 %. Every other head slice is scored.
 
+Also where the scoring region and the map's hottest normal pixels lie: the share of lesion pixels inside the
+scoring region, and of the top 1 % map pixels of normal slices, the share within 10 px of the head's outline.
+
 Metrics, at the app's default thresholds (a slice flagged at >= the 95th percentile of normal, a pixel coloured at
 >= the map value of the 99th percentile of normal pixels): slice AUROC (of the percentile the window ranks by),
-pixel AUROC over head pixels, lesion / normal slices flagged, lesion pixels / normal head pixels coloured (the
+pixel AUROC (every pixel, as `eval`; and over head pixels only), lesion / normal slices flagged, lesion pixels / normal head pixels coloured (the
 latter also on normal slices alone), and the lesion pixels coloured at the threshold that colours 2 % of normal
 head pixels. Prints one line per fold and seed, the summary, and a JSON line last.
 """
@@ -38,8 +41,10 @@ from medad_viewer.engine.metrics import image_auroc, pixel_auroc  # noqa: E402
 
 HEAD_LEVEL, HEAD_MIN_SHARE = 20, 0.15  # as build_devset.py
 FLAG_PERCENTILE, COLOUR_PERCENTILE = 95.0, 99.0  # the window's defaults (gui/ranking.py, review/results.py)
-METRICS = ("slice_auroc", "pixel_auroc", "lesion_flagged", "normal_flagged", "lesion_px_coloured",
-           "normal_head_px_coloured", "normal_slice_px_coloured", "lesion_px_at_2pct")
+METRICS = ("slice_auroc", "pixel_auroc", "pixel_auroc_head", "lesion_flagged", "normal_flagged",
+           "lesion_px_coloured", "normal_head_px_coloured", "normal_slice_px_coloured", "lesion_px_at_2pct",
+           "lesion_px_in_region", "normal_top1_near_edge")
+EDGE_PX = 10  # "near the head's edge": within this many pixels of the head outline (scalp, skull, orbits)
 
 
 def cases(set_name: str, sample_data: Path) -> list[tuple[str, Path, Path]]:
@@ -102,9 +107,25 @@ def score_patient(image_path: Path, mask_path: Path, settings, backbone, device,
         return None
     res = score_series(det, series, test, normalizer=norm)
     colour = det.calibration.pixel_value_at(COLOUR_PERCENTILE) if det.calibration is not None else 1.0
+    import cv2
+
+    from medad_viewer.engine.preprocess import restore
+
+    regions, edge_dist = [], []
+    for z in test:
+        p = det._prepare(norm(series.slice(z)))
+        regions.append(restore(det.region_of(p).astype(np.float32), p) > 0.5)
+        head_z = (v8[z] > HEAD_LEVEL).astype(np.uint8)
+        n, cc, stats, _ = cv2.connectedComponentsWithStats(head_z)
+        if n > 1:  # the head: the largest component, holes filled
+            head_z = (cc == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))).astype(np.uint8)
+            cs, _ = cv2.findContours(head_z, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+            head_z = cv2.drawContours(np.zeros_like(head_z), cs, -1, 1, -1)
+        edge_dist.append(cv2.distanceTransform(head_z, cv2.DIST_L2, 3))
     return {"label": np.array([mask[z].any() for z in test]), "pct": np.array([res.results[z].percentile for z in test]),
             "maps": np.stack([res.results[z].map for z in test]).astype(np.float16), "masks": mask[test],
             "heads": v8[test] > HEAD_LEVEL, "colour": float(colour), "kind": det.kind,
+            "regions": np.stack(regions), "edge_dist": np.stack(edge_dist).astype(np.float16),
             "intensity_weight": det.settings.intensity_weight}
 
 
@@ -131,11 +152,31 @@ def summarise(parts: list[dict]) -> dict:
     out["normal_head_px_coloured"] = coloured["n"][0] / coloured["n"][1] if coloured["n"][1] else None
     out["normal_slice_px_coloured"] = coloured["ns"][0] / coloured["ns"][1] if coloured["ns"][1] else None
     out["lesion_px_at_2pct"] = float((lv >= np.quantile(nv, 0.98)).mean()) if lv.size and nv.size else None
+    # Pixel AUROC as `eval` computes it (every pixel of the scored slices: air, outside the region, a perfect
+    # match), and over head pixels only (lesion against the rest of the head: stricter).
+    out["pixel_auroc"] = pixel_auroc(np.concatenate([p["masks"].ravel() for p in parts]),
+                                     np.concatenate([p["maps"].astype(np.float32).ravel() for p in parts]))
     if lv.size and nv.size:
-        out["pixel_auroc"] = pixel_auroc(np.concatenate([np.ones(lv.size, bool), np.zeros(nv.size, bool)]),
-                                         np.concatenate([lv, nv]))
+        out["pixel_auroc_head"] = pixel_auroc(np.concatenate([np.ones(lv.size, bool), np.zeros(nv.size, bool)]),
+                                              np.concatenate([lv, nv]))
     else:
-        out["pixel_auroc"] = None
+        out["pixel_auroc_head"] = None
+    # The scoring region and where the hottest normal pixels lie: lesion pixels inside the region (goal >= 99 %);
+    # of the top 1 % map pixels of normal slices' heads, the share within EDGE_PX of the head's outline.
+    les_total = sum(int(p["masks"].sum()) for p in parts)
+    out["lesion_px_in_region"] = (sum(int((p["masks"] & p["regions"]).sum()) for p in parts) / les_total
+                                  if les_total else None)
+    nsv = np.concatenate(normal_slice_v)
+    out["normal_top1_near_edge"] = None
+    if nsv.size:
+        top = np.quantile(nsv, 0.99)
+        near = total = 0
+        for p in parts:
+            ns = p["heads"] & ~p["masks"] & ~p["label"][:, None, None]
+            hot = ns & (p["maps"].astype(np.float32) >= top)
+            near += int((hot & (p["edge_dist"].astype(np.float32) <= EDGE_PX)).sum())
+            total += int(hot.sum())
+        out["normal_top1_near_edge"] = near / total if total else None
     return out
 
 
@@ -174,8 +215,7 @@ def run(settings, set_name: str, k: int, seeds: list[int], folds: int, sample_da
 def fmt(result: dict) -> str:
     """One line: each metric's mean over folds x seeds, (worst seed; each fold's mean)."""
     parts = []
-    for m in ("slice_auroc", "pixel_auroc", "lesion_flagged", "normal_flagged", "lesion_px_coloured",
-              "normal_head_px_coloured", "normal_slice_px_coloured", "lesion_px_at_2pct"):
+    for m in METRICS:
         if result["mean"].get(m) is None:
             continue
         folds = "/".join(f"{np.mean([r[m] for r in f['per_seed'] if r.get(m) is not None]):.3f}"

@@ -652,3 +652,19 @@ def test_the_window_fits_a_laptop_screen_with_every_panel(qtbot, tmp_path):
     hint = w.minimumSizeHint()
     assert hint.width() <= 1366 and hint.height() <= 768, (hint.width(), hint.height())
     close_window(qtbot, w)
+
+
+def test_a_flair_series_reaches_the_engine_as_flair(qtbot, tmp_path, sample_data):
+    """The window tells the engine the sequence the series says (its file name here), which turns the FLAIR
+    intensity term on; a series that does not say gets None."""
+    flair = tmp_path / "patient7_flair.nrrd"
+    shutil.copyfile(sample_data / "mr-brain" / "brain1_image.nrrd", flair)
+    w = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    qtbot.addWidget(w)
+    open_study(qtbot, w, flair)
+    d = w.detector_settings()
+    assert d["modality"] == "MR" and d["sequence"] == "FLAIR"
+    assert DetectorSettings.from_dict(d).sequence == "FLAIR"
+    open_study(qtbot, w, sample_data / "mr-brain" / "brain2_image.nrrd")
+    assert w.detector_settings()["sequence"] is None
+    close_window(qtbot, w)
