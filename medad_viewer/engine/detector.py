@@ -219,7 +219,8 @@ class AnomalyDetector:
     def describe(self) -> dict:
         return {"method": self.settings.method, "kind": self.kind, "backbone": self.backbone.name, "weights": self.backbone.weights,
                 "pretrained": self.backbone.pretrained, "device": str(self.device), "input_size": self.size,
-                "levels": self.levels, "software": f"medad-viewer {__version__}"}
+                "levels": self.levels, "software": f"medad-viewer {__version__}",
+                "settings": self.settings.to_dict()}  # as they ran: "auto" values settled for the kind and sequence
 
     # ------------------------------------------------------------------------------------------------------ fit
     def fit(self, references: Sequence[np.ndarray], progress: Callable[[float, str], None] = no_progress,

@@ -546,7 +546,8 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
         self._update_backbone_label()
         if run.state == DONE:
             outcome = run.outcome
-            self.session.settings = outcome.detector | {"settings": self._settings_dict()}
+            self.session.settings = outcome.detector | {
+                "settings": outcome.detector.get("settings") or self._settings_dict()}  # as they ran
             self.save_session()
             self.app_settings.set_seconds_per_slice(self.model.seconds_per_slice)
             res = outcome.results
