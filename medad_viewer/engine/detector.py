@@ -271,20 +271,21 @@ class AnomalyDetector:
         for start in range(0, len(images), batch_size):
             cancel.raise_if_cancelled()
             batch = [self._prepare(im) for im in images[start: start + batch_size]]
-            for j, r in enumerate(self.score_prepared(batch)):
+            for j, r in enumerate(self.score_prepared(batch, cancel)):
                 results.append(r)
                 if on_result is not None:
                     on_result(start + j, r)
             progress(len(results) / len(images), f"Scored {len(results)} of {len(images)} slices")
         return results
 
-    def score_prepared(self, prepared: Sequence[PreparedSlice]) -> list[ScoredImage]:
+    def score_prepared(self, prepared: Sequence[PreparedSlice], cancel: CancelToken | None = None
+                       ) -> list[ScoredImage]:
         """Prepared slices -> features -> (adapters) -> map -> image score -> percentile of normal; each map back
-        on its slice's own pixel grid."""
+        on its slice's own pixel grid. `cancel` is also checked between the stages of the batch."""
         if not prepared:
             return []
         regions = np.stack([self.region_of(p) for p in prepared])
-        finals = self._fuse(self._component_maps(prepared, regions), regions)
+        finals = self._fuse(self._component_maps(prepared, regions, cancel=cancel), regions)
         out = []
         for m, p, raw in zip(finals, prepared, self._image_scores(finals, regions)):
             out.append(ScoredImage(restore(m, p), raw, self._percentile(raw)))
@@ -374,19 +375,22 @@ class AnomalyDetector:
 
     @torch.no_grad()
     def _component_maps(self, prepared: Sequence[PreparedSlice], regions: np.ndarray,
-                        exclude_owners: tuple[int, ...] = (), feats: LevelFeatures | None = None
-                        ) -> dict[str, np.ndarray]:
+                        exclude_owners: tuple[int, ...] = (), feats: LevelFeatures | None = None,
+                        cancel: CancelToken | None = None) -> dict[str, np.ndarray]:
         """Per component ("bank", "head" or "text"), (B, S, S) raw maps smoothed within each slice's region
         (`regions`, (B, S, S) bool, from `region_of`). exclude_owners: bank entries hidden (calibration). feats:
         the slices' `_features`, when the caller has them already (engine.explain)."""
+        cancel = cancel or CancelToken()
         feats = self._features(prepared) if feats is None else feats
         raw: dict[str, torch.Tensor] = {}
         if self.bank is not None:
+            cancel.raise_if_cancelled()
             patches = self._patches(feats.seg, prepared)
             # Only patches that the region's smoothed, upsampled map can read: those touching it and their neighbours.
             where = cells_touching(torch.from_numpy(regions).to(self.device), patches.shape[-1], grow=1)
             d = self.bank.score(self.bank_view(patches), exclude_owners=exclude_owners, where=where)
             if self.settings.self_mirror != "off":
+                cancel.raise_if_cancelled()  # the mirror is a second forward pass
                 d = self._with_mirror(d, patches, prepared, where)
             raw["bank"] = combine_levels([d], self.size)
         if self.model.heads is not None:
@@ -395,6 +399,7 @@ class AnomalyDetector:
             probs = [torch.sigmoid(l) for l in level_logits]
             raw["text" if self.backbone.is_vision_language else "head"] = combine_levels(probs, self.size)
         sigma = self.settings.smoothing_sigma * self.size / 256.0
+        cancel.raise_if_cancelled()
         out = {k: smooth_within(v, regions, sigma) for k, v in raw.items()}
         if self.settings.guided_radius > 0:
             guides = np.stack([p.image for p in prepared])

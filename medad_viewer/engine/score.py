@@ -81,7 +81,7 @@ def score_series(detector: AnomalyDetector, series, indices: Sequence[int] | Non
         cancel.raise_if_cancelled()
         chunk = idx[start: start + batch_size]
         imgs = [norm(series.slice(i)) for i in chunk]
-        scored: list[ScoredImage] = detector.score(imgs, batch_size=batch_size)
+        scored: list[ScoredImage] = detector.score(imgs, batch_size=batch_size, cancel=cancel)
         for i, r in zip(chunk, scored):
             s = SliceScore(i, r.score, r.percentile, r.map)
             done += 1
