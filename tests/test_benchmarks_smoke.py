@@ -99,8 +99,11 @@ def test_build_devset_then_compare_methods_on_both_protocols(tmp_path, sample_da
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in devset.iterdir()) == ["mr-brain-a", "mr-brain-b"]
     assert len(list((devset / "mr-brain-b" / "test" / "Ungood" / "img").glob("*.png"))) == 7  # brain1's tumour slices
+    cache = tmp_path / "features"
     out = run_script("compare_methods.py", "--devset", str(devset), "--sets", "mr,mr-same", "--folds", "mr-brain-b",
-                     "--seeds", "0", "--k", "2", "--variants", "memory", tmp_path=tmp_path, timeout=300)
+                     "--seeds", "0", "--k", "2", "--variants", "memory", "--feature-cache", str(cache),
+                     tmp_path=tmp_path, timeout=300)
+    assert list(cache.glob("*.pt")), "the sweep's feature cache (feature_cache.py) wrote nothing"
     assert out["backbone"] == "efficientnet-lite2" and "ImageNet" in out["weights"]  # says what made the figures
     mr = out["results"]["memory"]["mr"]
     assert mr["image_auroc"]["mean"] >= 0.7  # brain1's tumour slices rank above its normal slices
