@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__
-from .engine.defaults import DEFAULT_METHOD
+from .engine.defaults import DEFAULT_METHOD, KIND_WORDS
 from .io.atomic import json_default
 
 PROG = "medad-viewer"
@@ -258,6 +258,7 @@ def cmd_score(args) -> int:
         np.array([scores.results[i].score for i in ordered]), np.array([scores.results[i].percentile for i in ordered]),
         np.stack([scores.results[i].map for i in ordered]).astype(np.float32), run))
     top = sorted(ordered, key=lambda i: -scores.results[i].score)[:5]
+    print(f"scored as {KIND_WORDS.get(detector.kind, detector.kind)}", file=sys.stderr)
     print(f"wrote {out}/scores.csv, maps.npy, run.json; highest: "
           + ", ".join(f"slice {i} ({scores.results[i].percentile:.1f} pct)" for i in top), file=sys.stderr)
     if args.report:

@@ -45,6 +45,9 @@ def test_score_ct_series_writes_scores_maps_and_run(tmp_path, sample_data, capsy
     assert all(0.0 <= float(r["percentile"]) <= 100.0 for r in rows)
     text = (out / "run.json").read_text()
     assert "PatientName" not in text
+    # CT is a cross-section: the slice's own mirror joins; run.json keeps the settings as they ran
+    assert run.run["kind"] == "section" and run.run["settings"]["self_mirror"] == "geo_gated"
+    assert "scored as cross-sections" in capsys.readouterr().err
 
 
 def test_score_xray_png_end_to_end(tmp_path, sample_data):
@@ -58,6 +61,9 @@ def test_score_xray_png_end_to_end(tmp_path, sample_data):
     h, w = cv2.imread(str(x / "tbx11k_tb0005_tb.png"), cv2.IMREAD_UNCHANGED).shape[:2]
     assert run.maps.shape == (1, h, w)
     assert len(run.run["references"]) == 2
+    # plain PNGs, modality unknown: half the references look like radiographs, so the study is one
+    assert run.run["kind"] == "radiograph"
+    assert run.run["settings"]["self_mirror"] == "off" and run.run["settings"]["image_score"] == "mean"
 
 
 def test_score_reports_bad_references_without_traceback(tmp_path, sample_data, capsys):

@@ -123,6 +123,7 @@ def test_references_adapt_score_review_and_reopen(qtbot, tmp_path, ct_study, app
         assert not w.analysis.run_button.isEnabled() and w.analysis.cancel_button.isEnabled()
     outcome = blocker.args[0]
     assert not outcome.from_cache
+    assert "as cross-sections" in w.analysis.stage.text()  # the user is told how the study was scored
     res = w.results[w.series.uid]
     assert sorted(res.results) == list(range(20))
     assert all(r.map.shape == (512, 512) for r in res.results.values())

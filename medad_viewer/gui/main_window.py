@@ -15,6 +15,7 @@ from PySide6.QtCore import QSettings, QTimer, Signal
 from PySide6.QtWidgets import QMainWindow, QMessageBox, QWidget
 
 from ..io import series_sequence
+from ..engine.defaults import KIND_WORDS
 from ..paths import DEMO_REFERENCES, DEMO_STUDY
 from ..review.adaptation_cache import AdaptationCache
 from ..review.references import ReferenceSet
@@ -552,7 +553,9 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
             self.app_settings.set_seconds_per_slice(self.model.seconds_per_slice)
             res = outcome.results
             how = "reused the cached adaptation" if outcome.from_cache else f"adaptation {outcome.fit_seconds:.0f} s"
-            msg = f"Scored {len(res)} slices in {time.monotonic() - run.started:.0f} s ({how})."
+            kind = KIND_WORDS.get(outcome.detector.get("kind") or "", "")
+            msg = (f"Scored {len(res)} slices in {time.monotonic() - run.started:.0f} s ({how})"
+                   + (f", as {kind}." if kind else "."))
             if not outcome.detector.get("pretrained", True):
                 msg += " ⚠ The backbone has UNTRAINED weights: these scores are meaningless."
             self.analysis.show_progress(1.0, msg, None)
