@@ -69,7 +69,7 @@ def _eight_bit(vol: np.ndarray) -> np.ndarray:
     return np.clip((vol - lo) / max(hi - lo, 1e-6) * 255.0, 0, 255).astype(np.float32)
 
 
-def pick_references(head: list[int], free: list[int], k: int, seed: int) -> list[int]:
+def pick_references(free: list[int], k: int, seed: int) -> list[int]:
     if not free:
         return []
     if seed == 0:
@@ -95,7 +95,7 @@ def score_patient(image_path: Path, mask_path: Path, settings, backbone, device,
     v8 = _eight_bit(vol)
     head = [z for z in range(len(vol)) if (v8[z] > HEAD_LEVEL).mean() >= HEAD_MIN_SHARE]
     free = [z for z in head if not mask[z].any()]
-    refs = pick_references(head, free, k, seed)
+    refs = pick_references(free, k, seed)
     if len(refs) < min(k, 2):
         return None
     norm = normalizer_for_series(series)

@@ -239,7 +239,6 @@ def cmd_score(args) -> int:
         **detector.describe(),
         "target": series_record(target),
         "references": ref_records,
-        "settings": detector.settings.to_dict(),  # as they ran ("auto" settled for the image kind and sequence)
         "threshold_percentile": 99.0,
         "calibration": None if cal is None else {
             "pixel_value_at": {str(p): cal.pixel_value_at(p) for p in (90, 95, 99, 99.9)},

@@ -22,7 +22,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -38,8 +38,7 @@ from .defaults import DEFAULT_BACKBONE, DEFAULT_METHOD
 from .image_score import image_scores
 from .jobs import CancelToken, no_progress, sub_progress
 from .maps import cells_touching, combine_levels, fuse, guided_within, smooth_within
-from .memory_bank import (MemoryBank, local_intensity, neighbourhood_distance, neighbourhood_sq_distance,
-                          patch_features)
+from .memory_bank import MemoryBank, neighbourhood_distance, patch_features
 from .model import AnomalyModel, LevelFeatures, class_text_embeddings
 from .preprocess import RADIOGRAPH_MODALITIES, PreparedSlice, image_kind, prepare, restore
 from .symmetry import midline, reflect
@@ -95,14 +94,12 @@ class DetectorSettings:
     # "*_gated": the mirror's distance x (bank distance here / bank distance at the mirrored place) ** this power
     # where the mirrored place is the more unusual one, so the healthy side of a one-sided lesion is not lit up
     mirror_gate_power: float = 2.0
-    mirror_features: str = "cnn"  # "cnn": the backbone's patch features of the mirror; "intensity": local mean/spread
     # > 0: a patch match also costs (w² / 2) x the squared difference of the two patches' mean intensities ([0, 1]
     # units of the prepared slice), on top of 1 - cosine similarity, which alone is blind to brightness. None: by the
     # MR sequence (`resolved_settings`): FLAIR_INTENSITY_WEIGHT on FLAIR, where a lesion is hyperintense (Meissen et
     # al. 2021), else 0 (on T1c it costs: BRATS T1c image AUROC 0.905 -> 0.832 at 4).
     intensity_weight: float | None = None
     bank_intensity: bool = True  # the intensity term in the bank's matches too (else only in the mirror's)
-    intensity_norm: str = "none"
     modality: str = "OT"
     sequence: str | None = None  # the MR sequence when the series says ("FLAIR", `io.series_sequence`), else None
     organ: str | None = None
@@ -138,21 +135,19 @@ def resolved_settings(settings: DetectorSettings, kind: str | None = None) -> De
     the image score is the largest local mean (a lesion is local). Radiographs (chest X-rays): no mirror (the heart
     is not), and the image score is the mean of the map over the body (pneumonia and other opacities are diffuse).
     The intensity term, when None, is settled by the sequence alone (kind None settles only that)."""
-    from dataclasses import replace as _replace
-
     changes = {}
     if settings.intensity_weight is None:
         flair = ((settings.sequence or "").upper() == "FLAIR" and (settings.modality or "OT").upper() in ("MR", "OT")
                  and settings.metric == "cosine")
         changes["intensity_weight"] = FLAIR_INTENSITY_WEIGHT if flair else 0.0
     if kind is None:
-        return _replace(settings, **changes) if changes else settings
+        return replace(settings, **changes) if changes else settings
     section = kind != "radiograph"
     if settings.self_mirror == "auto":
         changes["self_mirror"] = "geo_gated" if section else "off"
     if settings.image_score == "auto":
         changes["image_score"] = "local_max" if section else "mean"
-    return _replace(settings, **changes) if changes else settings
+    return replace(settings, **changes) if changes else settings
 
 
 @dataclass
@@ -238,7 +233,7 @@ class AnomalyDetector:
         prepared = [self._prepare(r) for r in references]
         self._resolve_kind(prepared)
         if self.kind == "radiograph" and (s.modality or "OT").upper() not in RADIOGRAPH_MODALITIES:
-            prepared = [self._prepare(r) for r in references]  # the body of a radiograph, not a skull's inside
+            prepared = [replace(p, region=p.body) for p in prepared]  # a radiograph's body, as `prepare` gives it
         self.reference_hashes = [hashlib.sha1(np.ascontiguousarray(r, dtype=np.float32).tobytes()).hexdigest()[:16]
                                  for r in references]
         if s.method == "adapted":
@@ -355,9 +350,6 @@ class AnomalyDetector:
         out = patch_features(seg, grid, self.settings.aggregate_kernel)
         if self.settings.intensity_weight > 0:
             imgs = [p.image for p in prepared] if images is None else images
-            if self.settings.intensity_norm == "median":  # relative to the slice's typical tissue
-                imgs = [im / max(float(np.median(p.image[self.region_of(p)])), 0.05) * 0.5
-                        if self.region_of(p).any() else im for im, p in zip(imgs, prepared)]
             x = torch.from_numpy(np.stack(imgs).astype(np.float32)).unsqueeze(1).to(out.device)
             out = torch.cat([out, patch_features([x], grid, self.settings.aggregate_kernel)], 1)
         return out
@@ -422,18 +414,9 @@ class AnomalyDetector:
             axis = midline(p.image, p.body)
             axes.append(axis)
             mirrored.append(p.image if axis is None else reflect(p.image, axis))
-        if self.settings.mirror_features == "intensity":
-            # Without a second forward pass: the local mean and spread of intensity at each cell against the
-            # mirror's, as a squared distance (its scale is immaterial: the normal scale of the map absorbs it).
-            g = patches.shape[-1]
-            qd, md = (local_intensity(list(imgs), g, self.settings.aggregate_kernel).to(d.device)
-                      for imgs in ([p.image for p in prepared], mirrored))
-            dm = neighbourhood_sq_distance(qd, md, self.settings.mirror_radius) * where
-        else:
-            with torch.no_grad():
-                mp = self._patches(self.model.features(self._to_input(mirrored)).seg, prepared, mirrored)
-            dm = neighbourhood_distance(patches, mp, self.settings.mirror_radius,
-                                        self.settings.intensity_weight) * where
+        with torch.no_grad():
+            mp = self._patches(self.model.features(self._to_input(mirrored)).seg, prepared, mirrored)
+        dm = neighbourhood_distance(patches, mp, self.settings.mirror_radius, self.settings.intensity_weight) * where
         if self.settings.self_mirror.endswith("_gated"):
             # The healthy side of a one-sided lesion differs from its mirror as much as the lesion does; of the two,
             # only the one farther from the normal references keeps its asymmetry.
@@ -532,7 +515,6 @@ class AnomalyDetector:
             **self.describe(),
             "weights_id": self.backbone.weights_id,
             "reference_hashes": self.reference_hashes,
-            "settings": self.settings.to_dict(),
             "component_scale": self.component_scale,
             "adapt_report": None if self.adapt_report is None else asdict(self.adapt_report),
             "timings": self.timings,

@@ -57,31 +57,9 @@ def neighbourhood_distance(query: torch.Tensor, other: torch.Tensor, radius: int
     cols = F.unfold(o, k, padding=radius).view(b, c, k * k, g * g)
     sim = (cols * q.view(b, c, 1, g * g)).sum(1)
     if qi is not None:
-        icol = F.unfold(oi.unsqueeze(1), k, padding=radius, ).view(b, k * k, g * g)
+        icol = F.unfold(oi.unsqueeze(1), k, padding=radius).view(b, k * k, g * g)
         sim = sim - 0.5 * intensity_weight ** 2 * (icol - qi.reshape(b, 1, g * g)) ** 2
     return (1.0 - sim.amax(1)).clamp_min(0.0).view(b, g, g)
-
-
-def local_intensity(images: list, grid: int, kernel: int = 3) -> torch.Tensor:
-    """(B, 2, grid, grid): each cell's mean intensity and its standard deviation, on the patch grid."""
-    x = torch.from_numpy(__import__("numpy").stack(images).astype("float32")).unsqueeze(1)
-    mean = F.adaptive_avg_pool2d(x, (grid, grid))
-    sq = F.adaptive_avg_pool2d(x * x, (grid, grid))
-    std = (sq - mean * mean).clamp_min(0).sqrt()
-    return local_aggregate(torch.cat([mean, std], 1), kernel)
-
-
-def neighbourhood_sq_distance(query: torch.Tensor, other: torch.Tensor, radius: int = 1) -> torch.Tensor:
-    """(B, C, g, g) x (B, C, g, g) -> (B, g, g): the smallest squared Euclidean distance of each query cell to the
-    cells of `other` within `radius` cells of the same place."""
-    b, c, g, _ = query.shape
-    k = 2 * radius + 1
-    cols = F.unfold(other, k, padding=radius).view(b, c, k * k, g * g)
-    # Off the grid (zero padding) must not look like a match: use a large distance there.
-    valid = F.unfold(torch.ones_like(other[:, :1]), k, padding=radius).view(b, 1, k * k, g * g) > 0
-    d = ((cols - query.view(b, c, 1, g * g)) ** 2).sum(1, keepdim=True)
-    d = torch.where(valid, d, torch.full_like(d, 1e6))
-    return d.amin(2).view(b, g, g)
 
 
 def greedy_coreset(feats: torch.Tensor, size: int, seed: int = 0, proj_dim: int = 128) -> torch.Tensor:

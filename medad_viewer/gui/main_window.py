@@ -547,8 +547,7 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
         self._update_backbone_label()
         if run.state == DONE:
             outcome = run.outcome
-            self.session.settings = outcome.detector | {
-                "settings": outcome.detector.get("settings") or self._settings_dict()}  # as they ran
+            self.session.settings = dict(outcome.detector)  # describe(): with the settings as they ran
             self.save_session()
             self.app_settings.set_seconds_per_slice(self.model.seconds_per_slice)
             res = outcome.results
@@ -569,10 +568,6 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
             self.analysis.show_message(f"Cancelled. {n} of {run.num_slices} slices were scored; their maps are kept.")
             self.analysis.progress.setValue(0)
             self.scoringCancelled.emit()
-
-    def _settings_dict(self) -> dict:
-        s = self.detector_settings()
-        return s if isinstance(s, dict) else s.to_dict()
 
     def _job_done(self) -> None:
         self.job = None
