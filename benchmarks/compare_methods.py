@@ -62,6 +62,10 @@ def variants(base: DetectorSettings) -> dict[str, DetectorSettings]:
         "no-mirror": replace(mem, self_mirror="off"),  # no slice's own mirror on cross-sections
         "mirror-ungated": replace(mem, self_mirror="geo"),
         "mirror-gate1": replace(mem, mirror_gate_power=1.0),
+        # the mirror's patches from the slice's own features and the fitted flip map, not a second forward pass
+        "mirror-features": replace(mem, mirror_pass="features"),
+        "mirror-image": replace(mem, mirror_pass="image"),
+        "through-plane-off": replace(mem, through_plane="off"),  # same-study sets: each slice its own score
         "no-guided": replace(mem, guided_radius=0, smoothing_sigma=4.0),  # the map smoothed only, as before
         "flair": replace(mem, sequence="FLAIR"),  # as a series that says FLAIR: the intensity term on
         "intensity0": replace(mem, intensity_weight=0.0),

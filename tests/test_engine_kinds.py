@@ -132,14 +132,69 @@ def test_the_mirror_lights_a_one_sided_change_that_the_references_explain(head, 
     blob = (yy - 120) ** 2 + (xx - 90) ** 2 < 12 ** 2
     target[blob] = np.clip(target[blob] + 0.35, 0, 1)
     maps = {}
-    for how in ("off", "geo_gated"):
-        det = fit_detector(refs, DetectorSettings(input_size=128, modality="MR", self_mirror=how), backbone=effnet)
-        maps[how] = det.score([target])[0].map
+    for how, mirror_pass in (("off", "image"), ("geo_gated", "image"), ("geo_gated", "features")):
+        det = fit_detector(refs, DetectorSettings(input_size=128, modality="MR", self_mirror=how,
+                                                  mirror_pass=mirror_pass), backbone=effnet)
+        maps[how if mirror_pass == "image" else "features"] = det.score([target])[0].map
     ring = cv2.dilate(blob.astype(np.uint8), np.ones((41, 41), np.uint8)).astype(bool) & ~cv2.dilate(
         blob.astype(np.uint8), np.ones((21, 21), np.uint8)).astype(bool)
     lift = {h: float(m[blob].mean() - m[ring].mean()) for h, m in maps.items()}
     assert lift["geo_gated"] > lift["off"]  # the blob stands out of its surroundings more with the mirror
     assert lift["geo_gated"] > 0.5
+    assert lift["features"] > lift["off"] and lift["features"] > 0.5  # and with the mirror made from the features
+
+
+def test_flip_map_recovers_exchanged_channels():
+    """Synthetic features whose flipped copy has channels exchanged (as a CNN's oriented filters are): the fitted
+    map is that exchange, and reflect_patches with it gives the flipped copy's features."""
+    from medad_viewer.engine.detector import fit_flip_map, reflect_patches
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 6, 8, 8, generator=g)
+    perm = torch.tensor([1, 0, 3, 2, 4, 5])
+    flipped = torch.flip(x, dims=[-1])[:, perm]  # the flipped slice's features: flipped, channels exchanged
+    keep = torch.ones(3, 8, 8, dtype=torch.bool)
+    a, b = fit_flip_map(x, flipped, keep, intensity=False)
+    assert torch.allclose(a, torch.eye(6)[perm], atol=5e-3) and b.abs().max() < 5e-3  # (ridge: 0.999)
+    # an axis through the middle of the image: its mirror image is the plain flip
+    from medad_viewer.engine.symmetry import Midline
+    out = reflect_patches(x, [Midline(32.0, 32.0, 0.0, 1.0)] * 3, 64, (a, b), intensity=False)
+    assert torch.allclose(out, flipped, atol=2e-2)
+
+
+def test_flip_map_of_the_backbone_beats_a_plain_reflection_on_a_held_out_slice(head, effnet):
+    """Real features: fitted on 4 slices and their flipped copies, the map predicts a fifth slice's flipped features
+    far better than reflecting its features alone; a detector saved and loaded keeps it."""
+    from medad_viewer.engine.detector import fit_flip_map
+    img, lab = head
+    normal = [z for z in range(6, 20) if not lab[z].any()]
+    det = fit_detector([img[z] for z in normal[:4]], DetectorSettings(input_size=128, modality="MR",
+                                                                      mirror_pass="features"), backbone=effnet)
+    assert det.flip_map is not None
+    p = det._prepare(img[normal[5]])
+    q = det._mirrored(p)
+    with torch.no_grad():
+        pa = det._patches(det._features([p]).seg, [p])
+        pb = det._patches(det._features([q]).seg, [q])
+    target = torch.flip(pb, dims=[-1])[0]
+    inside = torch.from_numpy(p.region)
+    inside = torch.nn.functional.interpolate(inside[None, None].float(), size=pa.shape[-1])[0, 0] > 0.5
+    a, b = det.flip_map
+    mapped = torch.einsum("dc,chw->dhw", a, pa[0]) + b.view(-1, 1, 1)
+    err_map = (mapped - target)[:, inside].norm(dim=0).mean()
+    err_plain = (pa[0] - target)[:, inside].norm(dim=0).mean()
+    assert err_map < 0.7 * err_plain, (float(err_map), float(err_plain))
+
+
+def test_a_saved_detector_keeps_its_flip_map(head, effnet, tmp_path):
+    img, lab = head
+    normal = [z for z in range(6, 20) if not lab[z].any()]
+    det = fit_detector([img[z] for z in normal[:4]], DetectorSettings(input_size=128, modality="MR",
+                                                                      mirror_pass="features"), backbone=effnet)
+    target = img[max(range(img.shape[0]), key=lambda z: lab[z].sum())]
+    det.save(tmp_path / "d")
+    again = AnomalyDetector.load(tmp_path / "d", backbone=effnet)
+    assert again.flip_map is not None and torch.equal(again.flip_map[0], det.flip_map[0])
+    np.testing.assert_allclose(again.score([target])[0].map, det.score([target])[0].map, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------ intensity, guided
@@ -194,3 +249,103 @@ def test_why_explains_the_mirror_beside_the_bank_match(head, effnet):
                                                                        self_mirror="off"), backbone=effnet)
     e0 = explain_point(plain, img[tumour], int(ys.mean()), int(xs.mean()))
     assert e0.mirror_distance is None and e0.joined_distance is None
+
+
+# ------------------------------------------------------------------------------------------ through the slices
+class _ScriptedDetector:
+    """Stands in for a fitted detector in score_series: slice i's image score is scores[i] (the map carries i),
+    its percentile the score itself."""
+
+    kind = "section"
+
+    def __init__(self, scores, through_plane="auto"):
+        self.scores = scores
+        self.settings = DetectorSettings(through_plane=through_plane)
+
+    def score(self, images, batch_size=8, cancel=None):
+        from medad_viewer.engine.detector import ScoredImage
+        out = []
+        for im in images:
+            i = int(round(float(im.flat[0]) * 100))
+            out.append(ScoredImage(np.full((2, 2), i, np.float32), self.scores[i], self.scores[i]))
+        return out
+
+    def percentile_of(self, raw):
+        return raw
+
+
+def _index_series(n, volume=True):
+    """A series whose slice i is filled with i / 100, so the scripted detector knows which slice it scores."""
+    from medad_viewer.io.series import Series
+    vol = np.stack([np.full((4, 4), i / 100, np.float32) for i in range(n)])
+    return Series.from_array(vol, uid="test", modality="MR", description="test", source="test", is_volume=volume)
+
+
+def test_through_plane_neighbours_and_score():
+    from medad_viewer.engine.score import through_plane_neighbours, through_plane_score
+    nb = through_plane_neighbours([0, 1, 3, 7, 8], gap=2)
+    assert nb == {0: (None, 1), 1: (0, 3), 3: (1, None), 7: (None, 8), 8: (7, None)}
+    assert through_plane_score(90.0, [10.0, 40.0]) == 40.0  # a one-slice spike comes down to its neighbours
+    assert through_plane_score(90.0, [95.0]) == 90.0  # confirmed by a neighbour: kept
+    assert through_plane_score(90.0, []) == 90.0  # alone: its own
+
+
+@pytest.mark.parametrize("batch", [1, 3, 8])
+def test_a_volume_caps_each_slice_by_its_neighbours_and_delivers_each_once(batch):
+    from medad_viewer.engine.score import score_series
+    scores = [10.0, 99.0, 12.0, 80.0, 85.0, 97.0, 11.0]  # a spike at 1; a lesion over 3-5
+    series = _index_series(len(scores))
+    got = []
+    out = score_series(_ScriptedDetector(scores), series, normalizer=lambda x: x, batch_size=batch,
+                       on_result=got.append)
+    assert sorted(s.index for s in got) == list(range(len(scores)))  # each once
+    assert all(int(s.map[0, 0]) == s.index for s in got)  # with its own map
+    assert [out.results[i].score for i in range(len(scores))] == [10.0, 12.0, 12.0, 80.0, 85.0, 85.0, 11.0]
+    assert [out.results[i].percentile for i in range(len(scores))] == [10.0, 12.0, 12.0, 80.0, 85.0, 85.0, 11.0]
+    # not a volume (a folder of images), or the setting off: every slice its own score
+    for s, det in ((_index_series(len(scores), volume=False), _ScriptedDetector(scores)),
+                   (series, _ScriptedDetector(scores, through_plane="off"))):
+        assert [score_series(det, s, normalizer=lambda x: x).results[i].score for i in range(7)] == scores
+    # radiographs: off by kind
+    rad = _ScriptedDetector(scores)
+    rad.kind = "radiograph"
+    assert [score_series(rad, series, normalizer=lambda x: x).results[i].score for i in range(7)] == scores
+
+
+def test_a_cancelled_volume_delivers_what_it_held():
+    from medad_viewer.engine.jobs import CancelToken, Cancelled
+    from medad_viewer.engine.score import score_series
+    scores = [10.0, 99.0, 12.0, 80.0, 85.0, 97.0, 11.0]
+    token = CancelToken()
+    got = []
+
+    def on_progress(f, msg):
+        if f >= 3 / 7:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        score_series(_ScriptedDetector(scores), _index_series(7), normalizer=lambda x: x, batch_size=3,
+                     progress=on_progress, cancel=token, on_result=got.append)
+    # slices 0-2 scored: all three delivered, 2 with the one neighbour scored so far
+    assert {s.index: s.score for s in got} == {0: 10.0, 1: 12.0, 2: 12.0}
+
+
+def test_the_demo_volume_keeps_its_tumour_slices_flagged_through_the_slices(sample_data, effnet):
+    """Real data: the bundled whole-head MR with its tumour; a slice's score never rises, the tumour's slices,
+    which confirm each other, keep theirs."""
+    from medad_viewer.engine.score import score_series
+    series = load_study(str(sample_data / "mr-brain" / "brain1_image.nrrd")).series[0]  # the demo study
+    labels = load_study(str(sample_data / "mr-brain" / "brain1_label.nrrd")).series[0]
+    tumour = [z for z in range(labels.num_slices) if np.asarray(labels.slice(z)).any()]
+    norm = normalizer_for_series(series)
+    refs = [z for z in (3, 7, 20, 23) if z not in tumour]
+    det = AnomalyDetector(DetectorSettings(input_size=128, modality="MR"), effnet, torch.device("cpu"))
+    det.fit([norm(series.slice(z)) for z in refs])
+    test = [z for z in range(series.num_slices) if z not in refs]
+    on = score_series(det, series, test, normalizer=norm)
+    det.settings = replace(det.settings, through_plane="off")
+    off = score_series(det, series, test, normalizer=norm)
+    assert all(on.results[z].score <= off.results[z].score + 1e-9 for z in test)
+    assert sum(on.results[z].score < off.results[z].score - 1e-9 for z in test) >= 1  # it does something
+    flagged = {name: {z for z in test if r.results[z].percentile >= 95} for name, r in (("on", on), ("off", off))}
+    assert flagged["on"] & set(tumour) == flagged["off"] & set(tumour) and len(flagged["on"] & set(tumour)) >= 5

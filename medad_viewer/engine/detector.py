@@ -28,6 +28,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .. import __version__
 from ..io.atomic import atomic_write, atomic_write_json
@@ -41,7 +42,7 @@ from .maps import cells_touching, combine_levels, fuse, guided_within, smooth_wi
 from .memory_bank import MemoryBank, neighbourhood_distance, patch_features
 from .model import AnomalyModel, LevelFeatures, class_text_embeddings
 from .preprocess import RADIOGRAPH_MODALITIES, PreparedSlice, image_kind, prepare, restore
-from .symmetry import midline, reflect
+from .symmetry import midline, reflect, reflection_matrix
 
 METHODS = ("adapted", "memory", "zero")
 DETECTOR_FORMAT = "medad-viewer-detector/3"  # 3: image kind, mirror, intensity term
@@ -94,12 +95,23 @@ class DetectorSettings:
     # "*_gated": the mirror's distance x (bank distance here / bank distance at the mirrored place) ** this power
     # where the mirrored place is the more unusual one, so the healthy side of a one-sided lesion is not lit up
     mirror_gate_power: float = 2.0
+    # How the mirror's patches are made: "image", the reflected slice through the backbone again (a second forward
+    # pass); "features", the slice's own patch features reflected on their grid and mapped by the backbone's flip map
+    # (a linear map fitted at fit time from the references and their left-right flipped copies: a CNN's features of
+    # a flipped image are its features flipped with its oriented channels exchanged), no second pass.
+    mirror_pass: str = "image"
     # > 0: a patch match also costs (w² / 2) x the squared difference of the two patches' mean intensities ([0, 1]
     # units of the prepared slice), on top of 1 - cosine similarity, which alone is blind to brightness. None: by the
     # MR sequence (`resolved_settings`): FLAIR_INTENSITY_WEIGHT on FLAIR, where a lesion is hyperintense (Meissen et
     # al. 2021), else 0 (on T1c it costs: BRATS T1c image AUROC 0.905 -> 0.832 at 4).
     intensity_weight: float | None = None
     bank_intensity: bool = True  # the intensity term in the bank's matches too (else only in the mirror's)
+    # Across the slices of a volume (`engine.score.score_series`): "neighbours", a slice's score is at most the
+    # higher of its two neighbours' (within `through_plane_gap` slices), so only what an adjacent slice confirms
+    # keeps its height (a lesion is three-dimensional; a one-slice spike of the map is not); "off"; "auto": by
+    # the image kind (`resolved_settings`). The maps are not changed.
+    through_plane: str = "auto"
+    through_plane_gap: int = 2
     modality: str = "OT"
     sequence: str | None = None  # the MR sequence when the series says ("FLAIR", `io.series_sequence`), else None
     organ: str | None = None
@@ -147,6 +159,8 @@ def resolved_settings(settings: DetectorSettings, kind: str | None = None) -> De
         changes["self_mirror"] = "geo_gated" if section else "off"
     if settings.image_score == "auto":
         changes["image_score"] = "local_max" if section else "mean"
+    if settings.through_plane == "auto":
+        changes["through_plane"] = "neighbours" if section else "off"
     return replace(settings, **changes) if changes else settings
 
 
@@ -201,6 +215,9 @@ class AnomalyDetector:
         self.reference_hashes: list[str] = []
         self.adapt_report: AdaptReport | None = None
         self.timings: dict[str, float] = {}
+        # (A, b): a patch's features in the slice's mirror image ~ A @ (its features, reflected on the grid) + b
+        # (`mirror_pass` "features"; fitted with the memory bank)
+        self.flip_map: tuple[torch.Tensor, torch.Tensor] | None = None
         # "section" or "radiograph" (`preprocess.image_kind`): from the modality, or for plain images from the
         # references at fit time; None until then. It settles the "auto" settings (`resolved_settings`).
         self.kind: str | None = None
@@ -340,6 +357,9 @@ class AnomalyDetector:
         patches = torch.cat(chunks)
         regions = torch.from_numpy(np.stack([self.region_of(p) for p in in_bank])).to(self.device)
         keep = cells_touching(regions, patches.shape[-1])  # pure air is never scored: no need to keep it
+        if self.settings.mirror_pass == "features" and self.settings.bank_flip and len(in_bank) % 2 == 0:
+            n = len(in_bank) // 2  # the references, then their mirrored copies (`fit`)
+            self.flip_map = fit_flip_map(patches[:n], patches[n:], keep[:n], self.settings.intensity_weight > 0)
         self.bank.fit(self.bank_view(patches), torch.arange(len(in_bank)), keep, seed=self.settings.adapt.seed)
 
     def _patches(self, seg: list[torch.Tensor], prepared: Sequence[PreparedSlice] = (),
@@ -413,9 +433,13 @@ class AnomalyDetector:
         for p in prepared:
             axis = midline(p.image, p.body)
             axes.append(axis)
-            mirrored.append(p.image if axis is None else reflect(p.image, axis))
-        with torch.no_grad():
-            mp = self._patches(self.model.features(self._to_input(mirrored)).seg, prepared, mirrored)
+            if self.flip_map is None:
+                mirrored.append(p.image if axis is None else reflect(p.image, axis))
+        if self.flip_map is not None:
+            mp = reflect_patches(patches, axes, self.size, self.flip_map, self.settings.intensity_weight > 0)
+        else:
+            with torch.no_grad():
+                mp = self._patches(self.model.features(self._to_input(mirrored)).seg, prepared, mirrored)
         dm = neighbourhood_distance(patches, mp, self.settings.mirror_radius, self.settings.intensity_weight) * where
         if self.settings.self_mirror.endswith("_gated"):
             # The healthy side of a one-sided lesion differs from its mirror as much as the lesion does; of the two,
@@ -493,6 +517,10 @@ class AnomalyDetector:
             return [(i,) if n > 1 else () for i in range(n)]
         return [(i, n + i) if n > 1 else (n + i,) for i in range(n)]
 
+    def percentile_of(self, raw: float) -> float:
+        """An image score's percentile of normal (NaN when there was nothing to calibrate on)."""
+        return self._percentile(raw)
+
     def _percentile(self, raw: float) -> float:
         """At score time: an image score's percentile of normal (NaN when there was nothing to calibrate on)."""
         return float(self.calibration.image_percentile(raw)) if self.calibration else float("nan")
@@ -510,6 +538,9 @@ class AnomalyDetector:
         if self.calibration is not None:
             tensors.update({k: torch.from_numpy(np.asarray(v, dtype=np.float64))
                             for k, v in self.calibration.state().items()})
+        if self.flip_map is not None:
+            tensors.update({"flip_map.A": self.flip_map[0].cpu().contiguous(),
+                            "flip_map.b": self.flip_map[1].cpu().contiguous()})
         sidecar = {
             "format": DETECTOR_FORMAT,
             **self.describe(),
@@ -553,11 +584,60 @@ class AnomalyDetector:
             det.bank.load_state({k: v for k, v in tensors.items() if k.startswith("bank.")}, device)
         cal = {k: v.numpy() for k, v in tensors.items() if k.startswith("calibration.")}
         det.calibration = NormalCalibration.from_state(cal) if cal else None
+        if "flip_map.A" in tensors:
+            det.flip_map = (tensors["flip_map.A"].to(device), tensors["flip_map.b"].to(device))
         det.component_scale = {k: tuple(v) for k, v in sidecar["component_scale"].items()}
         det.reference_hashes = sidecar["reference_hashes"]
         det.kind = sidecar.get("kind")
         det.timings = sidecar.get("timings", {})
         return det
+
+
+def fit_flip_map(patches: torch.Tensor, flipped: torch.Tensor, keep: torch.Tensor, intensity: bool,
+                 ridge: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A, b) with flip(features of the flipped slice) ~ A @ features + b at each cell, by ridge regression over the
+    cells `keep` ((n, g, g) bool) of n slices' patches (n, C, g, g) and their left-right flipped copies' patches.
+    The intensity channel (last, `intensity`) is left out: a patch's mean intensity does not change when flipped."""
+    c = patches.shape[1] - (1 if intensity else 0)
+    x = patches[:, :c].permute(0, 2, 3, 1)[keep].double()
+    y = torch.flip(flipped[:, :c], dims=[-1]).permute(0, 2, 3, 1)[keep].double()
+    xm, ym = x.mean(0), y.mean(0)
+    xc, yc = x - xm, y - ym
+    gram = xc.T @ xc
+    gram += ridge * torch.trace(gram) / c * torch.eye(c, dtype=gram.dtype, device=gram.device)
+    a = torch.linalg.solve(gram, xc.T @ yc).T  # (C, C): y = a @ x
+    b = ym - a @ xm
+    return a.float(), b.float()
+
+
+def reflect_patches(patches: torch.Tensor, axes: Sequence, size: int, flip_map: tuple[torch.Tensor, torch.Tensor],
+                    intensity: bool) -> torch.Tensor:
+    """The patches of each slice's mirror image about its axis (`symmetry.Midline`, None: the slice itself), made
+    from its own patches: reflected on the grid (bilinear; off the grid zero), the features mapped by `flip_map`."""
+    b, ch, g, _ = patches.shape
+    c = ch - (1 if intensity else 0)
+    a, bias = flip_map
+    out = torch.empty_like(patches)
+    u = torch.arange(g, dtype=torch.float64, device=patches.device) + 0.5  # cell centres, in cells
+    for i, axis in enumerate(axes):
+        if axis is None:
+            src = patches[i]
+        else:
+            m = torch.from_numpy(reflection_matrix(axis, scale=g / float(size))).to(patches.device)
+            # cv2.warpAffine's destination p reads the source at M^-1 p; a reflection is its own inverse. Centres.
+            yy, xx = torch.meshgrid(u, u, indexing="ij")
+            sx = m[0, 0] * xx + m[0, 1] * yy + m[0, 2]
+            sy = m[1, 0] * xx + m[1, 1] * yy + m[1, 2]
+            grid = torch.stack([sx / g * 2 - 1, sy / g * 2 - 1], -1).unsqueeze(0).to(patches.dtype)
+            src = F.grid_sample(patches[i: i + 1], grid, mode="bilinear", padding_mode="zeros",
+                                align_corners=False)[0]
+        feats = torch.einsum("dc,chw->dhw", a, src[:c]) + bias.view(-1, 1, 1)
+        # off the grid the reflected features are zero: no match there (cosine of a zero vector)
+        feats = torch.where(src[:c].abs().sum(0, keepdim=True) > 0, feats, torch.zeros_like(feats))
+        out[i, :c] = feats
+        if intensity:
+            out[i, c:] = src[c:]
+    return out
 
 
 def fit_detector(references: Sequence[np.ndarray], settings: DetectorSettings | None = None,

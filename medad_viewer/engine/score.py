@@ -8,7 +8,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .detector import AnomalyDetector, ScoredImage
+from .detector import AnomalyDetector, ScoredImage, resolved_settings
 from .jobs import CancelToken, no_progress
 from .preprocess import IntensityNormalizer, normalizer_for_series
 
@@ -64,31 +64,77 @@ class SeriesScores:
         return sorted(self.results.values(), key=lambda r: r.score, reverse=True)
 
 
+def through_plane_neighbours(indices: Sequence[int], gap: int) -> dict[int, tuple[int | None, int | None]]:
+    """Each scored slice's nearest scored slice below and above it, when within `gap` slices (else None)."""
+    order = sorted(set(indices))
+    out = {}
+    for n, i in enumerate(order):
+        lo = order[n - 1] if n > 0 and i - order[n - 1] <= gap else None
+        hi = order[n + 1] if n + 1 < len(order) and order[n + 1] - i <= gap else None
+        out[i] = (lo, hi)
+    return out
+
+
+def through_plane_score(own: float, neighbours: Sequence[float]) -> float:
+    """A slice's score capped by the higher of its neighbours' (`DetectorSettings.through_plane`): a slice keeps
+    its height only where an adjacent slice reaches it too. Without neighbours, its own."""
+    return min(own, max(neighbours)) if len(neighbours) else own
+
+
 def score_series(detector: AnomalyDetector, series, indices: Sequence[int] | None = None,
                  normalizer: IntensityNormalizer | None = None, batch_size: int = 8,
                  progress: Callable[[float, str], None] = no_progress, cancel: CancelToken | None = None,
                  on_result: Callable[[SliceScore], None] | None = None, keep: bool = True) -> SeriesScores:
     """Score slices of a series batch by batch, reading each slice only when its batch comes up.
     Results already delivered through `on_result` stay valid when the job is cancelled. keep=False: results go only
-    to `on_result` (a caller keeping its own copy need not hold every full-size map twice)."""
+    to `on_result` (a caller keeping its own copy need not hold every full-size map twice).
+
+    On a volume whose detector settles `through_plane` to "neighbours", a slice's score is capped by its neighbours'
+    (`through_plane_score`), so each slice is delivered once its neighbours are scored too: one batch later at most.
+    A cancelled run delivers the slices it holds with the neighbours scored so far."""
     cancel = cancel or CancelToken()
     norm = normalizer or normalizer_for_series(series)
     idx = list(range(series.num_slices)) if indices is None else list(indices)
+    settings = resolved_settings(detector.settings, detector.kind)
+    neighbours = (through_plane_neighbours(idx, max(1, int(settings.through_plane_gap)))
+                  if settings.through_plane == "neighbours" and getattr(series, "is_volume", False) else None)
     out = SeriesScores()
+    own: dict[int, float] = {}  # every scored slice's own image score
+    held: dict[int, ScoredImage] = {}  # scored, waiting for a neighbour
     done = 0
     t0 = time.monotonic()
-    for start in range(0, len(idx), batch_size):
-        cancel.raise_if_cancelled()
-        chunk = idx[start: start + batch_size]
-        imgs = [norm(series.slice(i)) for i in chunk]
-        scored: list[ScoredImage] = detector.score(imgs, batch_size=batch_size, cancel=cancel)
-        for i, r in zip(chunk, scored):
-            s = SliceScore(i, r.score, r.percentile, r.map)
-            done += 1
-            if keep:
-                out.results[i] = s
-            if on_result is not None:
-                on_result(s)
-        progress(done / len(idx), f"Scored {done} of {len(idx)} slices")
+
+    def deliver(i: int, r: ScoredImage, score: float, percentile: float) -> None:
+        s = SliceScore(i, score, percentile, r.map)
+        if keep:
+            out.results[i] = s
+        if on_result is not None:
+            on_result(s)
+
+    def release(final: bool) -> None:
+        for i in [i for i in held if final or all(j is None or j in own for j in neighbours[i])]:
+            r = held.pop(i)
+            score = through_plane_score(r.score, [own[j] for j in neighbours[i] if j is not None and j in own])
+            deliver(i, r, score, r.percentile if score == r.score else detector.percentile_of(score))
+
+    try:
+        for start in range(0, len(idx), batch_size):
+            cancel.raise_if_cancelled()
+            chunk = idx[start: start + batch_size]
+            imgs = [norm(series.slice(i)) for i in chunk]
+            scored: list[ScoredImage] = detector.score(imgs, batch_size=batch_size, cancel=cancel)
+            for i, r in zip(chunk, scored):
+                done += 1
+                if neighbours is None:
+                    deliver(i, r, r.score, r.percentile)
+                else:
+                    own[i] = r.score
+                    held[i] = r
+            if neighbours is not None:
+                release(final=False)
+            progress(done / len(idx), f"Scored {done} of {len(idx)} slices")
+    finally:
+        if neighbours is not None:
+            release(final=True)
     out.seconds = time.monotonic() - t0
     return out
