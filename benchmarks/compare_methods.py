@@ -52,12 +52,13 @@ def variants(base: DetectorSettings) -> dict[str, DetectorSettings]:
         # the map blurred over the whole image and not restricted to the anatomy).
         "recipe": replace(mem, levels=(1, 2), metric="l2", bank_flip=False, image_score="max",
                           image_score_contrast=0.0, scoring_region="image", self_mirror="off", guided_radius=0,
-                          smoothing_sigma=4.0, intensity_weight=0.0),
+                          smoothing_sigma=4.0, intensity_weight=0.0, through_plane="off"),
         # The defaults before issue 19: no mirror, the slice-median contrast, sigma 4 without the guided filter, no
-        # intensity term, every image as a head cross-section (plain chest X-rays got the skull search).
+        # intensity term, every image as a head cross-section (plain chest X-rays got the skull search), each slice
+        # of a volume scored alone.
         "previous-default": replace(mem, modality="MR", self_mirror="off", image_score="local_max",
                                     image_score_contrast=1.0, smoothing_sigma=4.0, guided_radius=0,
-                                    intensity_weight=0.0),
+                                    intensity_weight=0.0, through_plane="off"),
         # Each default of issue 19 against the simpler alternative:
         "no-mirror": replace(mem, self_mirror="off"),  # no slice's own mirror on cross-sections
         "mirror-ungated": replace(mem, self_mirror="geo"),
@@ -66,6 +67,7 @@ def variants(base: DetectorSettings) -> dict[str, DetectorSettings]:
         "mirror-features": replace(mem, mirror_pass="features"),
         "mirror-image": replace(mem, mirror_pass="image"),
         "through-plane-off": replace(mem, through_plane="off"),  # same-study sets: each slice its own score
+        "augment4": replace(mem, reference_augment=4),  # 4 posed copies of each reference in the bank
         "no-guided": replace(mem, guided_radius=0, smoothing_sigma=4.0),  # the map smoothed only, as before
         "flair": replace(mem, sequence="FLAIR"),  # as a series that says FLAIR: the intensity term on
         "intensity0": replace(mem, intensity_weight=0.0),

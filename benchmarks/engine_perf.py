@@ -6,6 +6,10 @@
   memory bank and the adapted method, with their ratio to it (issue 19's target <= 1.5; the slice's own mirror, on
   by default for cross-sections, costs a second forward pass, so the default cannot meet it: the ratio without the
   mirror is printed beside it);
+- the mirror made from the slice's own features (`mirror_pass` "features": no second forward pass; a measured
+  option, not the default: it costs accuracy) and its ratio;
+- the series-level step (`through_plane`, on for volumes): scoring the demo volume through `score_series` with it
+  on and off, per slice, and the ratio (issue 19's target for a series-level step: <= 0.5 more);
 - scoring per slice with k = 16 references against k = 4 (target <= 1.2: the bank is a coreset of fixed size);
 - fitting time: memory bank (target < 5 s) and adaptation (target <= 60 s on 2 CPU cores, k = 4);
 - peak memory.
@@ -82,6 +86,32 @@ def _forward_time(det: AnomalyDetector, test: list[np.ndarray], batch: int, repe
     return best
 
 
+def _series_time(det: AnomalyDetector, slices: int, batch: int, repeats: int = 2) -> tuple[float, float]:
+    """Per slice, the demo volume's first `slices` slices through `score_series` (as `score` and the window do),
+    with the through-plane step and without it."""
+    from dataclasses import replace
+
+    from medad_viewer.engine.score import score_series
+
+    series = load_study(str(REPO / "resources" / "demo" / "brain1_image.nrrd")).series[0]
+    idx = [i % series.num_slices for i in range(slices)]
+    idx = list(dict.fromkeys(idx))
+    on = det.settings
+    out = []
+    for setting in ("neighbours", "off"):
+        det.settings = replace(on, through_plane=setting)
+        best = float("inf")
+        for _ in range(repeats):
+            _sync(det.device)
+            t0 = time.perf_counter()
+            score_series(det, series, idx, batch_size=batch)
+            _sync(det.device)
+            best = min(best, (time.perf_counter() - t0) / len(idx))
+        out.append(best)
+    det.settings = on
+    return out[0], out[1]
+
+
 def _fit(method: str, backbone, device, refs, size: int, seed: int = 0, **kw) -> tuple[AnomalyDetector, float]:
     s = DetectorSettings(method=method, input_size=size, modality="MR", **kw)
     t0 = time.perf_counter()
@@ -116,6 +146,9 @@ def main() -> None:
     score_plain = _score_time(plain, test, batch)
     flair, _ = _fit("memory", backbone, device, refs4, args.size, sequence="FLAIR")
     score_flair = _score_time(flair, test, batch)
+    feat, _ = _fit("memory", backbone, device, refs4, args.size, mirror_pass="features")
+    score_feat = _score_time(feat, test, batch)
+    series_on, series_off = _series_time(mem4, args.slices, batch)
     out = {"device": describe_device(device), "backbone": f"{backbone.name} ({backbone.weights})",
            "size": args.size, "torch_threads": torch.get_num_threads(), "slices": len(test),
            "levels": mem4.levels, "bank_patches_k4": len(mem4.bank), "bank_patches_k16": len(mem16.bank),
@@ -124,7 +157,11 @@ def main() -> None:
                       "score_s_per_slice_k16": score_mem16,
                       "ratio_score_to_forward": score_mem4 / fwd, "ratio_k16_to_k4": score_mem16 / score_mem4,
                       "score_s_per_slice_no_mirror": score_plain, "ratio_no_mirror_to_forward": score_plain / fwd,
-                      "score_s_per_slice_flair": score_flair, "ratio_flair_to_forward": score_flair / fwd}}
+                      "score_s_per_slice_flair": score_flair, "ratio_flair_to_forward": score_flair / fwd,
+                      "score_s_per_slice_mirror_features": score_feat,
+                      "ratio_mirror_features_to_forward": score_feat / fwd,
+                      "series_s_per_slice_through_plane": series_on, "series_s_per_slice_plain": series_off,
+                      "ratio_through_plane_to_plain": series_on / series_off}}
     if not args.no_adapted:
         ad, fit_ad = _fit("adapted", backbone, device, refs4, args.size)
         score_ad = _score_time(ad, test, batch)
@@ -143,6 +180,10 @@ def main() -> None:
           f"(x{m['ratio_k16_to_k4']:.2f} k=4); bank {out['bank_patches_k4']} / {out['bank_patches_k16']} patches")
     print(f"           without the slice's mirror {score_plain * 1000:6.1f} ms/slice (x{m['ratio_no_mirror_to_forward']:.2f} "
           f"forward); FLAIR (intensity term) {score_flair * 1000:6.1f} ms/slice (x{m['ratio_flair_to_forward']:.2f})")
+    print(f"           mirror from the features {score_feat * 1000:6.1f} ms/slice "
+          f"(x{m['ratio_mirror_features_to_forward']:.2f} forward); a volume through score_series "
+          f"{series_on * 1000:6.1f} ms/slice with the through-plane step, {series_off * 1000:6.1f} without "
+          f"(x{m['ratio_through_plane_to_plain']:.2f})")
     if "adapted" in out:
         a = out["adapted"]
         print(f"  adapted  fit k=4 {a['fit_s_k4']:5.1f} s ({a['steps']} steps, {a['stopped_because']});  score "

@@ -258,9 +258,11 @@ class _ScriptedDetector:
 
     kind = "section"
 
-    def __init__(self, scores, through_plane="auto"):
+    def __init__(self, scores, through_plane="auto", references=()):
+        from medad_viewer.engine.score import _pixels_hash
         self.scores = scores
         self.settings = DetectorSettings(through_plane=through_plane)
+        self.reference_hashes = [_pixels_hash(np.full((4, 4), i / 100, np.float32)) for i in references]
 
     def score(self, images, batch_size=8, cancel=None):
         from medad_viewer.engine.detector import ScoredImage
@@ -281,10 +283,15 @@ def _index_series(n, volume=True):
     return Series.from_array(vol, uid="test", modality="MR", description="test", source="test", is_volume=volume)
 
 
-def test_through_plane_neighbours_and_score():
-    from medad_viewer.engine.score import through_plane_neighbours, through_plane_score
-    nb = through_plane_neighbours([0, 1, 3, 7, 8], gap=2)
-    assert nb == {0: (None, 1), 1: (0, 3), 3: (1, None), 7: (None, 8), 8: (7, None)}
+def test_through_plane_neighbour_and_score():
+    from medad_viewer.engine.score import through_plane_neighbour, through_plane_score
+    wanted = {0, 1, 2, 3, 7, 8}
+    status = {0: "scored", 1: "scored", 2: "reference", 3: "scored", 7: "scored"}
+    assert through_plane_neighbour(1, -1, wanted, status, 2) == 0
+    assert through_plane_neighbour(1, +1, wanted, status, 2) == 3  # 2 is a reference: skipped
+    assert through_plane_neighbour(3, +1, wanted, status, 2) is None  # 4, 5 not wanted: none within 2
+    assert through_plane_neighbour(7, +1, wanted, status, 2) is False  # 8 not read yet: wait
+    assert through_plane_neighbour(0, -1, wanted, status, 2) is None
     assert through_plane_score(90.0, [10.0, 40.0]) == 40.0  # a one-slice spike comes down to its neighbours
     assert through_plane_score(90.0, [95.0]) == 90.0  # confirmed by a neighbour: kept
     assert through_plane_score(90.0, []) == 90.0  # alone: its own
@@ -310,6 +317,17 @@ def test_a_volume_caps_each_slice_by_its_neighbours_and_delivers_each_once(batch
     rad = _ScriptedDetector(scores)
     rad.kind = "radiograph"
     assert [score_series(rad, series, normalizer=lambda x: x).results[i].score for i in range(7)] == scores
+
+
+def test_reference_slices_are_not_a_neighbours_evidence():
+    """A reference slice matches itself in the bank: its low score must not bring its neighbours down."""
+    from medad_viewer.engine.score import score_series
+    scores = [10.0, 99.0, -5.0, 97.0, 12.0]  # 2 is a reference; 1 and 3 are a lesion on either side of it
+    det = _ScriptedDetector(scores, references=[2])
+    out = score_series(det, _index_series(5), normalizer=lambda x: x, batch_size=2)
+    assert [out.results[i].score for i in range(5)] == [10.0, 97.0, -5.0, 97.0, 12.0]
+    plain = score_series(_ScriptedDetector(scores), _index_series(5), normalizer=lambda x: x, batch_size=2)
+    assert [plain.results[i].score for i in range(5)] == [10.0, 10.0, -5.0, 12.0, 12.0]  # the lesion lost
 
 
 def test_a_cancelled_volume_delivers_what_it_held():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -64,15 +65,27 @@ class SeriesScores:
         return sorted(self.results.values(), key=lambda r: r.score, reverse=True)
 
 
-def through_plane_neighbours(indices: Sequence[int], gap: int) -> dict[int, tuple[int | None, int | None]]:
-    """Each scored slice's nearest scored slice below and above it, when within `gap` slices (else None)."""
-    order = sorted(set(indices))
-    out = {}
-    for n, i in enumerate(order):
-        lo = order[n - 1] if n > 0 and i - order[n - 1] <= gap else None
-        hi = order[n + 1] if n + 1 < len(order) and order[n + 1] - i <= gap else None
-        out[i] = (lo, hi)
-    return out
+def through_plane_neighbour(i: int, side: int, wanted: set[int], status: dict[int, str], gap: int
+                            ) -> int | None | bool:
+    """Slice `i`'s nearest scored neighbour on `side` (-1 below, +1 above) within `gap` slices among the `wanted`
+    ones, skipping reference slices (they match themselves in the bank: their score says nothing of their
+    neighbours): its index, None when there is none, False while a slice it depends on is not scored yet.
+    `status`: "scored" or "reference" for each slice read so far."""
+    for d in range(1, gap + 1):
+        j = i + side * d
+        if j not in wanted:
+            continue
+        st = status.get(j)
+        if st is None:
+            return False
+        if st == "scored":
+            return j
+    return None
+
+
+def _pixels_hash(img: np.ndarray) -> str:
+    """As `AnomalyDetector.reference_hashes`: which slices are the detector's own references."""
+    return hashlib.sha1(np.ascontiguousarray(img, dtype=np.float32).tobytes()).hexdigest()[:16]
 
 
 def through_plane_score(own: float, neighbours: Sequence[float]) -> float:
@@ -96,9 +109,12 @@ def score_series(detector: AnomalyDetector, series, indices: Sequence[int] | Non
     norm = normalizer or normalizer_for_series(series)
     idx = list(range(series.num_slices)) if indices is None else list(indices)
     settings = resolved_settings(detector.settings, detector.kind)
-    neighbours = (through_plane_neighbours(idx, max(1, int(settings.through_plane_gap)))
-                  if settings.through_plane == "neighbours" and getattr(series, "is_volume", False) else None)
+    through = settings.through_plane == "neighbours" and getattr(series, "is_volume", False)
+    gap = max(1, int(settings.through_plane_gap))
+    wanted = set(idx)
+    ref_hashes = set(getattr(detector, "reference_hashes", ()) or ())
     out = SeriesScores()
+    status: dict[int, str] = {}  # "scored" or "reference", as each slice is read
     own: dict[int, float] = {}  # every scored slice's own image score
     held: dict[int, ScoredImage] = {}  # scored, waiting for a neighbour
     done = 0
@@ -112,9 +128,12 @@ def score_series(detector: AnomalyDetector, series, indices: Sequence[int] | Non
             on_result(s)
 
     def release(final: bool) -> None:
-        for i in [i for i in held if final or all(j is None or j in own for j in neighbours[i])]:
+        for i in list(held):
+            nb = [through_plane_neighbour(i, side, wanted, status, gap) for side in (-1, 1)]
+            if not final and any(j is False for j in nb):
+                continue
             r = held.pop(i)
-            score = through_plane_score(r.score, [own[j] for j in neighbours[i] if j is not None and j in own])
+            score = through_plane_score(r.score, [own[j] for j in nb if j is not None and j is not False])
             deliver(i, r, score, r.percentile if score == r.score else detector.percentile_of(score))
 
     try:
@@ -123,18 +142,22 @@ def score_series(detector: AnomalyDetector, series, indices: Sequence[int] | Non
             chunk = idx[start: start + batch_size]
             imgs = [norm(series.slice(i)) for i in chunk]
             scored: list[ScoredImage] = detector.score(imgs, batch_size=batch_size, cancel=cancel)
-            for i, r in zip(chunk, scored):
+            for i, img, r in zip(chunk, imgs, scored):
                 done += 1
-                if neighbours is None:
+                if not through:
+                    deliver(i, r, r.score, r.percentile)
+                elif ref_hashes and _pixels_hash(img) in ref_hashes:
+                    status[i] = "reference"  # its own score, and no neighbour's evidence
                     deliver(i, r, r.score, r.percentile)
                 else:
+                    status[i] = "scored"
                     own[i] = r.score
                     held[i] = r
-            if neighbours is not None:
+            if through:
                 release(final=False)
             progress(done / len(idx), f"Scored {done} of {len(idx)} slices")
     finally:
-        if neighbours is not None:
+        if through:
             release(final=True)
     out.seconds = time.monotonic() - t0
     return out
