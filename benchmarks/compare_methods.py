@@ -67,7 +67,6 @@ def variants(base: DetectorSettings) -> dict[str, DetectorSettings]:
         "mirror-features": replace(mem, mirror_pass="features"),
         "mirror-image": replace(mem, mirror_pass="image"),
         "through-plane-off": replace(mem, through_plane="off"),  # same-study sets: each slice its own score
-        "augment4": replace(mem, reference_augment=4),  # 4 posed copies of each reference in the bank
         "no-guided": replace(mem, guided_radius=0, smoothing_sigma=4.0),  # the map smoothed only, as before
         "flair": replace(mem, sequence="FLAIR"),  # as a series that says FLAIR: the intensity term on
         "intensity0": replace(mem, intensity_weight=0.0),

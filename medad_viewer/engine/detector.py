@@ -64,9 +64,6 @@ class DetectorSettings:
     # plausible normal slice (dev set, k=4: image AUROC 0.863 vs 0.858 on FLAIR, 0.650 vs 0.614 whole-head; pixel
     # 0.871 vs 0.862 whole-head). With one reference its mirror also calibrates the normal scale.
     bank_flip: bool = True
-    # Copies of each reference in the bank, randomly rotated (up to 10 degrees), scaled (0.9-1.1) and shifted (up to
-    # 5 %) about the body's centre (MVFA-AD's augmentation): 0 = none.
-    reference_augment: int = 0
     # Above this many patches the bank is a greedy coreset of this size, so scoring time stays flat in k.
     bank_max_patches: int = 8192
     smoothing_sigma: float = 2.0  # in pixels of a 256-pixel input
@@ -265,11 +262,8 @@ class AnomalyDetector:
         self.model.eval()
         if prepared:
             mirrored = [self._mirrored(p) for p in prepared] if s.bank_flip else []
-            augmented = self._augmented(prepared) if s.reference_augment > 0 else []
             if self.bank is not None:
-                n = len(prepared)
-                owners = list(range(n + len(mirrored))) + [2 * n + j for j in range(len(augmented))]
-                self._fit_bank(prepared + mirrored + augmented, cancel, owners, n if mirrored else 0)
+                self._fit_bank(prepared + mirrored, cancel, len(prepared) if mirrored else 0)
             after_adapt(0.5, "Calibrating on the references (leave-one-out)")
             self._calibrate(mirrored or prepared, len(prepared), cancel)
         else:  # zero-shot without references: raw probabilities, nothing to calibrate against
@@ -351,31 +345,10 @@ class AnomalyDetector:
 
     # ----------------------------------------------------------------------------------------------------- 4 map
     @torch.no_grad()
-    def _augmented(self, prepared: list[PreparedSlice]) -> list[PreparedSlice]:
-        """`reference_augment` randomly posed copies of each prepared reference (reference i's copies at
-        i * reference_augment ...), with their masks; the same seed gives the same copies."""
-        import cv2
-
-        rng = np.random.default_rng(self.settings.adapt.seed + 7919)
-        out = []
-        for p in prepared:
-            ys, xs = np.nonzero(p.body)
-            cy, cx = (float(ys.mean()), float(xs.mean())) if ys.size else (self.size / 2, self.size / 2)
-            for _ in range(self.settings.reference_augment):
-                m = cv2.getRotationMatrix2D((cx, cy), float(rng.uniform(-10, 10)), float(rng.uniform(0.9, 1.1)))
-                m[:, 2] += rng.uniform(-0.05, 0.05, 2) * self.size
-                warp = lambda a, interp: cv2.warpAffine(np.ascontiguousarray(a), m, (self.size, self.size),  # noqa: E731
-                                                        flags=interp, borderValue=0)
-                out.append(PreparedSlice(warp(p.image, cv2.INTER_LINEAR),
-                                         warp(p.body.astype(np.uint8), cv2.INTER_NEAREST) > 0,
-                                         warp(p.region.astype(np.uint8), cv2.INTER_NEAREST) > 0,
-                                         p.original_shape, p.pad))
-        return out
-
-    def _fit_bank(self, in_bank: list[PreparedSlice], cancel: CancelToken, owners: Sequence[int] | None = None,
-                  n_mirrored: int = 0) -> None:
+    def _fit_bank(self, in_bank: list[PreparedSlice], cancel: CancelToken, n_mirrored: int = 0) -> None:
         """At fit time: the memory bank holds the patch features of `in_bank` (slice i is owner i) that touch the
-        scoring region."""
+        scoring region. n_mirrored > 0: `in_bank` is n references then their n mirrored copies, from which the flip
+        map is fitted (`mirror_pass` "features"; without mirrored copies the mirror stays a second forward pass)."""
         chunks = []
         step = self.cpu_batch if self.device.type == "cpu" else 32
         for start in range(0, len(in_bank), step):
@@ -389,8 +362,7 @@ class AnomalyDetector:
             n = n_mirrored  # the references, then their mirrored copies (`fit`)
             self.flip_map = fit_flip_map(patches[:n], patches[n: 2 * n], keep[:n],
                                          self.settings.intensity_weight > 0)
-        own = torch.arange(len(in_bank)) if owners is None else torch.as_tensor(list(owners), dtype=torch.long)
-        self.bank.fit(self.bank_view(patches), own, keep, seed=self.settings.adapt.seed)
+        self.bank.fit(self.bank_view(patches), torch.arange(len(in_bank)), keep, seed=self.settings.adapt.seed)
 
     def _patches(self, seg: list[torch.Tensor], prepared: Sequence[PreparedSlice] = (),
                  images: Sequence[np.ndarray] | None = None) -> torch.Tensor:
@@ -532,8 +504,6 @@ class AnomalyDetector:
     def bank_owner(self, owner: int) -> tuple[int, bool]:
         """A memory bank owner -> (which reference, in the order `fit` was given them; whether its mirrored copy)."""
         n = len(self.reference_hashes)
-        if n and owner >= 2 * n and self.settings.reference_augment > 0:  # a posed copy: its reference
-            return (owner - 2 * n) // self.settings.reference_augment, False
         if self.settings.bank_flip and n and owner >= n:
             return owner - n, True
         return owner, False
@@ -545,11 +515,9 @@ class AnomalyDetector:
         With mirrored copies the calibration slices are the mirrored references (adapters and heads never trained on
         them), each scored without its own two copies; with one reference only without itself, so the original
         stands in for another normal slice. Without them: the references, each without itself (leave-one-out)."""
-        a = self.settings.reference_augment
-        copies = [tuple(2 * n + i * a + j for j in range(a)) for i in range(n)]  # posed copies: with their reference
         if not self.settings.bank_flip:
-            return [(i, *copies[i]) if n > 1 else () for i in range(n)]
-        return [(i, n + i, *copies[i]) if n > 1 else (n + i, *copies[i]) for i in range(n)]
+            return [(i,) if n > 1 else () for i in range(n)]
+        return [(i, n + i) if n > 1 else (n + i,) for i in range(n)]
 
     def percentile_of(self, raw: float) -> float:
         """An image score's percentile of normal (NaN when there was nothing to calibrate on)."""
