@@ -150,21 +150,64 @@ def test_model_measures_the_slice_shown_and_the_session_keeps_them(sample_data, 
     saved = SessionStore.for_study(load_study(path), path).load()
     assert list(saved.measurements) == [line, roi]
 
-    # Delete, then undo and redo it; undo goes to the measurements while they were the last thing changed.
+    # Delete, then undo and redo it: one history, steps undone in the order they were done, whatever their kind.
     m.set_decision(Decision.CONFIRMED)
     assert m.remove_measurement(1) == roi and len(m.session.measurements) == 1
     assert m.undo_label() == "Remove ellipse ROI"
     m.undo()
     assert list(m.session.measurements) == [line, roi]
+    assert m.undo_label() == "Mark confirmed"
+    m.undo()  # the confirmation, done before the removal
+    assert m.session.review.get(s.uid, 12).decision == Decision.UNREVIEWED
+    assert list(m.session.measurements) == [line, roi]
     m.undo()  # the add of the ROI
     assert list(m.session.measurements) == [line]
     m.redo()
     assert list(m.session.measurements) == [line, roi]
-    assert m.session.review.get(s.uid, 12).decision == Decision.CONFIRMED  # the review untouched so far
+    m.redo()
+    assert m.session.review.get(s.uid, 12).decision == Decision.CONFIRMED
     m.set_decision(Decision.DISMISSED)
-    m.undo()  # now the review's step
+    m.undo()  # the review's step
     assert m.session.review.get(s.uid, 12).decision == Decision.CONFIRMED
     assert list(m.session.measurements) == [line, roi]
+
+
+def test_one_history_undoes_reviews_and_measurements_in_the_order_they_were_done(sample_data, tmp_path):
+    """Confirm slice A, draw a measurement M, confirm slice B; undo three times: B, then M, then A (issue 21: with
+    two undo stacks it was B, A, M). Redo goes forward in the same order, and each step shows its slice."""
+    path = tmp_path / "ct"
+    shutil.copytree(sample_data / "ct-dicom", path)
+    m = opened_model(path)
+    uid = m.series.uid
+    m.show_slice(3)
+    m.set_decision(Decision.CONFIRMED)  # A
+    m.show_slice(5)
+    line = m.add_measurement(Length((10.0, 10.0), (40.0, 30.0)))  # M
+    m.show_slice(8)
+    m.set_decision(Decision.CONFIRMED)  # B
+
+    def state():
+        return (m.session.review.get(uid, 3).decision == Decision.CONFIRMED, list(m.session.measurements) == [line],
+                m.session.review.get(uid, 8).decision == Decision.CONFIRMED)
+
+    assert state() == (True, True, True)
+    undone = []
+    for _ in range(3):
+        label = m.undo_label()
+        m.undo()
+        undone.append((label, m.index, state()))
+    assert undone == [("Mark confirmed", 8, (True, True, False)),  # B
+                      ("Add length", 5, (True, False, False)),  # M, shown on its slice
+                      ("Mark confirmed", 3, (False, False, False))]  # A
+    assert not m.can_undo
+    m.redo()
+    assert state() == (True, False, False) and m.index == 3
+    m.redo()
+    assert state() == (True, True, False) and m.index == 5
+    assert m.redo_label() == "Mark confirmed"
+    m.show_slice(1)
+    m.set_decision(Decision.DISMISSED)  # a new step: nothing left to redo
+    assert not m.can_redo
 
 
 def test_an_older_session_without_measurements_still_loads(sample_data, tmp_path):

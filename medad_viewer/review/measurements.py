@@ -20,6 +20,8 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
+from .history import History, Step, UsesHistory
+
 ACQUIRED = "acquired"
 
 
@@ -190,14 +192,13 @@ def label(r: Measured, sep: str = " · ", mm: bool = True) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------- the list
-class Measurements:
-    """The session's measurements, in the order they were made, with their own undo/redo of adding and removing
-    (the review's undo stack holds one slice's review per step, which a measurement on a reformatted plane is not)."""
+class Measurements(UsesHistory):
+    """The session's measurements, in the order they were made. Adding and removing are undoable steps in the
+    session's one history, shared with the slice reviews (`review.history`; on its own, a history of its own)."""
 
-    def __init__(self, items: Sequence[Measurement] = ()) -> None:
+    def __init__(self, items: Sequence[Measurement] = (), history: History | None = None) -> None:
         self._items: list[Measurement] = list(items)
-        self._undo: list[tuple[str, int, Measurement]] = []  # ("add" | "remove", position, measurement)
-        self._redo: list[tuple[str, int, Measurement]] = []
+        self.history = history if history is not None else History()
 
     def __iter__(self) -> Iterator[Measurement]:
         return iter(self._items)
@@ -216,60 +217,35 @@ class Measurements:
         return [(k, m) for k, m in enumerate(self._items)
                 if m.series_uid == series_uid and m.index == int(index) and m.plane == plane]
 
-    def of_series(self, series_uid: str) -> list[Measurement]:
-        return [m for m in self._items if m.series_uid == series_uid]
-
     def add(self, m: Measurement) -> int:
         self._items.append(m)
-        self._undo.append(("add", len(self._items) - 1, m))
-        self._redo.clear()
+        self._push(("add", len(self._items) - 1, m))
         return len(self._items) - 1
 
     def remove(self, position: int) -> Measurement | None:
         if not 0 <= position < len(self._items):
             return None
         m = self._items.pop(position)
-        self._undo.append(("remove", position, m))
-        self._redo.clear()
+        self._push(("remove", position, m))
         return m
 
-    @property
-    def can_undo(self) -> bool:
-        return bool(self._undo)
+    def _push(self, record: tuple[str, int, Measurement]) -> None:
+        self.history.push(Step("measurements", _step_label(record), record, self._undo_step, self._redo_step))
 
-    @property
-    def can_redo(self) -> bool:
-        return bool(self._redo)
-
-    def undo_label(self) -> str:
-        return _step_label(self._undo[-1]) if self._undo else ""
-
-    def redo_label(self) -> str:
-        return _step_label(self._redo[-1]) if self._redo else ""
-
-    def undo(self) -> Measurement | None:
-        """Undo the last add or remove; returns the measurement it touched (so the viewer can show its slice)."""
-        if not self._undo:
-            return None
-        step = self._undo.pop()
-        what, pos, m = step
+    def _undo_step(self, record: tuple[str, int, Measurement]) -> Measurement:
+        what, pos, m = record
         if what == "add":
             self._items.pop(pos)
         else:
             self._items.insert(pos, m)
-        self._redo.append(step)
         return m
 
-    def redo(self) -> Measurement | None:
-        if not self._redo:
-            return None
-        step = self._redo.pop()
-        what, pos, m = step
+    def _redo_step(self, record: tuple[str, int, Measurement]) -> Measurement:
+        what, pos, m = record
         if what == "add":
             self._items.insert(pos, m)
         else:
             self._items.pop(pos)
-        self._undo.append(step)
         return m
 
     def to_list(self) -> list[dict]:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from .history import History
 from .measurements import Measurements, measurement_from_dict
 from .references import ReferenceSet
 from .results import ScoreResults
@@ -49,6 +50,12 @@ class Session:
     scores_summary: dict = field(default_factory=dict)  # series uid -> {detector, scored, total, complete, top}
     saved_at: float = 0.0
     measurements: Measurements = field(default_factory=Measurements)  # lengths and ellipse ROIs, all series
+    # One undo history for the sitting: review actions and measurements in the order they were done.
+    history: History = field(default_factory=History, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.review.history = self.history
+        self.measurements.history = self.history
 
 
 class SaveFailed(OSError):

@@ -1,7 +1,8 @@
 """Review state: per-slice decisions, notes and annotations, with undo/redo of every review action.
 
 Each action is a command holding the slice's review before and after (reviews are immutable values), so undo and
-redo are exact and a note typed letter by letter is one step.
+redo are exact and a note typed letter by letter is one step. The steps go into the session's one history
+(`review.history`), shared with the measurements, so Ctrl+Z undoes whatever was done last.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import time
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Callable, Iterable, Mapping
+
+from .history import History, Step, UsesHistory
 
 Key = tuple[str, int]  # (series uid, slice index)
 
@@ -77,7 +80,7 @@ class SliceReview:
                    tuple(annotation_from_dict(a) for a in d.get("annotations", [])))
 
 
-@dataclass(frozen=True)
+@dataclass
 class Command:
     """One review action: what the slice's review was and became."""
 
@@ -91,16 +94,16 @@ class Command:
 Listener = Callable[[Key], None]
 
 
-class ReviewState:
+class ReviewState(UsesHistory):
     """Reviews keyed by (series uid, slice index); every change goes through `_do`, so it can be undone."""
 
     # Note edits on the same slice within this many seconds merge into one undo step.
     NOTE_MERGE_S = 2.0
 
-    def __init__(self) -> None:
+    def __init__(self, history: History | None = None) -> None:
         self._reviews: dict[Key, SliceReview] = {}
-        self._undo: list[Command] = []
-        self._redo: list[Command] = []
+        # Undo and redo: in the session's one history, shared with the measurements (`Session`), else its own.
+        self.history = history if history is not None else History()
         self._listeners: list[Listener] = []
 
     # --------------------------------------------------------------------------------------------------- reading
@@ -125,11 +128,12 @@ class ReviewState:
     def set_note(self, series_uid: str, index: int, note: str) -> bool:
         key = (series_uid, int(index))
         cur = self.get(*key)
-        last = self._undo[-1] if self._undo else None
-        if (last is not None and last.key == key and last.label == "Edit note" and not self._redo
+        step = self.history.last
+        last = step.record if step is not None and step.source == "review" else None
+        if (last is not None and last.key == key and last.label == "Edit note" and not self.history.can_redo
                 and time.monotonic() - last.time < self.NOTE_MERGE_S):
             # Typing continues the previous note edit: one undo step for the whole burst.
-            self._undo.pop()
+            self.history.drop_last()
             return self._do(key, replace(cur, note=note), "Edit note", before=last.before)
         return self._do(key, replace(cur, note=note), "Edit note")
 
@@ -155,8 +159,7 @@ class ReviewState:
         if after == cur and before == cur:
             return False  # nothing changes: no undo step either
         if after != before:  # a merged note edit typed back to where it started leaves no step
-            self._undo.append(Command(key, before, after, label))
-        self._redo.clear()
+            self._push(Command(key, before, after, label))
         if after != cur:
             self._put(key, after)
         return True
@@ -170,35 +173,16 @@ class ReviewState:
             listener(key)
 
     # -------------------------------------------------------------------------------------------------- undo/redo
-    @property
-    def can_undo(self) -> bool:
-        return bool(self._undo)
+    def _push(self, cmd: Command) -> None:
+        self.history.push(Step("review", cmd.label, cmd, self._undo_command, self._redo_command))
 
-    @property
-    def can_redo(self) -> bool:
-        return bool(self._redo)
-
-    def undo_label(self) -> str:
-        return self._undo[-1].label if self._undo else ""
-
-    def redo_label(self) -> str:
-        return self._redo[-1].label if self._redo else ""
-
-    def undo(self) -> Key | None:
-        """Undo the last action; returns the slice it touched (so the viewer can show it), or None."""
-        if not self._undo:
-            return None
-        cmd = self._undo.pop()
-        self._redo.append(cmd)
+    def _undo_command(self, cmd: Command) -> Key:
         self._put(cmd.key, cmd.before)
         return cmd.key
 
-    def redo(self) -> Key | None:
-        if not self._redo:
-            return None
-        cmd = self._redo.pop()
+    def _redo_command(self, cmd: Command) -> Key:
         # A fresh timestamp: a redone note edit must not merge with typing that follows much later.
-        self._undo.append(replace(cmd, time=0.0))
+        cmd.time = 0.0
         self._put(cmd.key, cmd.after)
         return cmd.key
 

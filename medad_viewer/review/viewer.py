@@ -609,30 +609,34 @@ class ViewerModel:
             self.session.review.clear_annotations(*k)
 
     def undo(self) -> None:
-        if self._measurement_turn("undo"):
-            self._measurement_step(self.session.measurements.undo())
-            return
-        self._show_touched(self.session.review.undo())
+        """Undo the last review action or measurement step, whichever came last (the session's one history)."""
+        self._after_step(self.session.history.undo())
 
     def redo(self) -> None:
-        if self._measurement_turn("redo"):
-            self._measurement_step(self.session.measurements.redo())
+        self._after_step(self.session.history.redo())
+
+    def _after_step(self, done) -> None:
+        if done is None:
             return
-        self._show_touched(self.session.review.redo())
+        step, touched = done
+        if step.source == "measurements":
+            self._measurement_step(touched)  # the review's own steps tell the model through its listener
+        else:
+            self._show_touched(touched)
 
     @property
     def can_undo(self) -> bool:
-        return self.session.review.can_undo or self.session.measurements.can_undo
+        return self.session.history.can_undo
 
     @property
     def can_redo(self) -> bool:
-        return self.session.review.can_redo or self.session.measurements.can_redo
+        return self.session.history.can_redo
 
     def undo_label(self) -> str:
-        return (self.session.measurements if self._measurement_turn("undo") else self.session.review).undo_label()
+        return self.session.history.undo_label()
 
     def redo_label(self) -> str:
-        return (self.session.measurements if self._measurement_turn("redo") else self.session.review).redo_label()
+        return self.session.history.redo_label()
 
     def _show_touched(self, key) -> None:
         """Show the slice an undo or redo changed."""
@@ -648,10 +652,6 @@ class ViewerModel:
             self.show_slice(index)
 
     # ------------------------------------------------------------------------------------------------ measurements
-    # Measurements keep their own undo (review.measurements.Measurements): Ctrl+Z undoes a measurement step while a
-    # measurement was the last thing changed, or when the review has nothing left to undo; else the review's step.
-    _measured_last = False
-
     def measure_place(self) -> tuple[Any, str, int] | None:
         """Where a measurement drawn now lies: (the Series the main view shows, its plane as measurements record
         it, "acquired" for the series' own, and the slice index in that plane)."""
@@ -696,23 +696,15 @@ class ViewerModel:
         amap = None if pm is None else pm.values
         return [(k, m, measure(m, pixels, s.spacing, amap, s.units)) for k, m in here]
 
-    def _measurement_turn(self, what: str) -> bool:
-        """Whether Ctrl+Z ("undo") / Ctrl+Y ("redo") goes to the measurements now."""
-        ms, rv = self.session.measurements, self.session.review
-        mine, other = (ms.can_undo, rv.can_undo) if what == "undo" else (ms.can_redo, rv.can_redo)
-        return mine and (self._measured_last or not other)
-
     def _measurement_step(self, m: Measurement | None) -> None:
         if m is None:
             return
-        self._measured_last = True
         if self.series is not None and m.plane == ACQUIRED and (m.series_uid, m.index) != self._here():
             self._show_touched((m.series_uid, m.index))  # an undo shows the slice it changed
         self._emit("measurements", m)
         self.save()  # at once, like drawings
 
     def _review_changed(self, key) -> None:
-        self._measured_last = False
         self._emit("review", key)
         # Notes are saved after a pause in typing; decisions and drawings at once.
         if self.session.review.undo_label() == "Edit note":
