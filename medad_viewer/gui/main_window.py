@@ -75,7 +75,6 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
         self.job: Worker | None = None
         self._loaders: list[Worker] = []
         self._study_loader: Worker | None = None  # the one study load whose result will be shown
-        self._load_token = 0
         self._message_box: QMessageBox | None = None
 
         self._build_widgets()
