@@ -367,3 +367,20 @@ def test_the_demo_volume_keeps_its_tumour_slices_flagged_through_the_slices(samp
     assert sum(on.results[z].score < off.results[z].score - 1e-9 for z in test) >= 1  # it does something
     flagged = {name: {z for z in test if r.results[z].percentile >= 95} for name, r in (("on", on), ("off", off))}
     assert flagged["on"] & set(tumour) == flagged["off"] & set(tumour) and len(flagged["on"] & set(tumour)) >= 5
+
+
+def test_the_memory_bank_calibrates_on_the_references_and_their_mirrors_each_without_its_copies(head, effnet):
+    """k references give 2k normal image scores (each reference and its mirror, scored without either copy of it);
+    one reference only its mirror (the original stands in for another normal slice)."""
+    img, lab = head
+    normal = [img[z] for z in range(6, 20) if not lab[z].any()]
+    det = fit_detector(normal[:3], DetectorSettings(input_size=128, modality="MR"), backbone=effnet)
+    cal = det.calibration.image_scores
+    assert len(cal) == 6
+    own = det.score([normal[0]])[0].score  # a reference scored as it is: it matches itself in the bank
+    assert min(cal) > own + 0.5, (cal, own)  # no calibration slice saw its own copies
+    one = fit_detector(normal[:1], DetectorSettings(input_size=128, modality="MR"), backbone=effnet)
+    assert len(one.calibration.image_scores) == 1
+    plain = fit_detector(normal[:3], DetectorSettings(input_size=128, modality="MR", bank_flip=False),
+                         backbone=effnet)
+    assert len(plain.calibration.image_scores) == 3

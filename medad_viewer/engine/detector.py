@@ -265,7 +265,12 @@ class AnomalyDetector:
             if self.bank is not None:
                 self._fit_bank(prepared + mirrored, cancel, len(prepared) if mirrored else 0)
             after_adapt(0.5, "Calibrating on the references (leave-one-out)")
-            self._calibrate(mirrored or prepared, len(prepared), cancel)
+            # Normal slices the bank is scored on without their own copies: the mirrored references and, for the
+            # memory bank (no adapters trained on them), the references themselves too: twice the samples for the
+            # normal scale (LGG same-study, 5 seeds: slice AUROC 0.946 vs 0.941, normal slices flagged 5.1 % vs
+            # 5.9 %, lesion slices 76.8 % vs 76.4 %; rank-invariant elsewhere).
+            both = bool(mirrored) and s.method == "memory" and len(prepared) > 1  # one: its mirror stands in
+            self._calibrate(prepared + mirrored if both else (mirrored or prepared), len(prepared), cancel)
         else:  # zero-shot without references: raw probabilities, nothing to calibrate against
             self.component_scale = {"text": (0.0, 1.0)}
             self.calibration = None
@@ -482,11 +487,13 @@ class AnomalyDetector:
     # ----------------------------------------------------------------------------------------------- 6 calibrate
     def _calibrate(self, slices: list[PreparedSlice], n: int, cancel: CancelToken) -> None:
         """At fit time, from normal slices the detector was not fitted on (`slices`: the mirrored references, or
-        the references themselves without mirrored copies; n references): their raw components (stages 2-4,
-        leave-one-out), the per-component normal scale, then the fused maps' pixel values and image scores."""
+        the references themselves without mirrored copies, or the n references followed by their n mirrored copies;
+        each scored without either of its reference's two copies): their raw components (stages 2-4), the
+        per-component normal scale, then the fused maps' pixel values and image scores."""
         regions = np.stack([self.region_of(p) for p in slices])
         raw: dict[str, list[np.ndarray]] = {}
-        for i, exclude in enumerate(self._calibration_owners(n)):
+        owners = self._calibration_owners(n)
+        for i, exclude in enumerate(owners * (len(slices) // max(n, 1))):  # references and mirrors: same owners
             cancel.raise_if_cancelled()
             comps = self._component_maps(slices[i: i + 1], regions[i: i + 1],
                                          exclude_owners=exclude if self.bank is not None else ())
@@ -513,8 +520,9 @@ class AnomalyDetector:
         with mirrored copies, their mirrors as n..2n-1).
 
         With mirrored copies the calibration slices are the mirrored references (adapters and heads never trained on
-        them), each scored without its own two copies; with one reference only without itself, so the original
-        stands in for another normal slice. Without them: the references, each without itself (leave-one-out)."""
+        them) and, with the memory bank and more than one reference, the references too, each scored without its
+        reference's two copies; with one reference only the mirror, without itself, so the original stands in for
+        another normal slice. Without them: the references, each without itself (leave-one-out)."""
         if not self.settings.bank_flip:
             return [(i,) if n > 1 else () for i in range(n)]
         return [(i, n + i) if n > 1 else (n + i,) for i in range(n)]
