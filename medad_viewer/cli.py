@@ -261,7 +261,7 @@ def cmd_score(args) -> int:
     print(f"wrote {out}/scores.csv, maps.npy, run.json; highest: "
           + ", ".join(f"slice {i} ({scores.results[i].percentile:.1f} pct)" for i in top), file=sys.stderr)
     if args.report:
-        from .report.commands import write_report_for_score_dir
+        from .cli_report import write_report_for_score_dir
         write_report_for_score_dir(out, args.report)
         print(f"wrote {args.report}", file=sys.stderr)
     return 0
@@ -339,7 +339,7 @@ def _json_safe(o):
 
 
 def _add_report_parser(sub) -> None:
-    from .report.commands import add_report_parser
+    from .cli_report import add_report_parser
     add_report_parser(sub)
 
 

@@ -19,7 +19,7 @@ import SimpleITK as sitk
 from medad_viewer.engine.jobs import CancelToken, Cancelled
 from medad_viewer.io import load_study
 from medad_viewer.report import ReportData, read_score_dir, write_score_dir
-from medad_viewer.report.commands import add_report_parser
+from medad_viewer.cli_report import add_report_parser
 from medad_viewer.report.overlay import (COLORMAPS, OVERLAY_CMAP_START, blend, colorize, compose, default_vmax,
                                          overlay_lut)
 from medad_viewer.report.synthetic import synthetic_run

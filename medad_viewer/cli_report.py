@@ -1,6 +1,7 @@
 """`medad-viewer report SCORE_DIR --out report.pdf [...]`: the exports of a scoring run folder, from the command line.
 
 Registered by cli.py through `add_report_parser(subparsers)`; `write_report_for_score_dir` serves `score --report`.
+The command line lives here, beside cli.py; `report/` makes the exports and parses no arguments.
 Errors are one plain line on stderr and an exit status (1: the export failed, 2: bad input), never a traceback.
 """
 
@@ -12,8 +13,8 @@ import os
 import sys
 from pathlib import Path
 
-from .data import ReportData, ReportError, SourceUnavailable, load_review_file, load_target_series
-from .score_dir import ScoreRun, read_score_dir
+from .report.data import ReportData, ReportError, SourceUnavailable, load_review_file, load_target_series
+from .report.score_dir import ScoreRun, read_score_dir
 
 PROG = "medad-viewer report"
 
@@ -107,7 +108,7 @@ def _beside(pdf: str | None, value: str | None, suffix: str, score_dir: str) -> 
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from ..engine.jobs import Cancelled
+    from .engine.jobs import Cancelled
 
     csv_path = _beside(args.out, args.csv, ".csv", args.score_dir)
     json_path = _beside(args.out, args.json, ".json", args.score_dir)
@@ -158,7 +159,7 @@ def run_report(args: argparse.Namespace) -> int:
         if warning:
             print(f"{PROG}: warning: {warning}", file=sys.stderr)
     if dicom:
-        from .dicom_objects import NotDicomSeries, require_dicom
+        from .report.dicom_objects import NotDicomSeries, require_dicom
 
         try:
             require_dicom(series)
@@ -169,13 +170,13 @@ def run_report(args: argparse.Namespace) -> int:
     written: list[str] = []
     try:
         if args.out:
-            from .pdf import PdfOptions, write_pdf_report
+            from .report.pdf import PdfOptions, write_pdf_report
 
             opts = PdfOptions()
             if window is not None:
                 opts.window, opts.window_name = window, "custom"
             if args.colormap:
-                from .overlay import COLORMAPS
+                from .report.overlay import COLORMAPS
 
                 if args.colormap not in COLORMAPS:
                     return _fail(f"--colormap must be one of {', '.join(COLORMAPS)}", 2)
@@ -185,27 +186,27 @@ def run_report(args: argparse.Namespace) -> int:
             print(f"Writing {args.out}", file=sys.stderr)
             written.append(str(write_pdf_report(data, args.out, opts, _progress())))
         if csv_path:
-            from .tables import write_scores_csv
+            from .report.tables import write_scores_csv
 
             written.append(str(write_scores_csv(data, csv_path)))
         if json_path:
-            from .tables import write_scores_json
+            from .report.tables import write_scores_json
 
             written.append(str(write_scores_json(data, json_path)))
         if args.maps:
-            from .volumes import write_map_volume
+            from .report.volumes import write_map_volume
 
             written.append(str(write_map_volume(data, args.maps)))
         if args.annotations:
-            from .volumes import write_annotation_volume
+            from .report.volumes import write_annotation_volume
 
             written.append(str(write_annotation_volume(data, args.annotations)))
         if args.dicom_seg:
-            from .dicom_objects import write_dicom_seg
+            from .report.dicom_objects import write_dicom_seg
 
             written.append(str(write_dicom_seg(data, args.dicom_seg)))
         if args.dicom_pmap:
-            from .dicom_objects import write_dicom_pmap
+            from .report.dicom_objects import write_dicom_pmap
 
             written.append(str(write_dicom_pmap(data, args.dicom_pmap)))
     except ReportError as exc:
@@ -229,7 +230,7 @@ def write_report_for_score_dir(score_dir: str | os.PathLike, pdf_path: str | os.
 
     Raises SystemExit with a one-line message when it cannot be made (the CLI's way of failing without a traceback).
     """
-    from .pdf import write_pdf_report
+    from .report.pdf import write_pdf_report
 
     try:
         run = load_run(score_dir)
