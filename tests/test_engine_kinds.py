@@ -259,10 +259,10 @@ class _ScriptedDetector:
     kind = "section"
 
     def __init__(self, scores, through_plane="auto", references=()):
-        from medad_viewer.engine.score import _pixels_hash
+        from medad_viewer.engine.detector import pixels_hash
         self.scores = scores
         self.settings = DetectorSettings(through_plane=through_plane)
-        self.reference_hashes = [_pixels_hash(np.full((4, 4), i / 100, np.float32)) for i in references]
+        self.reference_hashes = [pixels_hash(np.full((4, 4), i / 100, np.float32)) for i in references]
 
     def score(self, images, batch_size=8, cancel=None):
         from medad_viewer.engine.detector import ScoredImage

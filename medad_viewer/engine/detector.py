@@ -164,6 +164,12 @@ def resolved_settings(settings: DetectorSettings, kind: str | None = None) -> De
     return replace(settings, **changes) if changes else settings
 
 
+def pixels_hash(pixels: np.ndarray) -> str:
+    """A slice's identity by its pixels as given to `fit` / `score` ([0, 1] float32): `reference_hashes`, which slices
+    of a series are the references (`engine.score.score_series`), the adaptation cache's key."""
+    return hashlib.sha1(np.ascontiguousarray(pixels, dtype=np.float32).tobytes()).hexdigest()[:16]
+
+
 @dataclass
 class ScoredImage:
     map: np.ndarray  # (H, W) float32 in units of the normal references' spread: 0 = their median, 1 = their 99th
@@ -251,8 +257,7 @@ class AnomalyDetector:
         self._resolve_kind(prepared)
         if self.kind == "radiograph" and (s.modality or "OT").upper() not in RADIOGRAPH_MODALITIES:
             prepared = [replace(p, region=p.body) for p in prepared]  # a radiograph's body, as `prepare` gives it
-        self.reference_hashes = [hashlib.sha1(np.ascontiguousarray(r, dtype=np.float32).tobytes()).hexdigest()[:16]
-                                 for r in references]
+        self.reference_hashes = [pixels_hash(r) for r in references]
         if s.method == "adapted":
             self._adapt(prepared, abnormal, sub_progress(progress, 0.0, ADAPT_END), cancel)
         self.timings["adapt_s"] = time.monotonic() - t0
@@ -305,7 +310,7 @@ class AnomalyDetector:
         finals = self._fuse(self._component_maps(prepared, regions, cancel=cancel), regions)
         out = []
         for m, p, raw in zip(finals, prepared, self._image_scores(finals, regions)):
-            out.append(ScoredImage(restore(m, p), raw, self._percentile(raw)))
+            out.append(ScoredImage(restore(m, p), raw, self.percentile_of(raw)))
         return out
 
     # ----------------------------------------------------------------------------------------------- 1 prepare
@@ -409,7 +414,7 @@ class AnomalyDetector:
             where = cells_touching(torch.from_numpy(regions).to(self.device), patches.shape[-1], grow=1)
             d = self.bank.score(self.bank_view(patches), exclude_owners=exclude_owners, where=where)
             if self.settings.self_mirror != "off":
-                cancel.raise_if_cancelled()  # the mirror is a second forward pass
+                cancel.raise_if_cancelled()  # the mirror: a second forward pass (mirror_pass "image")
                 d = self._with_mirror(d, patches, prepared, where)
             raw["bank"] = combine_levels([d], self.size)
         if self.model.heads is not None:
@@ -529,10 +534,6 @@ class AnomalyDetector:
 
     def percentile_of(self, raw: float) -> float:
         """An image score's percentile of normal (NaN when there was nothing to calibrate on)."""
-        return self._percentile(raw)
-
-    def _percentile(self, raw: float) -> float:
-        """At score time: an image score's percentile of normal (NaN when there was nothing to calibrate on)."""
         return float(self.calibration.image_percentile(raw)) if self.calibration else float("nan")
 
     # ------------------------------------------------------------------------------------------------ save/load
@@ -629,13 +630,13 @@ def reflect_patches(patches: torch.Tensor, axes: Sequence, size: int, flip_map: 
     a, bias = flip_map
     out = torch.empty_like(patches)
     u = torch.arange(g, dtype=torch.float64, device=patches.device) + 0.5  # cell centres, in cells
+    yy, xx = torch.meshgrid(u, u, indexing="ij")
     for i, axis in enumerate(axes):
         if axis is None:
             src = patches[i]
         else:
             m = torch.from_numpy(reflection_matrix(axis, scale=g / float(size))).to(patches.device)
             # cv2.warpAffine's destination p reads the source at M^-1 p; a reflection is its own inverse. Centres.
-            yy, xx = torch.meshgrid(u, u, indexing="ij")
             sx = m[0, 0] * xx + m[0, 1] * yy + m[0, 2]
             sy = m[1, 0] * xx + m[1, 1] * yy + m[1, 2]
             grid = torch.stack([sx / g * 2 - 1, sy / g * 2 - 1], -1).unsqueeze(0).to(patches.dtype)

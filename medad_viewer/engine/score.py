@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
 
-from .detector import AnomalyDetector, ScoredImage, resolved_settings
+from .detector import AnomalyDetector, ScoredImage, pixels_hash, resolved_settings
 from .jobs import CancelToken, no_progress
 from .preprocess import IntensityNormalizer, normalizer_for_series
 
@@ -83,11 +82,6 @@ def through_plane_neighbour(i: int, side: int, wanted: set[int], status: dict[in
     return None
 
 
-def _pixels_hash(img: np.ndarray) -> str:
-    """As `AnomalyDetector.reference_hashes`: which slices are the detector's own references."""
-    return hashlib.sha1(np.ascontiguousarray(img, dtype=np.float32).tobytes()).hexdigest()[:16]
-
-
 def through_plane_score(own: float, neighbours: Sequence[float]) -> float:
     """A slice's score capped by the higher of its neighbours' (`DetectorSettings.through_plane`): a slice keeps
     its height only where an adjacent slice reaches it too. Without neighbours, its own."""
@@ -146,7 +140,7 @@ def score_series(detector: AnomalyDetector, series, indices: Sequence[int] | Non
                 done += 1
                 if not through:
                     deliver(i, r, r.score, r.percentile)
-                elif ref_hashes and _pixels_hash(img) in ref_hashes:
+                elif ref_hashes and pixels_hash(img) in ref_hashes:
                     status[i] = "reference"  # its own score, and no neighbour's evidence
                     deliver(i, r, r.score, r.percentile)
                 else:

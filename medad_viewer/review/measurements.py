@@ -196,9 +196,9 @@ class Measurements(UsesHistory):
     """The session's measurements, in the order they were made. Adding and removing are undoable steps in the
     session's one history, shared with the slice reviews (`review.history`; on its own, a history of its own)."""
 
-    def __init__(self, items: Sequence[Measurement] = (), history: History | None = None) -> None:
+    def __init__(self, items: Sequence[Measurement] = ()) -> None:
         self._items: list[Measurement] = list(items)
-        self.history = history if history is not None else History()
+        self.history = History()  # its own until a `Session` gives it the one shared with the reviews
 
     def __iter__(self) -> Iterator[Measurement]:
         return iter(self._items)

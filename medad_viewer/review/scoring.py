@@ -7,7 +7,6 @@ viewer starts without loading torch: the first job imports it (`import_engine`),
 from __future__ import annotations
 
 import gc
-import hashlib
 import os
 import sys
 import threading
@@ -206,7 +205,7 @@ def run_score_job(job: ScoreJob, progress: Progress, cancel, on_result: Callable
     import torch
 
     from ..engine.backbones import describe_device, resolve_device
-    from ..engine.detector import AnomalyDetector, DetectorSettings
+    from ..engine.detector import AnomalyDetector, DetectorSettings, pixels_hash
     from ..engine.score import score_series
 
     if job.threads:
@@ -228,8 +227,7 @@ def run_score_job(job: ScoreJob, progress: Progress, cancel, on_result: Callable
     backbone = get_backbone(settings.backbone, settings.weights, device, settings.input_size)
     cancel.raise_if_cancelled()
 
-    pixels = [hashlib.sha1(np.ascontiguousarray(im, np.float32).tobytes()).hexdigest()[:16]
-              for im in normals + [a for a, _ in abnormals] + [m for _, m in abnormals]]
+    pixels = [pixels_hash(im) for im in normals + [a for a, _ in abnormals] + [m for _, m in abnormals]]
     key = cache_key(job.reference_set.content_hash(), backbone.weights_id, settings.to_dict(), pixels)
     t0 = time.monotonic()
     det = cache.load(key, backbone=backbone, device=device)

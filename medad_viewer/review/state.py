@@ -100,10 +100,10 @@ class ReviewState(UsesHistory):
     # Note edits on the same slice within this many seconds merge into one undo step.
     NOTE_MERGE_S = 2.0
 
-    def __init__(self, history: History | None = None) -> None:
+    def __init__(self) -> None:
         self._reviews: dict[Key, SliceReview] = {}
-        # Undo and redo: in the session's one history, shared with the measurements (`Session`), else its own.
-        self.history = history if history is not None else History()
+        # Undo and redo: its own history until a `Session` gives it the one it shares with the measurements.
+        self.history = History()
         self._listeners: list[Listener] = []
 
     # --------------------------------------------------------------------------------------------------- reading
