@@ -42,7 +42,8 @@ def main() -> int:
     import numpy as np
 
     from medad_viewer.io import Series, Study
-    from medad_viewer.review.results import ScoreResults, SliceResult
+    from medad_viewer.engine.records import SliceScore
+    from medad_viewer.review.results import ScoreResults
     from medad_viewer.review.state import Ellipse
     from medad_viewer.review.viewer import ViewerModel
 
@@ -55,7 +56,7 @@ def main() -> int:
     m.select_series(0)
     res = ScoreResults(s.uid, n)
     for k in range(0, n, args.scored_every):
-        res.put(SliceResult(k, 1.0, 50.0, rng.random((256, 256), dtype=np.float32).astype(np.float16),
+        res.put(SliceScore(k, 1.0, 50.0, rng.random((256, 256), dtype=np.float32).astype(np.float16),
                             (size, size)))
     m.results[s.uid] = res
     for k in range(0, n, max(1, n // 20)):

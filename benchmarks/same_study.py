@@ -1,6 +1,5 @@
 """The same-study protocol: each patient's volume scored, as the app is used, from a few lesion-free slices of that
-same volume, through the code path of `medad-viewer score` and the window (load_study -> normalizer_for_series ->
-AnomalyDetector.fit -> engine.score.score_series).
+same volume, through the code path of `medad-viewer score` and the window (load_study -> engine.pipeline.fit_and_score).
 
     python benchmarks/same_study.py [--set lgg|mr] [--k 4] [--seeds 0,1,2,3,4] [--folds 4] [--patients N]
 
@@ -83,9 +82,8 @@ def pick_references(free: list[int], k: int, seed: int) -> list[int]:
 def score_patient(image_path: Path, mask_path: Path, settings, backbone, device, k: int, seed: int) -> dict | None:
     """One volume scored from k of its own lesion-free slices: per scored slice its label, percentile, map (float16),
     lesion mask and head mask; None when the volume has too few lesion-free head slices."""
-    from medad_viewer.engine.detector import AnomalyDetector
+    from medad_viewer.engine.pipeline import SliceRef, fit_and_score
     from medad_viewer.engine.preprocess import normalizer_for_series
-    from medad_viewer.engine.score import score_series
     from medad_viewer.io import load_study, series_sequence
 
     series = load_study(str(image_path)).series[0]
@@ -101,11 +99,12 @@ def score_patient(image_path: Path, mask_path: Path, settings, backbone, device,
     norm = normalizer_for_series(series)
     s = replace(settings, modality=series.modality, sequence=series_sequence(series),
                 adapt=replace(settings.adapt, seed=seed))
-    det = AnomalyDetector(s, backbone, device).fit([norm(series.slice(i)) for i in refs])
     test = [z for z in head if z not in refs]
     if not test:
         return None
-    res = score_series(det, series, test, normalizer=norm)
+    run = fit_and_score([SliceRef(series, i) for i in refs], series, s, indices=test, backbone=backbone,
+                        device=device)
+    det, res = run.detector, run.scores
     colour = det.calibration.pixel_value_at(COLOUR_PERCENTILE) if det.calibration is not None else 1.0
     import cv2
 

@@ -174,12 +174,10 @@ def cmd_score(args) -> int:
     import time
     from dataclasses import replace
 
-    import numpy as np
-
     from .engine.backbones import WeightsUnavailable, describe_device, load_backbone, resolve_device
-    from .engine.detector import AnomalyDetector, DetectorSettings
-    from .engine.preprocess import normalizer_for_series
-    from .engine.score import parse_slices, score_series, split_reference_spec
+    from .engine.detector import DetectorSettings
+    from .engine.pipeline import SliceRef, fit_and_score
+    from .engine.score import parse_slices, split_reference_spec
     from .io import load_study, series_sequence
     from .report.score_dir import ScoreRun, series_record, write_score_dir
 
@@ -191,7 +189,7 @@ def cmd_score(args) -> int:
     except ValueError as exc:
         raise SystemExit(f"error: --slices: {exc}")
     studies = {}
-    ref_images, ref_records = [], []
+    references, ref_records = [], []
     for spec in args.refs:
         source, slices = split_reference_spec(spec)
         key = str(Path(source).resolve())
@@ -202,12 +200,11 @@ def cmd_score(args) -> int:
             idx = parse_slices(slices, series.num_slices)
         except ValueError as exc:
             raise SystemExit(f"error: --refs {spec}: {exc}")
-        norm = normalizer_for_series(series)
         for i in idx:
-            ref_images.append(norm(series.slice(i)))
+            references.append(SliceRef(series, i))
             ref_records.append({"source": str(series.source), "series_uid": series.uid, "index": int(i)})
-    if not 1 <= len(ref_images) <= 64:
-        raise SystemExit(f"error: {len(ref_images)} reference slices; pick between 1 and 16 normal slices (64 at most)")
+    if not 1 <= len(references) <= 64:
+        raise SystemExit(f"error: {len(references)} reference slices; pick between 1 and 16 normal slices (64 at most)")
     try:
         device = resolve_device(args.device)
     except RuntimeError as exc:
@@ -224,15 +221,15 @@ def cmd_score(args) -> int:
     if not backbone.pretrained:
         print(f"WARNING: {backbone.name} runs with {backbone.weights}: its maps mean nothing clinically.",
               file=sys.stderr)
-    print(f"{backbone.name} ({backbone.weights}) on {describe_device(device)}; {len(ref_images)} references; "
+    print(f"{backbone.name} ({backbone.weights}) on {describe_device(device)}; {len(references)} references; "
           f"method {settings.method}", file=sys.stderr)
+    t_load = time.monotonic()
     try:
-        detector = AnomalyDetector(settings, backbone, device).fit(ref_images, _stderr_progress("adapt "))
+        done = fit_and_score(references, target, settings, indices=indices, backbone=backbone, device=device,
+                             progress=_stderr_progress())
     except ValueError as exc:
         raise SystemExit(f"error: {exc}")
-    t_fit = time.monotonic()
-    scores = score_series(detector, target, indices, progress=_stderr_progress("score "))
-    t_score = time.monotonic()
+    detector, scores = done.detector, done.scores
     ordered = sorted(scores.results)
     cal = detector.calibration
     run = {
@@ -246,16 +243,14 @@ def cmd_score(args) -> int:
         "adapt_report": None if detector.adapt_report is None else {
             "steps": detector.adapt_report.steps, "best_step": detector.adapt_report.best_step,
             "stopped_because": detector.adapt_report.stopped_because},
-        "timings": {"load_s": round(t_fit - t_start - detector.timings.get("fit_s", 0.0), 3),
+        "timings": {"load_s": round(t_load - t_start, 3),
                     "fit_s": round(detector.timings.get("fit_s", 0.0), 3),
                     "adapt_s": round(detector.timings.get("adapt_s", 0.0), 3),
-                    "score_s": round(t_score - t_fit, 3),
-                    "score_s_per_slice": round((t_score - t_fit) / max(1, len(ordered)), 4)},
+                    "score_s": round(done.score_seconds, 3),
+                    "score_s_per_slice": round(done.score_seconds / max(1, len(ordered)), 4)},
     }
-    out = write_score_dir(args.out, ScoreRun(
-        np.array(ordered), np.array([target.slice_position(i) for i in ordered]),
-        np.array([scores.results[i].score for i in ordered]), np.array([scores.results[i].percentile for i in ordered]),
-        np.stack([scores.results[i].map for i in ordered]).astype(np.float32), run))
+    out = write_score_dir(args.out, ScoreRun.of(
+        [scores.results[i] for i in ordered], [target.slice_position(i) for i in ordered], run))
     top = sorted(ordered, key=lambda i: -scores.results[i].score)[:5]
     print(f"scored as {KIND_WORDS.get(detector.kind, detector.kind)}", file=sys.stderr)
     print(f"wrote {out}/scores.csv, maps.npy, run.json; highest: "

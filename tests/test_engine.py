@@ -15,7 +15,8 @@ from medad_viewer.engine.adapt import AdaptSettings
 from medad_viewer.io.atomic import leftover_temporaries
 from medad_viewer.engine.adapters import LevelAdapter
 from medad_viewer.engine.backbones import TINY_CLIP_CONFIG, load_backbone, load_open_clip, WeightsUnavailable
-from medad_viewer.engine.detector import AnomalyDetector, DetectorSettings, fit_detector
+from medad_viewer.engine.detector import AnomalyDetector, DetectorSettings
+from medad_viewer.engine.pipeline import fit_detector
 from medad_viewer.engine.jobs import CancelToken, Cancelled
 from medad_viewer.engine.memory_bank import MemoryBank, greedy_coreset
 from medad_viewer.engine.model import AnomalyModel

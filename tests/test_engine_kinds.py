@@ -12,11 +12,11 @@ import SimpleITK as sitk
 import torch
 
 from medad_viewer.engine.backbones import load_backbone
-from medad_viewer.engine.detector import (FLAIR_INTENSITY_WEIGHT, AnomalyDetector, DetectorSettings, fit_detector,
-                                          resolved_settings)
+from medad_viewer.engine.detector import FLAIR_INTENSITY_WEIGHT, AnomalyDetector, DetectorSettings, resolved_settings
 from medad_viewer.engine.evaluate import read_image01
 from medad_viewer.engine.maps import guided_within
 from medad_viewer.engine.memory_bank import MemoryBank
+from medad_viewer.engine.pipeline import fit_detector
 from medad_viewer.engine.preprocess import image_kind, looks_like_radiograph, normalizer_for_series, prepare
 from medad_viewer.engine.symmetry import midline, reflect
 from medad_viewer.io import load_study, series_sequence
@@ -265,11 +265,11 @@ class _ScriptedDetector:
         self.reference_hashes = [pixels_hash(np.full((4, 4), i / 100, np.float32)) for i in references]
 
     def score(self, images, batch_size=8, cancel=None):
-        from medad_viewer.engine.detector import ScoredImage
+        from medad_viewer.engine.records import SliceScore
         out = []
-        for im in images:
+        for j, im in enumerate(images):
             i = int(round(float(im.flat[0]) * 100))
-            out.append(ScoredImage(np.full((2, 2), i, np.float32), self.scores[i], self.scores[i]))
+            out.append(SliceScore(j, self.scores[i], self.scores[i], np.full((2, 2), i, np.float32)))
         return out
 
     def percentile_of(self, raw):

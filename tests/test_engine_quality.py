@@ -19,8 +19,9 @@ from medad_viewer.cli import main
 from medad_viewer.engine import adapt as adapt_module
 from medad_viewer.engine.adapt import AdaptSettings
 from medad_viewer.engine.backbones import load_backbone
-from medad_viewer.engine.detector import DETECTOR_FORMAT, AnomalyDetector, DetectorSettings, fit_detector
-from medad_viewer.engine.evaluate import BmadDataset, fit_and_score
+from medad_viewer.engine.detector import DETECTOR_FORMAT, AnomalyDetector, DetectorSettings
+from medad_viewer.engine.pipeline import fit_detector
+from medad_viewer.engine.evaluate import BmadDataset, run_fold
 from medad_viewer.engine.foreground import head_interior
 from medad_viewer.engine.maps import masked_blur
 from medad_viewer.engine.preprocess import normalizer_for_series, prepare
@@ -59,7 +60,7 @@ def test_eval_and_score_give_the_same_map(bmad, tmp_path, effnet):
     ds = BmadDataset(fold)
     refs = ds.pick_references(2, seed=0)
     settings = DetectorSettings(method="memory", input_size=96)
-    _, results, _, _ = fit_and_score(ds, refs, settings, effnet, torch.device("cpu"))
+    _, results, _, _ = run_fold(ds, refs, settings, effnet, torch.device("cpu"))
     target = next(i for i, lab in enumerate(ds.labels) if lab == 1)
     out = tmp_path / "run"
     rc = main(["score", str(ds.test_paths[target]), "--refs", str(refs[0]), "--refs", str(refs[1]),

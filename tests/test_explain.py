@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from medad_viewer.engine.adapt import AdaptSettings
-from medad_viewer.engine.detector import AnomalyDetector, DetectorSettings, fit_detector
+from medad_viewer.engine.detector import AnomalyDetector, DetectorSettings
+from medad_viewer.engine.pipeline import fit_detector
 from medad_viewer.engine.explain import cell_box, explain_point, point_cell
 from medad_viewer.engine.maps import cells_touching
 

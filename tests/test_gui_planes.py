@@ -10,7 +10,8 @@ from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QWheelEvent
 from PySide6.QtWidgets import QApplication
 
-from medad_viewer.review.results import ScoreResults, SliceResult
+from medad_viewer.engine.records import SliceScore
+from medad_viewer.review.results import ScoreResults
 from medad_viewer.review.state import Ellipse
 from tests.test_gui_main_window import REPO, close_window, key, make_window, open_study, wheel
 
@@ -107,7 +108,7 @@ def test_the_map_and_drawings_are_reformatted_and_interpolation_is_marked(qtbot,
     for k in (10, 14):
         amap = np.zeros((s.rows, s.columns), np.float32)
         amap[100:140, 100:160] = 5.0
-        res.put(SliceResult(k, 3.0, 99.0, amap))
+        res.put(SliceScore(k, 3.0, 99.0, amap))
     m.results[s.uid] = res
     m._emit("scores", s.uid)
     key(qtbot, w, Qt.Key.Key_L)
@@ -119,7 +120,7 @@ def test_the_map_and_drawings_are_reformatted_and_interpolation_is_marked(qtbot,
     assert len(cor.annotation_outline.getData()[0]) > 0  # the ellipse on slice 12 is cut by the coronal plane
     # fully scored between: no mark
     for k in (11, 12, 13):
-        res.put(SliceResult(k, 3.0, 99.0, np.zeros((s.rows, s.columns), np.float32)))
+        res.put(SliceScore(k, 3.0, 99.0, np.zeros((s.rows, s.columns), np.float32)))
     m._emit("scores", s.uid)
     assert "interpolated" not in cor.top_left.text()
     close_window(qtbot, w)

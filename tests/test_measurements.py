@@ -19,7 +19,8 @@ from medad_viewer.review.export import ExportContext
 from medad_viewer.review.measurements import (ACQUIRED, EllipseROI, Length, Measurements, length_mm, measure,
                                               measure_on, roi_mask)
 from medad_viewer.review.references import ReferenceSet
-from medad_viewer.review.results import ScoreResults, SliceResult
+from medad_viewer.engine.records import SliceScore
+from medad_viewer.review.results import ScoreResults
 from medad_viewer.review.session import SessionStore
 from medad_viewer.review.state import Decision, Ellipse, ReviewState
 from medad_viewer.review.viewer import ViewerModel
@@ -111,7 +112,7 @@ def test_map_stats_inside_the_roi(ct):
     rows, cols = ct.rows, ct.columns
     yy, xx = np.mgrid[0:rows, 0:cols]
     amap = (xx / cols * 2.0 + yy / rows).astype(np.float32)  # a smooth ramp: 0 .. 3
-    r_slice = SliceResult(10, 1.5, 97.0, amap)
+    r_slice = SliceScore(10, 1.5, 97.0, amap)
     full = r_slice.map  # the full-size map the viewer shows (stored compact, given back at slice size)
     roi = EllipseROI(300.0, 200.0, 50.0, 30.0, index=10)
     mask = hand_mask((rows, cols), 300.0, 200.0, 50.0, 30.0)

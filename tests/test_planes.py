@@ -11,7 +11,8 @@ import pytest
 
 from medad_viewer.io import Series, load_study
 from medad_viewer.io.planes import PLANES, acquired_plane, available_planes, plane_view
-from medad_viewer.review.results import ScoreResults, SliceResult
+from medad_viewer.engine.records import SliceScore
+from medad_viewer.review.results import ScoreResults
 from medad_viewer.review.state import Ellipse
 from medad_viewer.review.viewer import ViewerModel
 
@@ -121,7 +122,7 @@ def test_a_reformatted_map_is_interpolated_between_scored_slices_and_says_so():
     h, w = 64, 64
     for k in (4, 8):  # two scored slices, three unscored between them
         compact = np.full((h, w), float(k), dtype=np.float16)
-        res.put(SliceResult(k, float(k), 50.0, compact, (s.rows, s.columns)))
+        res.put(SliceScore(k, float(k), 50.0, compact, (s.rows, s.columns)))
     m.results[s.uid] = res
     pm = m.plane_map("coronal")
     assert pm is not None and pm.interpolated
@@ -137,7 +138,7 @@ def test_a_reformatted_map_is_interpolated_between_scored_slices_and_says_so():
     assert m.plane_map("axial", 5) is None
     # all slices between scored: nothing interpolated
     for k in (5, 6, 7):
-        res.put(SliceResult(k, float(k), 50.0, np.full((h, w), float(k), np.float16), (s.rows, s.columns)))
+        res.put(SliceScore(k, float(k), 50.0, np.full((h, w), float(k), np.float16), (s.rows, s.columns)))
     assert not m.plane_map("coronal").interpolated
     p = m.probe(rows[6], col, plane="coronal")
     assert p.index == 6 and p.map_value == pytest.approx(6.0, abs=1e-3)

@@ -98,8 +98,8 @@ def test_save_is_due_within_the_delay_of_the_first_change():
 
 
 def _result(i):
-    from medad_viewer.review.results import SliceResult
-    return SliceResult(i, float(i), 50.0 + i, np.full((256, 256), i / 10, np.float32))
+    from medad_viewer.engine.records import SliceScore
+    return SliceScore(i, float(i), 50.0 + i, np.full((256, 256), i / 10, np.float32))
 
 
 def _scored(m: ViewerModel, n: int) -> None:
@@ -218,12 +218,12 @@ def test_the_probe_gives_the_voxel_its_patient_position_value_and_map(sample_dat
 
 
 def _scored_shape(m, rows, cols):
-    from medad_viewer.review.results import SliceResult
+    from medad_viewer.engine.records import SliceScore
 
     m.start_scoring("memory")
     m.job_partial(("detector", {}))
     yy, xx = np.mgrid[0:rows, 0:cols]
-    m.job_partial(("slice", SliceResult(m.index, 1.0, 90.0, (yy + xx).astype(np.float32) / (rows + cols))))
+    m.job_partial(("slice", SliceScore(m.index, 1.0, 90.0, (yy + xx).astype(np.float32) / (rows + cols))))
 
 
 def test_display_toggles_and_the_cine_loop():

@@ -42,6 +42,7 @@ from .maps import cells_touching, combine_levels, fuse, guided_within, smooth_wi
 from .memory_bank import MemoryBank, neighbourhood_distance, patch_features
 from .model import AnomalyModel, LevelFeatures, class_text_embeddings
 from .preprocess import RADIOGRAPH_MODALITIES, PreparedSlice, image_kind, prepare, restore
+from .records import SliceScore
 from .symmetry import midline, reflect, reflection_matrix
 
 METHODS = ("adapted", "memory", "zero")
@@ -170,14 +171,6 @@ def pixels_hash(pixels: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(pixels, dtype=np.float32).tobytes()).hexdigest()[:16]
 
 
-@dataclass
-class ScoredImage:
-    map: np.ndarray  # (H, W) float32 in units of the normal references' spread: 0 = their median, 1 = their 99th
-                     # percentile; below 0 closer to normal than typical; outside the scoring region a perfect match
-    score: float  # raw image score
-    percentile: float  # percentile of normal, 0..100
-
-
 class AnomalyDetector:
     """Fit on normal references, then score slices. `fit` and `score` come first and read as the pipeline; the
     stages follow in pipeline order (prepare, features, adapt, map, image score, calibrate), then save and load."""
@@ -286,14 +279,16 @@ class AnomalyDetector:
     # ---------------------------------------------------------------------------------------------------- score
     def score(self, images: Sequence[np.ndarray], batch_size: int = 8,
               progress: Callable[[float, str], None] = no_progress, cancel: CancelToken | None = None,
-              on_result: Callable[[int, ScoredImage], None] | None = None) -> list[ScoredImage]:
-        """Score slices in [0, 1]; `on_result(i, result)` is called as each arrives."""
+              on_result: Callable[[int, SliceScore], None] | None = None) -> list[SliceScore]:
+        """Score slices in [0, 1], each result indexed by its position in `images`; `on_result(i, result)` is
+        called as each arrives."""
         cancel = cancel or CancelToken()
-        results: list[ScoredImage] = []
+        results: list[SliceScore] = []
         for start in range(0, len(images), batch_size):
             cancel.raise_if_cancelled()
             batch = [self._prepare(im) for im in images[start: start + batch_size]]
             for j, r in enumerate(self.score_prepared(batch, cancel)):
+                r.index = start + j
                 results.append(r)
                 if on_result is not None:
                     on_result(start + j, r)
@@ -301,7 +296,7 @@ class AnomalyDetector:
         return results
 
     def score_prepared(self, prepared: Sequence[PreparedSlice], cancel: CancelToken | None = None
-                       ) -> list[ScoredImage]:
+                       ) -> list[SliceScore]:
         """Prepared slices -> features -> (adapters) -> map -> image score -> percentile of normal; each map back
         on its slice's own pixel grid. `cancel` is also checked between the stages of the batch."""
         if not prepared:
@@ -310,7 +305,7 @@ class AnomalyDetector:
         finals = self._fuse(self._component_maps(prepared, regions, cancel=cancel), regions)
         out = []
         for m, p, raw in zip(finals, prepared, self._image_scores(finals, regions)):
-            out.append(ScoredImage(restore(m, p), raw, self.percentile_of(raw)))
+            out.append(SliceScore(len(out), raw, self.percentile_of(raw), restore(m, p)))
         return out
 
     # ----------------------------------------------------------------------------------------------- 1 prepare
@@ -649,15 +644,3 @@ def reflect_patches(patches: torch.Tensor, axes: Sequence, size: int, flip_map: 
         if intensity:
             out[i, c:] = src[c:]
     return out
-
-
-def fit_detector(references: Sequence[np.ndarray], settings: DetectorSettings | None = None,
-                 backbone: Backbone | None = None, device: torch.device | str = "cpu",
-                 progress: Callable[[float, str], None] = no_progress, cancel: CancelToken | None = None,
-                 abnormal: Sequence[tuple[np.ndarray, np.ndarray]] = ()) -> AnomalyDetector:
-    """Load the backbone if needed, then fit a detector on normal references."""
-    settings = settings or DetectorSettings()
-    device = torch.device(device)
-    if backbone is None:
-        backbone = load_backbone(settings.backbone, settings.weights, device=device)
-    return AnomalyDetector(settings, backbone, device).fit(references, progress, cancel, abnormal)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import re
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -23,7 +22,8 @@ from .backbones import load_backbone, resolve_device
 from .detector import AnomalyDetector, DetectorSettings
 from .jobs import CancelToken, no_progress, sub_progress
 from .metrics import aupro, f1_max, image_auroc, pixel_auroc
-from .preprocess import IntensityNormalizer, normalizer_for_series
+from .pipeline import Normalised, SliceRef, fit_and_score
+from .records import SliceScore
 
 _IMG_EXT = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 METRIC_KEYS = ("image_auroc", "pixel_auroc", "aupro", "f1_max")
@@ -39,17 +39,20 @@ def _list_images(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if p.suffix.lower() in _IMG_EXT), key=_natural)
 
 
-def read_image01(path: Path, normalizer: IntensityNormalizer | None = None) -> np.ndarray:
-    """One image file as `score` and the viewer see it: the study loader, then the series' own normaliser (unless
-    one is given, for experiments)."""
+def read_series(path: Path):
+    """One image file as `score` and the viewer open it: a series of one slice."""
     from ..io import load_study
 
     study = load_study(str(path))
     if not study.series:
         detail = study.errors[0].message if study.errors else "not a readable image"
         raise ValueError(f"{path}: {detail}")
-    series = study.series[0]
-    return (normalizer or normalizer_for_series(series))(series.slice(0))
+    return study.series[0]
+
+
+def read_image01(path: Path) -> np.ndarray:
+    """One image file in [0, 1], as the engine sees it (`engine.pipeline`'s normalisation)."""
+    return Normalised()(read_series(path), 0)
 
 
 def _read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
@@ -62,7 +65,7 @@ def _read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
 
 
 class BmadDataset:
-    def __init__(self, root: str | Path, normalizer: IntensityNormalizer | None = None):
+    def __init__(self, root: str | Path):
         self.root = Path(root)
         self.pool = _list_images(self.root / "train" / "good" / "img")
         good = _list_images(self.root / "test" / "good" / "img")
@@ -73,20 +76,20 @@ class BmadDataset:
             raise ValueError(f"{self.root}: need test/good/img and test/Ungood/img images")
         mask_dir = self.root / "test" / "Ungood" / "anomaly_mask"
         self.has_masks = mask_dir.is_dir() and any(mask_dir.iterdir())
-        self.normalizer = normalizer
         self.test_paths = good + bad
         self.labels = np.array([0] * len(good) + [1] * len(bad))
-        self.images = [read_image01(p, normalizer) for p in self.test_paths]
+        self.series = [read_series(p) for p in self.test_paths]  # each test image, scored as a folder of images
         self.masks = None
         if self.has_masks:
             masks = []
-            for p, lab, img in zip(self.test_paths, self.labels, self.images):
+            for p, lab, s in zip(self.test_paths, self.labels, self.series):
+                shape = (s.rows, s.columns)
                 if lab == 0:
-                    masks.append(np.zeros(img.shape, bool))
+                    masks.append(np.zeros(shape, bool))
                 else:
                     cand = [mask_dir / p.name] + [mask_dir / (p.stem + ext) for ext in _IMG_EXT]
                     mp = next((c for c in cand if c.is_file()), None)
-                    masks.append(_read_mask(mp, img.shape) if mp else np.zeros(img.shape, bool))
+                    masks.append(_read_mask(mp, shape) if mp else np.zeros(shape, bool))
             self.masks = masks
 
     def pick_references(self, k: int, seed: int) -> list[Path]:
@@ -95,19 +98,17 @@ class BmadDataset:
         return [self.pool[i] for i in sorted(rng.choice(len(self.pool), size=k, replace=False))]
 
 
-def fit_and_score(ds: BmadDataset, references: Sequence[Path], settings: DetectorSettings, backbone, device,
-                  progress: Callable[[float, str], None] = no_progress, cancel: CancelToken | None = None
-                  ) -> tuple[AnomalyDetector, list, float, float]:
-    """One few-shot run: fit on the reference files, score every test image, as `score` would.
-    Returns the detector, the results, fit seconds and scoring seconds per image."""
-    ref_imgs = [read_image01(p, ds.normalizer) for p in references]
-    t0 = time.monotonic()
-    det = AnomalyDetector(copy.deepcopy(settings), backbone, device).fit(ref_imgs, sub_progress(progress, 0, 0.7),
-                                                                         cancel)
-    fit_s = time.monotonic() - t0
-    t1 = time.monotonic()
-    results = det.score(ds.images, progress=sub_progress(progress, 0.7, 1.0), cancel=cancel)
-    return det, results, fit_s, (time.monotonic() - t1) / len(ds.images)
+def run_fold(ds: BmadDataset, references: Sequence[Path], settings: DetectorSettings, backbone, device,
+             progress: Callable[[float, str], None] = no_progress, cancel: CancelToken | None = None
+             ) -> tuple[AnomalyDetector, list[SliceScore], float, float]:
+    """One few-shot run through the one fit-and-score path (`engine.pipeline.fit_and_score`): fit on the reference
+    files, score every test image. Returns the detector, the results in test order, fit seconds and scoring
+    seconds per image."""
+    refs = [SliceRef(read_series(p), 0) for p in references]
+    run = fit_and_score(refs, ds.series, copy.deepcopy(settings), backbone=backbone, device=device,
+                        progress=progress, cancel=cancel, fit_share=0.7, batch_size=8)
+    results = [run.scores.results[i] for i in range(len(ds.series))]
+    return run.detector, results, run.fit_seconds, run.score_seconds / len(ds.series)
 
 
 def evaluate(data_dir: str | Path, k: int = 4, seeds: Sequence[int] = (0, 1, 2),
@@ -126,8 +127,8 @@ def evaluate(data_dir: str | Path, k: int = 4, seeds: Sequence[int] = (0, 1, 2),
         step = 1 / len(seeds)
         s = replace(settings, adapt=replace(settings.adapt, seed=int(seed)))
         refs = ds.pick_references(k, seed)
-        det, results, adapt_s, score_s = fit_and_score(ds, refs, s, backbone, dev,
-                                                       sub_progress(progress, base, base + step), cancel)
+        det, results, adapt_s, score_s = run_fold(ds, refs, s, backbone, dev,
+                                                  sub_progress(progress, base, base + step), cancel)
         scores = np.array([r.score for r in results])
         report = det.adapt_report
         row = {"seed": int(seed), "references": [p.name for p in refs],

@@ -1,4 +1,5 @@
-"""Scoring whole series: references named as SOURCE[:SLICES], a fitted detector, per-slice maps and scores."""
+"""Scoring whole series with a fitted detector (the scoring stage of `engine.pipeline`), and references named as
+SOURCE[:SLICES] on the command line."""
 
 from __future__ import annotations
 
@@ -6,11 +7,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-import numpy as np
-
-from .detector import AnomalyDetector, ScoredImage, pixels_hash, resolved_settings
+from .detector import AnomalyDetector, pixels_hash, resolved_settings
 from .jobs import CancelToken, no_progress
 from .preprocess import IntensityNormalizer, normalizer_for_series
+from .records import SliceScore
 
 
 def parse_slices(spec: str, num_slices: int) -> list[int]:
@@ -45,14 +45,6 @@ def split_reference_spec(spec: str) -> tuple[str, str]:
     if sep and head and tail and all(c.isdigit() or c in ",- " for c in tail):
         return head, tail
     return spec, ""
-
-
-@dataclass
-class SliceScore:
-    index: int
-    score: float
-    percentile: float
-    map: np.ndarray  # (rows, columns) float32, same grid as the slice
 
 
 @dataclass
@@ -110,12 +102,12 @@ def score_series(detector: AnomalyDetector, series, indices: Sequence[int] | Non
     out = SeriesScores()
     status: dict[int, str] = {}  # "scored" or "reference", as each slice is read
     own: dict[int, float] = {}  # every scored slice's own image score
-    held: dict[int, ScoredImage] = {}  # scored, waiting for a neighbour
+    held: dict[int, SliceScore] = {}  # scored, waiting for a neighbour
     done = 0
     t0 = time.monotonic()
 
-    def deliver(i: int, r: ScoredImage, score: float, percentile: float) -> None:
-        s = SliceScore(i, score, percentile, r.map)
+    def deliver(i: int, r: SliceScore, score: float, percentile: float) -> None:
+        s = r.with_score(score, percentile, index=i)
         if keep:
             out.results[i] = s
         if on_result is not None:
@@ -135,7 +127,7 @@ def score_series(detector: AnomalyDetector, series, indices: Sequence[int] | Non
             cancel.raise_if_cancelled()
             chunk = idx[start: start + batch_size]
             imgs = [norm(series.slice(i)) for i in chunk]
-            scored: list[ScoredImage] = detector.score(imgs, batch_size=batch_size, cancel=cancel)
+            scored: list[SliceScore] = detector.score(imgs, batch_size=batch_size, cancel=cancel)
             for i, img, r in zip(chunk, imgs, scored):
                 done += 1
                 if not through:

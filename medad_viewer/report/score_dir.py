@@ -44,6 +44,13 @@ class ScoreRun:
     maps: np.ndarray  # (N, rows, columns) float32
     run: dict
 
+    @classmethod
+    def of(cls, records, positions_mm, run: dict) -> "ScoreRun":
+        """From slice records (engine.records.SliceScore, in the order to write) and their positions."""
+        return cls(np.array([r.index for r in records]), np.array(positions_mm, dtype=np.float64),
+                   np.array([r.score for r in records]), np.array([r.percentile for r in records]),
+                   np.stack([r.map for r in records]).astype(np.float32), run)
+
 
 def write_score_dir(out_dir: str | Path, run: ScoreRun) -> Path:
     out = Path(out_dir)

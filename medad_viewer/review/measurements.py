@@ -129,7 +129,7 @@ class Measured:
 def measure(m: Measurement, pixels: np.ndarray, spacing: Sequence[float], amap: np.ndarray | None = None,
             units: str = "") -> Measured:
     """The numbers of `m` on its slice: `pixels` (rows, columns) in modality units, `spacing` the Series' (mm per
-    column, mm per row, ...), `amap` the slice's full-size anomaly map (SliceResult.map) or None."""
+    column, mm per row, ...), `amap` the slice's full-size anomaly map (SliceScore.map) or None."""
     if isinstance(m, Length):
         return Measured("length", length_mm=length_mm(m, spacing), units=units)
     pixels = np.asarray(pixels)

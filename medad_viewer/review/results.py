@@ -15,51 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from ..engine.calibration import QUANTILES, quantile_percentile, quantile_value
+from ..engine.records import SliceScore
 from ..io.atomic import atomic_write_npz
-
-
-# Maps are kept at most this many pixels on a side, as float16. The detector computes them at its input size
-# (260 px for EfficientNet-Lite2) and smooths them, so this loses nothing visible, and a 1,000-slice 512 x 512 series
-# holds 128 MB of maps instead of 1 GB: the maps never cost more than the series itself.
-MAP_SIDE = 256
-
-
-def compact_map(amap: np.ndarray, side: int = MAP_SIDE) -> np.ndarray:
-    """`amap` shrunk (area average) to at most `side` pixels on its long side, as float16."""
-    import cv2
-
-    amap = np.asarray(amap, dtype=np.float32)
-    h, w = amap.shape
-    if max(h, w) > side:
-        scale = side / max(h, w)
-        amap = cv2.resize(amap, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    return amap.astype(np.float16)
-
-
-class SliceResult:
-    """One slice's score, percentile and map. The map is stored compact (see MAP_SIDE) and given back at the slice's
-    full size, float32, each time `map` is read."""
-
-    __slots__ = ("index", "score", "percentile", "shape", "compact")
-
-    def __init__(self, index: int, score: float, percentile: float, amap: np.ndarray,
-                 shape: tuple[int, int] | None = None):
-        self.index, self.score, self.percentile = int(index), float(score), float(percentile)
-        amap = np.asarray(amap)
-        self.shape = tuple(int(v) for v in (shape or amap.shape))
-        self.compact = amap if amap.dtype == np.float16 and shape is not None else compact_map(amap)
-
-    @property
-    def map(self) -> np.ndarray:
-        """(rows, columns) float32; 0 = typical normal, 1 ~ 99th percentile of normal pixels."""
-        m = self.compact.astype(np.float32)
-        if m.shape != self.shape:
-            import cv2
-            m = cv2.resize(m, (self.shape[1], self.shape[0]), interpolation=cv2.INTER_LINEAR)
-        return m
-
-    def __repr__(self) -> str:
-        return f"SliceResult({self.index}, score={self.score:.3f}, percentile={self.percentile:.1f})"
 
 
 @dataclass
@@ -68,25 +25,27 @@ class ScoreResults:
     num_slices: int
     detector: dict = field(default_factory=dict)  # AnomalyDetector.describe(), for the record and the status bar
     pixel_quantiles: np.ndarray | None = None
-    results: dict[int, SliceResult] = field(default_factory=dict)
+    results: dict[int, SliceScore] = field(default_factory=dict)  # each compact
     complete: bool = False
     seconds: float = 0.0
 
-    def add(self, index: int, score: float, percentile: float, amap: np.ndarray) -> SliceResult:
-        return self.put(SliceResult(index, score, percentile, amap))
+    def add(self, index: int, score: float, percentile: float, amap: np.ndarray) -> SliceScore:
+        return self.put(SliceScore(index, score, percentile, amap))
 
-    def put(self, r: SliceResult) -> SliceResult:
-        """Keep `r` itself (results shared between the job and the window cost their memory once)."""
+    def put(self, r: SliceScore) -> SliceScore:
+        """Keep `r` in its compact form and give back what is kept: `r` itself when it is compact already (results
+        shared between the job and the window cost their memory once)."""
+        r = r.compacted()
         self.results[r.index] = r
         return r
 
     def __len__(self) -> int:
         return len(self.results)
 
-    def get(self, index: int) -> SliceResult | None:
+    def get(self, index: int) -> SliceScore | None:
         return self.results.get(int(index))
 
-    def ranked(self) -> list[SliceResult]:
+    def ranked(self) -> list[SliceScore]:
         """Most anomalous first; ties keep slice order."""
         return sorted(self.results.values(), key=lambda r: (-r.score, r.index))
 
@@ -139,7 +98,7 @@ class ScoreResults:
                           complete=bool(meta.get("complete")), seconds=float(meta.get("seconds", 0.0)))
                 shape = tuple(meta["map_shape"]) if meta.get("map_shape") else None  # None: saved full size
                 for i, s, p, m in zip(z["indices"], z["scores"], z["percentiles"], z["maps"]):
-                    out.put(SliceResult(int(i), float(s), float(p), np.array(m), shape))
+                    out.put(SliceScore(int(i), float(s), float(p), np.array(m), shape))
         except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
             raise ValueError(f"cannot read saved scores {Path(path).name}: {exc}") from exc
         return out

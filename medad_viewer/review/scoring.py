@@ -83,32 +83,27 @@ def _series_for(ref: ReferenceSlice, job: ScoreJob, load_study: Callable[[str], 
                                "reference from the tray and pick another.")
 
 
-def reference_images(job: ScoreJob, load_study: Callable[[str], Any] | None = None
-                     ) -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
-    """Normal references and (image, mask) abnormal examples, in [0, 1] as the engine expects."""
-    from ..engine.preprocess import normalizer_for_series
+def reference_slices(job: ScoreJob, load_study: Callable[[str], Any] | None = None) -> list:
+    """The reference set's slices as the engine takes them (engine.pipeline.SliceRef: a loaded series and an index;
+    an abnormal example with its mask), each checked to exist."""
+    from ..engine.pipeline import SliceRef
 
     if load_study is None:
         from ..io import load_study as _load
         load_study = _load
-    normalizers: dict[int, Any] = {}
-    normals, abnormals = [], []
+    out = []
     for ref in job.reference_set.references:
         series = _series_for(ref, job, load_study)
         if not 0 <= ref.index < series.num_slices:
             raise ReferenceUnavailable(f"Reference slice {ref.index + 1} is beyond the {series.num_slices} slices of "
                                        f"'{series.description}' ({ref.source}): remove it from the tray and pick "
                                        "another.")
-        norm = normalizers.get(id(series))
-        if norm is None:
-            norm = normalizers[id(series)] = normalizer_for_series(series)
-        img = norm(series.slice(ref.index))
         if ref.kind == "abnormal":
-            if ref.mask is not None and ref.mask.shape == img.shape and ref.mask.any():
-                abnormals.append((img, ref.mask.astype(np.float32)))
+            if ref.mask is not None:
+                out.append(SliceRef(series, ref.index, np.asarray(ref.mask, bool)))
         else:
-            normals.append(img)
-    return normals, abnormals
+            out.append(SliceRef(series, ref.index))
+    return out
 
 
 _ENGINE_LOCK = threading.Lock()
@@ -205,8 +200,8 @@ def run_score_job(job: ScoreJob, progress: Progress, cancel, on_result: Callable
     import torch
 
     from ..engine.backbones import describe_device, resolve_device
-    from ..engine.detector import AnomalyDetector, DetectorSettings, pixels_hash
-    from ..engine.score import score_series
+    from ..engine.detector import DetectorSettings, pixels_hash
+    from ..engine.pipeline import fit_and_score
 
     if job.threads:
         # On a small CPU the UI needs a core of its own; torch's pool is process-wide, so set it per job.
@@ -218,8 +213,8 @@ def run_score_job(job: ScoreJob, progress: Progress, cancel, on_result: Callable
     cache = job.cache or AdaptationCache()
 
     progress(0.0, "Reading the reference slices")
-    normals, abnormals = reference_images(job)
-    if settings.method != "zero" and not normals:
+    references = reference_slices(job)
+    if settings.method != "zero" and not any(r.mask is None for r in references):
         raise ValueError("Add at least one normal reference slice (key R) before Adapt & score.")
     cancel.raise_if_cancelled()
 
@@ -227,67 +222,67 @@ def run_score_job(job: ScoreJob, progress: Progress, cancel, on_result: Callable
     backbone = get_backbone(settings.backbone, settings.weights, device, settings.input_size)
     cancel.raise_if_cancelled()
 
-    pixels = [pixels_hash(im) for im in normals + [a for a, _ in abnormals] + [m for _, m in abnormals]]
-    key = cache_key(job.reference_set.content_hash(), backbone.weights_id, settings.to_dict(), pixels)
-    t0 = time.monotonic()
-    det = cache.load(key, backbone=backbone, device=device)
-    from_cache = det is not None
-    fit_end = CACHED_FIT_END
-    if det is None:
-        fit_end = FIT_END
-        det = AnomalyDetector(settings, backbone, device)
+    key = ""
 
-        def fit_progress(f: float, msg: str) -> None:
-            progress(0.02 + (fit_end - 0.02) * min(max(f, 0.0), 1.0), msg)
-
-        det.fit(normals, fit_progress, cancel, abnormal=abnormals)
-        cancel.raise_if_cancelled()
-        cache.store(key, det)
-    else:
-        progress(fit_end, "Reusing the adaptation cached for these references")
-    fit_s = time.monotonic() - t0
-    info = det.describe()
-    info["from_cache"] = from_cache
-    # Kept with the scores, so a reopened study finds its detector in the cache (if the references are unchanged).
-    info["adaptation_key"] = key
-    info["reference_set_hash"] = job.reference_set.content_hash()
-    if on_detector is not None:
-        on_detector(info)
+    def cached(normals, abnormals):
+        nonlocal key
+        pixels = [pixels_hash(im) for im in normals + [a for a, _ in abnormals] + [m for _, m in abnormals]]
+        key = cache_key(job.reference_set.content_hash(), backbone.weights_id, settings.to_dict(), pixels)
+        return cache.load(key, backbone=backbone, device=device)
 
     series = job.series
-    results = ScoreResults(series.uid, series.num_slices, info,
-                           None if det.calibration is None else np.asarray(det.calibration.pixel_quantiles))
+    info: dict = {}
+    results: ScoreResults | None = None
+
+    def fitted(det, from_cache: bool) -> None:
+        nonlocal results, t1
+        t1 = time.monotonic()
+        if not from_cache:
+            cache.store(key, det)
+        info.update(det.describe())
+        info["from_cache"] = from_cache
+        # Kept with the scores, so a reopened study finds its detector in the cache (if the references are unchanged).
+        info["adaptation_key"] = key
+        info["reference_set_hash"] = job.reference_set.content_hash()
+        if on_detector is not None:
+            on_detector(info)
+        results = ScoreResults(series.uid, series.num_slices, info,
+                               None if det.calibration is None else np.asarray(det.calibration.pixel_quantiles))
 
     def got(slice_score) -> None:
-        r = results.add(slice_score.index, slice_score.score, slice_score.percentile, slice_score.map)
+        r = results.put(slice_score)
         if on_result is not None:
             on_result(r)  # the compact result itself: the window keeps the same object, not a second copy
 
-    def score_progress(f: float, msg: str) -> None:
-        progress(fit_end + (1.0 - fit_end) * f, msg)
+    def job_progress(f: float, msg: str) -> None:
+        progress(0.02 + 0.98 * f, msg)
 
     # Small batches on a CPU: maps arrive one by one and Cancel is honoured within a batch's time.
     batch = job.batch_size or (8 if device.type != "cpu" else 2)
     t1 = time.monotonic()
     try:
-        score_series(det, series, job.indices, batch_size=batch, progress=score_progress, cancel=cancel,
-                     on_result=got, keep=False)
+        run = fit_and_score(references, series, settings, indices=job.indices, backbone=backbone, device=device,
+                            progress=job_progress, cancel=cancel, fit_share=(FIT_END - 0.02) / 0.98,
+                            cached_share=(CACHED_FIT_END - 0.02) / 0.98, batch_size=batch, cached=cached,
+                            on_fitted=fitted, on_result=got, keep=False)
     finally:
         # Cancelled or failed half-way: the slices already scored are kept for the next opening too.
-        results.complete = len(results) == (series.num_slices if job.indices is None else len(job.indices))
-        results.seconds = time.monotonic() - t1
-        if job.save is not None and len(results):
-            try:
-                job.save(results)
-            except OSError as exc:
-                message = str(exc) if isinstance(exc, SaveFailed) else (
-                    f"The scores of {len(results)} slices could not be saved ({exc.strerror or exc}). They are kept "
-                    "in memory while the study stays open; free some disk space, then press Ctrl+S.")
-                if job.on_save_error is not None:
-                    job.on_save_error(message)
+        if results is not None:
+            results.complete = len(results) == (series.num_slices if job.indices is None else len(job.indices))
+            results.seconds = time.monotonic() - t1
+            if job.save is not None and len(results):
+                try:
+                    job.save(results)
+                except OSError as exc:
+                    message = str(exc) if isinstance(exc, SaveFailed) else (
+                        f"The scores of {len(results)} slices could not be saved ({exc.strerror or exc}). They are "
+                        "kept in memory while the study stays open; free some disk space, then press Ctrl+S.")
+                    if job.on_save_error is not None:
+                        job.on_save_error(message)
+    det = run.detector
     report = None
     if det.adapt_report is not None:
         from dataclasses import asdict
         report = asdict(det.adapt_report)
-    return ScoreOutcome(results, info, from_cache, fit_s, results.seconds, report, fitted=det,
+    return ScoreOutcome(results, info, run.from_cache, run.fit_seconds, results.seconds, report, fitted=det,
                         normals=job.reference_set.normals(), adaptation_key=key)

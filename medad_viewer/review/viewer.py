@@ -11,7 +11,7 @@ Events (`subscribe(fn)`, `fn(event, payload)`):
   "references"   the reference set changed
   "review"       a slice's review changed (payload: (series uid, index))
   "scores"       the scores of a series were replaced (payload: series uid)
-  "slice-score"  one slice was scored (payload: SliceResult)
+  "slice-score"  one slice was scored (payload: SliceScore)
   "scoring"      the scoring run changed state (payload: ScoringRun)
   "save-due"     a save should follow in `payload` seconds (the window starts its timer; tests call save())
   "save-problem" a save failed or went to a spare folder (payload: message), or all is saved again (None)
@@ -51,7 +51,8 @@ from ..io.planes import PLANES, PlaneView, acquired_plane, available_planes, pla
 from ..io.windowing import default_window
 from .measurements import ACQUIRED, Measured, Measurement, measure, placed
 from .references import ReferenceSet, ReferenceSlice
-from .results import ScoreResults, SliceResult
+from ..engine.records import SliceScore
+from .results import ScoreResults
 from .scoring import FIT_END
 from .session import SaveFailed, Session, SessionStore
 from .state import Decision, annotations_mask, next_flagged
@@ -793,7 +794,7 @@ class ViewerModel:
             self._emit("scoring", self.run)
 
     def job_partial(self, item: tuple[str, Any]) -> None:
-        """What the job reports on its way: ("detector", info), ("slice", SliceResult), ("save-error", message)."""
+        """What the job reports on its way: ("detector", info), ("slice", SliceScore), ("save-error", message)."""
         kind, payload = item
         run = self.run
         if kind == "save-error":
@@ -810,7 +811,7 @@ class ViewerModel:
             self.detector_info = payload
             self._set_state(SCORING)
             return
-        r: SliceResult = run.results.put(payload)
+        r: SliceScore = run.results.put(payload)
         self._emit("slice-score", r)
 
     def job_finished(self, outcome) -> None:
@@ -899,7 +900,7 @@ class ViewerModel:
 
     _probe_map: tuple = (None, None)
 
-    def current_result(self) -> tuple[ScoreResults | None, SliceResult | None]:
+    def current_result(self) -> tuple[ScoreResults | None, SliceScore | None]:
         """The scores of the series shown and the result of the slice shown (either may be None)."""
         res = self.results.get(self.series.uid) if self.series is not None else None
         return res, (res.get(self.index) if res is not None else None)
