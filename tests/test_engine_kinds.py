@@ -12,7 +12,8 @@ import SimpleITK as sitk
 import torch
 
 from medad_viewer.engine.backbones import load_backbone
-from medad_viewer.engine.detector import FLAIR_INTENSITY_WEIGHT, AnomalyDetector, DetectorSettings, resolved_settings
+from medad_viewer.engine.detector import (FLAIR_HYPERINTENSITY_GATE, FLAIR_INTENSITY_WEIGHT, AnomalyDetector,
+                                          DetectorSettings, resolved_settings)
 from medad_viewer.engine.evaluate import read_image01
 from medad_viewer.engine.maps import guided_within
 from medad_viewer.engine.memory_bank import MemoryBank
@@ -73,9 +74,13 @@ def test_settings_resolve_by_kind_and_sequence():
     assert (sec.self_mirror, sec.image_score, sec.intensity_weight) == ("geo_gated", "local_max", 0.0)
     rad = resolved_settings(s, "radiograph")
     assert (rad.self_mirror, rad.image_score) == ("off", "mean")
+    assert sec.hyperintensity_gate == 0.0
     flair = resolved_settings(replace(s, modality="MR", sequence="FLAIR"), "section")
     assert flair.intensity_weight == FLAIR_INTENSITY_WEIGHT > 0
-    assert resolved_settings(replace(s, modality="CT", sequence="FLAIR"), "section").intensity_weight == 0.0
+    assert flair.hyperintensity_gate == FLAIR_HYPERINTENSITY_GATE > 0
+    ct = resolved_settings(replace(s, modality="CT", sequence="FLAIR"), "section")
+    assert ct.intensity_weight == 0.0 and ct.hyperintensity_gate == 0.0
+    assert resolved_settings(replace(s, modality="MR", sequence="T1"), "section").hyperintensity_gate == 0.0
     # what the user set stays set
     mine = resolved_settings(replace(s, self_mirror="off", image_score="max", intensity_weight=1.5), "section")
     assert (mine.self_mirror, mine.image_score, mine.intensity_weight) == ("off", "max", 1.5)
@@ -249,6 +254,53 @@ def test_why_explains_the_mirror_beside_the_bank_match(head, effnet):
                                                                        self_mirror="off"), backbone=effnet)
     e0 = explain_point(plain, img[tumour], int(ys.mean()), int(xs.mean()))
     assert e0.mirror_distance is None and e0.joined_distance is None
+
+
+def test_hyperintensity_gate_keeps_bright_pixels_and_dims_the_rest_of_the_region():
+    from medad_viewer.engine.maps import hyperintensity_gate
+
+    rng = np.random.default_rng(0)
+    img = np.full((64, 64), 0.4, np.float32) + rng.normal(0, 0.02, (64, 64)).astype(np.float32)
+    img[20:32, 20:32] = 0.9  # a hyperintense lesion
+    img[40:50, 40:50] = 0.1  # dark (CSF)
+    region = np.zeros((64, 64), bool)
+    region[4:60, 4:60] = True
+    g = hyperintensity_gate(img, region, full_at=2.0, floor=0.25)
+    assert g[24:28, 24:28].min() == pytest.approx(1.0)
+    assert g[43:47, 43:47].max() == pytest.approx(0.25)  # darker than the median: the floor, never below
+    assert 0.25 <= float(np.median(g[region])) < 0.6  # the typical tissue keeps little
+    assert np.all(hyperintensity_gate(img, np.zeros_like(region), 2.0, 0.25) == 1.0)  # no region: unchanged
+
+
+def test_a_flair_series_keeps_map_values_where_the_slice_is_bright(head, effnet):
+    """On a FLAIR series each component map is the ungated one times the gate, fitted and calibrated so; the Why
+    panel reports the share kept, and its map value is still the one scoring gives."""
+    from medad_viewer.engine.explain import explain_point
+
+    img, lab = head
+    normal = [z for z in range(6, 20) if not lab[z].any()]
+    refs = [img[z] for z in normal[:4]]
+    on = fit_detector(refs, DetectorSettings(input_size=128, modality="MR", sequence="FLAIR"), backbone=effnet)
+    off = fit_detector(refs, DetectorSettings(input_size=128, modality="MR", sequence="FLAIR",
+                                              hyperintensity_gate=0.0), backbone=effnet)
+    assert on.settings.hyperintensity_gate == FLAIR_HYPERINTENSITY_GATE and off.settings.hyperintensity_gate == 0
+    tumour = max(range(img.shape[0]), key=lambda z: lab[z].sum())
+    p = on._prepare(img[tumour])
+    regions = on.region_of(p)[None]
+    gate = on.hyperintensity([p], regions)
+    assert gate.min() >= on.settings.hyperintensity_floor and gate.max() == pytest.approx(1.0)
+    np.testing.assert_allclose(on._component_maps([p], regions)["bank"],
+                               off._component_maps([p], regions)["bank"] * gate, rtol=1e-4, atol=1e-6)
+    assert on.component_scale["bank"] != off.component_scale["bank"]  # calibrated on gated maps too
+    from medad_viewer.engine.preprocess import restore
+    on_slice = restore(gate[0], p)  # back on the slice's own pixel grid, as explain_point takes points
+    inside = restore(regions[0].astype(np.float32), p) > 0.99
+    darks = np.argwhere(inside & (on_slice < 0.3))
+    dark = darks[len(darks) // 2]
+    e = explain_point(on, img[tumour], int(dark[0]), int(dark[1]))
+    assert e.brightness_kept is not None and e.brightness_kept < 0.3
+    assert e.map_value == pytest.approx(float(on.score([img[tumour]])[0].map[dark[0], dark[1]]), abs=1e-5)
+    assert explain_point(off, img[tumour], int(dark[0]), int(dark[1])).brightness_kept is None
 
 
 # ------------------------------------------------------------------------------------------ through the slices

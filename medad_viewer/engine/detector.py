@@ -38,7 +38,7 @@ from .calibration import NormalCalibration
 from .defaults import DEFAULT_BACKBONE, DEFAULT_METHOD
 from .image_score import image_scores
 from .jobs import CancelToken, no_progress, sub_progress
-from .maps import cells_touching, combine_levels, fuse, guided_within, smooth_within
+from .maps import cells_touching, combine_levels, fuse, guided_within, hyperintensity_gate, smooth_within
 from .memory_bank import MemoryBank, neighbourhood_distance, patch_features
 from .model import AnomalyModel, LevelFeatures, class_text_embeddings
 from .preprocess import RADIOGRAPH_MODALITIES, PreparedSlice, image_kind, prepare, restore
@@ -46,7 +46,7 @@ from .records import SliceScore
 from .symmetry import midline, reflect, reflection_matrix
 
 METHODS = ("adapted", "memory", "zero")
-DETECTOR_FORMAT = "medad-viewer-detector/3"  # 3: image kind, mirror, intensity term
+DETECTOR_FORMAT = "medad-viewer-detector/4"  # 3: image kind, mirror, intensity term; 4: hyperintensity gate
 SCORING_REGIONS = ("anatomy", "body", "image")
 ADAPT_END = 0.8  # fit's progress: adaptation takes 0 .. ADAPT_END, the memory bank and calibration the rest
 
@@ -107,6 +107,13 @@ class DetectorSettings:
     # al. 2021), else 0 (on T1c it costs: BRATS T1c image AUROC 0.905 -> 0.832 at 4).
     intensity_weight: float | None = None
     bank_intensity: bool = True  # the intensity term in the bank's matches too (else only in the mirror's)
+    # > 0: each map pixel counts in full only where the slice is brighter than the median of its own scoring region
+    # by this many interquartile ranges, and keeps `hyperintensity_floor` of its value where it is no brighter than
+    # that median (linear between). A FLAIR lesion is hyperintense (Meissen et al. 2021), while the patch grid (8 px)
+    # and smoothing spread a lesion's distance onto the normal tissue around it. None: by the MR sequence
+    # (`resolved_settings`): FLAIR_HYPERINTENSITY_GATE on FLAIR, else 0 (off).
+    hyperintensity_gate: float | None = None
+    hyperintensity_floor: float = 0.25
     # Across the slices of a volume (`engine.score.score_series`): "neighbours", a slice's score is at most the
     # higher of its two neighbours' (within `through_plane_gap` slices), so only what an adjacent slice confirms
     # keeps its height (a lesion is three-dimensional; a one-slice spike of the map is not); "off"; "auto": by
@@ -139,6 +146,7 @@ class DetectorSettings:
 
 
 FLAIR_INTENSITY_WEIGHT = 4.0
+FLAIR_HYPERINTENSITY_GATE = 2.0
 
 
 def resolved_settings(settings: DetectorSettings, kind: str | None = None) -> DetectorSettings:
@@ -147,12 +155,14 @@ def resolved_settings(settings: DetectorSettings, kind: str | None = None) -> De
     Cross-sections (head and body CT/MR): the slice's own mirror joins the bank (most lesions are one-sided) and
     the image score is the largest local mean (a lesion is local). Radiographs (chest X-rays): no mirror (the heart
     is not), and the image score is the mean of the map over the body (pneumonia and other opacities are diffuse).
-    The intensity term, when None, is settled by the sequence alone (kind None settles only that)."""
+    The intensity term and the hyperintensity gate, when None, are settled by the sequence alone (kind None settles
+    only those)."""
     changes = {}
+    flair = (settings.sequence or "").upper() == "FLAIR" and (settings.modality or "OT").upper() in ("MR", "OT")
     if settings.intensity_weight is None:
-        flair = ((settings.sequence or "").upper() == "FLAIR" and (settings.modality or "OT").upper() in ("MR", "OT")
-                 and settings.metric == "cosine")
-        changes["intensity_weight"] = FLAIR_INTENSITY_WEIGHT if flair else 0.0
+        changes["intensity_weight"] = FLAIR_INTENSITY_WEIGHT if flair and settings.metric == "cosine" else 0.0
+    if settings.hyperintensity_gate is None:
+        changes["hyperintensity_gate"] = FLAIR_HYPERINTENSITY_GATE if flair else 0.0
     if kind is None:
         return replace(settings, **changes) if changes else settings
     section = kind != "radiograph"
@@ -400,6 +410,9 @@ class AnomalyDetector:
         (`regions`, (B, S, S) bool, from `region_of`). exclude_owners: bank entries hidden (calibration). feats:
         the slices' `_features`, when the caller has them already (engine.explain)."""
         cancel = cancel or CancelToken()
+        mirror = None
+        if feats is None and self.bank is not None and self.settings.self_mirror != "off" and self.flip_map is None:
+            feats, mirror = self._features_and_mirror(prepared)
         feats = self._features(prepared) if feats is None else feats
         raw: dict[str, torch.Tensor] = {}
         if self.bank is not None:
@@ -409,8 +422,8 @@ class AnomalyDetector:
             where = cells_touching(torch.from_numpy(regions).to(self.device), patches.shape[-1], grow=1)
             d = self.bank.score(self.bank_view(patches), exclude_owners=exclude_owners, where=where)
             if self.settings.self_mirror != "off":
-                cancel.raise_if_cancelled()  # the mirror: a second forward pass (mirror_pass "image")
-                d = self._with_mirror(d, patches, prepared, where)
+                cancel.raise_if_cancelled()
+                d = self.join_mirror(d, self.mirror_distance(d, patches, prepared, where, mirror))
             raw["bank"] = combine_levels([d], self.size)
         if self.model.heads is not None:
             level_logits, _ = self.model.head_logits(feats)
@@ -424,27 +437,42 @@ class AnomalyDetector:
             guides = np.stack([p.image for p in prepared])
             r = max(1, int(round(self.settings.guided_radius * self.size / 256.0)))
             out = {k: guided_within(v, guides, regions, r, self.settings.guided_eps) for k, v in out.items()}
+        if self.settings.hyperintensity_gate > 0:
+            gates = self.hyperintensity(prepared, regions)
+            out = {k: v * gates for k, v in out.items()}
         return out
 
-    def _with_mirror(self, d: torch.Tensor, patches: torch.Tensor, prepared: Sequence[PreparedSlice],
-                     where: torch.Tensor) -> torch.Tensor:
-        """The bank's patch distances `d` joined with each patch's distance to the nearest patch of the slice's own
-        mirror image (reflected about its symmetry axis) within `mirror_radius` cells of the same place."""
-        return self.join_mirror(d, self.mirror_distance(d, patches, prepared, where))
+    def hyperintensity(self, prepared: Sequence[PreparedSlice], regions: np.ndarray) -> np.ndarray:
+        """(B, S, S) the factor each map pixel keeps (`hyperintensity_gate`): 1 where the slice is bright for its
+        own scoring region, down to `hyperintensity_floor` where it is no brighter than the region's median."""
+        s = self.settings
+        return np.stack([hyperintensity_gate(p.image, reg, s.hyperintensity_gate, s.hyperintensity_floor)
+                         for p, reg in zip(prepared, regions)])
+
+    def _features_and_mirror(self, prepared: Sequence[PreparedSlice]) -> tuple[LevelFeatures, tuple]:
+        """The slices' level features and their mirror images' (each reflected about its symmetry axis), in one
+        forward pass of twice the batch: (features, (axes, mirrored images, the mirrors' seg features))."""
+        axes = [midline(p.image, p.body) for p in prepared]
+        mirrored = [p.image if a is None else reflect(p.image, a) for p, a in zip(prepared, axes)]
+        n = len(prepared)
+        both = self.model.features(self._to_input([p.image for p in prepared] + mirrored))
+        return (LevelFeatures([t[:n] for t in both.seg], [t[:n] for t in both.det]),
+                (axes, mirrored, [t[n:] for t in both.seg]))
 
     def mirror_distance(self, d: torch.Tensor, patches: torch.Tensor, prepared: Sequence[PreparedSlice],
-                        where: torch.Tensor) -> torch.Tensor:
-        """(B, g, g) each patch's distance to the slice's own mirror near the same place, gated ("*_gated") by how
-        much more unusual the mirrored place is to the bank (`d`: the bank's distances)."""
-        mirrored, axes = [], []
-        for p in prepared:
-            axis = midline(p.image, p.body)
-            axes.append(axis)
-            if self.flip_map is None:
-                mirrored.append(p.image if axis is None else reflect(p.image, axis))
-        if self.flip_map is not None:
+                        where: torch.Tensor, mirror: tuple | None = None) -> torch.Tensor:
+        """(B, g, g) each patch's distance to the slice's own mirror image (reflected about its symmetry axis) within
+        `mirror_radius` cells of the same place, gated ("*_gated") by how much more unusual the mirrored place is to
+        the bank (`d`: the bank's distances). `mirror`: what `_features_and_mirror` made, when the caller has it."""
+        if mirror is not None:
+            axes, mirrored, seg = mirror
+            mp = self._patches(seg, prepared, mirrored)
+        elif self.flip_map is not None:
+            axes = [midline(p.image, p.body) for p in prepared]
             mp = reflect_patches(patches, axes, self.size, self.flip_map, self.settings.intensity_weight > 0)
         else:
+            axes = [midline(p.image, p.body) for p in prepared]
+            mirrored = [p.image if a is None else reflect(p.image, a) for p, a in zip(prepared, axes)]
             with torch.no_grad():
                 mp = self._patches(self.model.features(self._to_input(mirrored)).seg, prepared, mirrored)
         dm = neighbourhood_distance(patches, mp, self.settings.mirror_radius, self.settings.intensity_weight) * where

@@ -63,6 +63,9 @@ class Explanation:
     mirror_distance: float | None = None
     joined_distance: float | None = None
     missing: str = ""  # what could not be explained, in plain words ("" when nothing is missing)
+    # With the hyperintensity gate (`DetectorSettings.hyperintensity_gate`, FLAIR): the share of its value the map
+    # keeps at the point (1: bright for this slice; the floor: no brighter than the region's median). None when off.
+    brightness_kept: float | None = None
 
     @property
     def bank(self) -> Component | None:
@@ -147,6 +150,8 @@ def explain_point(detector: AnomalyDetector, image: np.ndarray, row: int, column
     out = dict(row=int(row), column=int(column), shape=shape, grid=grid, cell=cell,
                box=cell_box(cell, shape, grid), inside_region=inside, map_value=map_value, map_percentile=pct,
                components=tuple(components))
+    if det.settings.hyperintensity_gate > 0:
+        out["brightness_kept"] = float(restore(det.hyperintensity([p], regions)[0], p)[row, column])
     if det.bank is None:
         return Explanation(**out, missing="this detector has no memory bank (zero-shot): there is no normal "
                                           "reference patch to show")

@@ -137,3 +137,19 @@ def fuse(comps: dict[str, np.ndarray], regions: np.ndarray, scales: dict[str, tu
         fused = part if fused is None else fused + part
         floor += weights[name] * (0.0 - med) / scale  # every component is >= 0: distances, probabilities
     return np.where(regions, fused, min(floor, 0.0)).astype(np.float32)
+
+
+def hyperintensity_gate(image: np.ndarray, region: np.ndarray, full_at: float, floor: float,
+                        sigma_px: float = 1.0) -> np.ndarray:
+    """(S, S) float32 factor for a map: 1 where `image` (lightly smoothed against noise) is at least `full_at`
+    interquartile ranges above the median of its `region`, `floor` where it is no brighter than that median, linear
+    between. All ones when the region is too small to have a median."""
+    im = np.asarray(image, dtype=np.float32)
+    if sigma_px > 0:
+        im = cv2.GaussianBlur(im, (0, 0), sigma_px)
+    vals = im[region]
+    if vals.size < 16:
+        return np.ones(im.shape, np.float32)
+    q25, med, q75 = np.percentile(vals, [25, 50, 75])
+    z = (im - med) / max(float(q75 - q25), 1e-3)
+    return (floor + (1.0 - floor) * np.clip(z / full_at, 0.0, 1.0)).astype(np.float32)

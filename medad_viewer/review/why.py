@@ -259,6 +259,9 @@ def describe(ans: WhyAnswer) -> WhyTexts:
                           f"(99th percentile){judged}.")
     pct = "" if e.map_percentile is None else f", hotter than {e.map_percentile:.1f}% of normal pixels"
     t.distance += ("\n" if t.distance else "") + f"Map value here {e.map_value:.2f} (1 = normal 99th percentile){pct}."
+    if e.brightness_kept is not None and e.brightness_kept < 0.995:
+        t.distance += (f" The map keeps {e.brightness_kept:.0%} of the distance here: this FLAIR pixel is not "
+                       "brighter than most of the brain around it (lesions are).")
     if not e.inside_region:
         t.distance += " This point is outside the scored region."
     for comp in e.components:
