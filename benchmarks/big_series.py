@@ -242,8 +242,8 @@ def main() -> int:
             scoring.ScoreJob.__init__ = limited
         done = []
         first_scored: list[bool] = []
-        win.model.subscribe(lambda e, _r: e == "slice-score" and not first_scored
-                            and first_scored.append(bool(win.series.complete)))
+        win.model.events.slice_score.connect(lambda _e: not first_scored
+                                             and first_scored.append(bool(win.series.complete)))
         win.scoringFinished.connect(done.append)
         win.scoringFailed.connect(done.append)
         t = time.monotonic()

@@ -15,6 +15,7 @@ from medad_viewer.engine.adapt import AdaptSettings
 from medad_viewer.engine.detector import DetectorSettings
 from medad_viewer.gui.main_window import MainWindow
 from medad_viewer.io.windowing import CT_PRESETS
+from medad_viewer.review.events import SliceScored
 from medad_viewer.review.state import Decision, Ellipse
 
 from pathlib import Path
@@ -237,7 +238,7 @@ def test_cancel_keeps_app_usable(qtbot, tmp_path, ct_study):
     w.settings_hook = lambda d: DetectorSettings(modality=d["modality"], method="memory", input_size=128)
     got = []
     w.run_scoring()
-    w.job.partial.connect(lambda item: got.append(item) if item[0] == "slice" else None)
+    w.job.partial.connect(lambda message: got.append(message) if isinstance(message, SliceScored) else None)
     qtbot.waitUntil(lambda: len(got) >= 2, timeout=60_000)
     with qtbot.waitSignal(w.scoringCancelled, timeout=10_000):
         w.cancel_job()

@@ -130,12 +130,12 @@ def test_model_measures_the_slice_shown_and_the_session_keeps_them(sample_data, 
     shutil.copytree(sample_data / "ct-dicom", path)
     m = opened_model(path)
     events = []
-    m.subscribe(lambda e, p: events.append(e))
+    m.events.measurements.connect(events.append)
     s = m.series
     m.show_slice(7)
     line = m.add_measurement(Length((100.0, 100.0), (250.0, 180.0)))
     assert (line.series_uid, line.plane, line.index) == (s.uid, ACQUIRED, 7)
-    assert "measurements" in events
+    assert [e.measurement for e in events] == [line]
     m.show_slice(12)
     roi = m.add_measurement(EllipseROI(256.0, 256.0, 40.0, 30.0))
     assert [x for _k, x in m.measurements_here()] == [roi]

@@ -12,6 +12,7 @@ import pytest
 from medad_viewer.io import Series, load_study
 from medad_viewer.io.planes import PLANES, acquired_plane, available_planes, plane_view
 from medad_viewer.engine.records import SliceScore
+from medad_viewer.review.events import CrosshairMoved, PlaneChanged
 from medad_viewer.review.results import ScoreResults
 from medad_viewer.review.state import Ellipse
 from medad_viewer.review.viewer import ViewerModel
@@ -97,10 +98,10 @@ def _model(path=DEMO) -> ViewerModel:
 def test_scrolling_a_reformatted_plane_moves_the_crosshair_and_the_acquired_slice():
     m = _model()
     events = []
-    m.subscribe(lambda e, p: events.append((e, p)))
+    m.events.connect_all(events.append)
     s = m.series
     assert m.plane == "axial" and m.view_series() is s
-    assert m.set_plane("coronal") == "" and m.plane == "coronal" and ("plane", "coronal") in events
+    assert m.set_plane("coronal") == "" and m.plane == "coronal" and PlaneChanged("coronal") in events
     start = m.index
     k0, r0, c0 = m.view_point()
     m.show_plane_slice("coronal", k0 + 5)  # coronal slices run posterior → anterior: the row moves up
@@ -108,7 +109,7 @@ def test_scrolling_a_reformatted_plane_moves_the_crosshair_and_the_acquired_slic
     assert m.crosshair[0] == s.rows - 1 - (k0 + 5)
     # Shift+move in the sagittal view: the acquired slice follows the sagittal row (superior is up)
     m.set_crosshair("sagittal", m.view_index("sagittal"), 3, 100)
-    assert m.index == s.num_slices - 1 - 3 and ("crosshair", (m.index, *m.crosshair)) in events
+    assert m.index == s.num_slices - 1 - 3 and CrosshairMoved(m.index, *m.crosshair) in events
     assert m.view_point("axial") == (m.index, *m.crosshair)
     # the plane and layout are kept with the session
     m.set_layout("1x3")
@@ -164,7 +165,7 @@ def test_annotations_are_cut_by_the_other_planes():
 def test_drawing_on_a_reformatted_plane_is_refused_with_a_reason():
     m = _model()
     said = []
-    m.subscribe(lambda e, p: said.append(p) if e == "say" else None)
+    m.events.say.connect(lambda e: said.append(e.text))
     m.set_plane("sagittal")
     m.add_annotation(Ellipse(10.0, 10.0, 5.0, 5.0))
     assert not m.session.review.get(m.series.uid, m.index).annotations

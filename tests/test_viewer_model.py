@@ -15,6 +15,8 @@ from medad_viewer.io import load_study
 from medad_viewer.review.references import ReferenceSet, ReferenceSlice
 from medad_viewer.review.session import SessionStore
 from medad_viewer.review.state import Decision
+from medad_viewer.review.events import (DetectorReady, DisplayChanged, SaveDue, SaveProblem, ScoresNotSaved,
+                                         SliceScored, SliceShown)
 from medad_viewer.review.viewer import ADAPTING, CANCELLED, DONE, FAILED, SCORING, ViewerModel
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,7 +47,7 @@ def payload(path) -> dict:
 def opened(path=DEMO, clock=None) -> tuple[ViewerModel, list]:
     m = ViewerModel(clock=clock or Clock())
     events: list = []
-    m.subscribe(lambda e, p: events.append((e, p)))
+    m.events.connect_all(events.append)
     assert m.load_finished(m.begin_load(), payload(path))
     m.select_series(0)
     return m, events
@@ -68,7 +70,7 @@ def test_an_older_load_is_dropped(sample_data):
 
 def test_slices_clamp_and_the_saved_slice_comes_back():
     m, events = opened()
-    assert m.index == 12 and ("slice", 12) in events  # the middle slice first
+    assert m.index == 12 and SliceShown(12) in events  # the middle slice first
     assert m.show_slice(999) == 24 and m.show_slice(-5) == 0
     m.show_slice(7)
     m.save()
@@ -84,7 +86,7 @@ def test_save_is_due_within_the_delay_of_the_first_change():
     m.set_note("first word")
     m.set_note("first word and more")  # a later change does not postpone the save
     m.show_slice(3)
-    assert [p for e, p in events if e == "save-due"] == [m.AUTOSAVE_DELAY_S]
+    assert [e for e in events if isinstance(e, SaveDue)] == [SaveDue(m.AUTOSAVE_DELAY_S)]
     assert m.save_pending
     assert SessionStore.for_study(m.study, m.study_path).load().review.get(m.series.uid, 12).note == ""
     m.save()  # what the window's timer calls
@@ -105,10 +107,10 @@ def _result(i):
 def _scored(m: ViewerModel, n: int) -> None:
     run = m.start_scoring("memory")
     assert run.state == ADAPTING
-    m.job_partial(("detector", {"backbone": "efficientnet-lite2", "weights": "ImageNet", "pretrained": True}))
+    m.job_partial(DetectorReady({"backbone": "efficientnet-lite2", "weights": "ImageNet", "pretrained": True}))
     assert run.state == SCORING
     for i in range(n):
-        m.job_partial(("slice", _result(i)))
+        m.job_partial(SliceScored(_result(i)))
 
 
 def test_a_cancelled_run_keeps_its_slices_and_an_empty_one_brings_back_the_old_scores():
@@ -146,9 +148,9 @@ def test_scores_a_save_could_not_write_go_with_the_next_save(tmp_path):
     m.show_slice(2)
     m.add_reference("normal")
     _scored(m, 4)
-    m.job_partial(("save-error", "The scores of 4 slices could not be saved (No space left on device). …"))
+    m.job_partial(ScoresNotSaved("The scores of 4 slices could not be saved (No space left on device). …"))
     assert m.unsaved_scores == {m.series.uid}
-    assert ("save-problem", m.save_problem) in events and "No space" in m.save_problem
+    assert SaveProblem(m.save_problem) in events and "No space" in m.save_problem
     m.save()
     assert not m.unsaved_scores and len(m.store.load_scores(m.series.uid)) == 4 and m.save_problem is None
 
@@ -164,10 +166,10 @@ def test_time_remaining_per_stage():
     clock.t += 10
     # Adaptation 20 % done after 10 s: 40 s more, then 25 slices at the last measured 0.5 s.
     assert m.time_remaining(0.2 * 0.85) == pytest.approx(40 + 12.5)
-    m.job_partial(("detector", {}))
+    m.job_partial(DetectorReady({}))
     clock.t += 2
     for i in range(5):
-        m.job_partial(("slice", _result(i)))
+        m.job_partial(SliceScored(_result(i)))
     assert m.time_remaining(0.9) == pytest.approx(2 / 5 * 20)
 
 
@@ -221,16 +223,16 @@ def _scored_shape(m, rows, cols):
     from medad_viewer.engine.records import SliceScore
 
     m.start_scoring("memory")
-    m.job_partial(("detector", {}))
+    m.job_partial(DetectorReady({}))
     yy, xx = np.mgrid[0:rows, 0:cols]
-    m.job_partial(("slice", SliceScore(m.index, 1.0, 90.0, (yy + xx).astype(np.float32) / (rows + cols))))
+    m.job_partial(SliceScored(SliceScore(m.index, 1.0, 90.0, (yy + xx).astype(np.float32) / (rows + cols))))
 
 
 def test_display_toggles_and_the_cine_loop():
     m, events = opened()
     m.toggle("inverted")
     m.toggle("flip_h")
-    assert m.display.inverted and m.display.flip_h and events[-1][0] == "display"
+    assert m.display.inverted and m.display.flip_h and isinstance(events[-1], DisplayChanged)
     m.show_slice(23)
     assert [m.cine_step() for _ in range(3)] == [24, 0, 1]  # loops
     assert m.cine_speed(100) == 40 and m.cine_speed(0.001) == 1  # clamped to 1 .. 40 slices a second

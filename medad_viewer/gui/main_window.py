@@ -18,6 +18,7 @@ from ..io import series_sequence
 from ..engine.defaults import KIND_WORDS
 from ..paths import DEMO_REFERENCES, DEMO_STUDY
 from ..review.adaptation_cache import AdaptationCache
+from ..review.events import DetectorReady, DeviceNamed, ScoresNotSaved, SliceScored
 from ..review.references import ReferenceSet
 from ..review.scoring import ScoreJob, run_score_job
 from ..review.state import Decision
@@ -90,7 +91,7 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
         self._mem_timer.setInterval(2000)
         self._mem_timer.timeout.connect(self._update_memory)
         self._mem_timer.start()
-        self.model.subscribe(self._model_event)
+        self._connect_model()
         self._build_measure_tools()
         self.viewer.probe_text = lambda row, column: probe_html(self.model.probe(row, column))
         self._update_memory()
@@ -101,20 +102,29 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
         self.resize(1500, 940)
 
     # ============================================================================================ model events
-    def _model_event(self, event: str, payload: Any) -> None:
-        handler = {"study": self._study_shown, "series": self._series_shown, "slice": self._slice_shown,
-                   "references": lambda _p: (self._refresh_tray(), self._refresh_slice_info()),
-                   "review": self._review_changed, "scores": self._scores_changed,
-                   "slice-score": self._slice_scored, "scoring": self._scoring_changed,
-                   "save-due": lambda delay: self._save_timer.isActive() or self._save_timer.start(int(delay * 1000)),
-                   "save-problem": self._save_problem, "say": self._say,
-                   "window": self._window_shown, "display": self._display_changed,
-                   "plane": self._plane_changed, "layout": self._plane_changed,
-                   "crosshair": self._crosshair_changed, "loading": self._loading_progress,
-                   "loaded": self._loading_done, "study-changed": self._study_changed,
-                   "device": lambda text: self.device_label.setText(f"Device: {text}")}.get(event)
-        if handler is not None:
-            handler(payload)
+    def _connect_model(self) -> None:
+        """The window's handlers of the model's typed events (review/events.py)."""
+        ev = self.model.events
+        ev.study.connect(lambda e: self._study_shown(e.load))
+        ev.series.connect(lambda e: self._series_shown(e.series))
+        ev.slice.connect(lambda e: self._slice_shown(e.index))
+        ev.references.connect(lambda _e: (self._refresh_tray(), self._refresh_slice_info()))
+        ev.review.connect(lambda e: self._review_changed(e.key))
+        ev.scores.connect(lambda e: self._scores_changed(e.series_uid))
+        ev.slice_score.connect(lambda e: self._slice_scored(e.result))
+        ev.scoring.connect(lambda e: self._scoring_changed(e.run))
+        ev.save_due.connect(lambda e: self._save_timer.isActive() or self._save_timer.start(int(e.delay_s * 1000)))
+        ev.save_problem.connect(lambda e: self._save_problem(e.message))
+        ev.say.connect(lambda e: self._say(e.text))
+        ev.window.connect(lambda e: self._window_shown((e.centre, e.width, e.name)))
+        ev.display.connect(lambda e: self._display_changed(e.display))
+        ev.plane.connect(lambda e: self._plane_changed(e.plane))
+        ev.layout.connect(lambda e: self._plane_changed(e.layout))
+        ev.crosshair.connect(lambda e: self._crosshair_changed((e.index, e.row, e.column)))
+        ev.loading.connect(lambda e: self._loading_progress((e.done, e.total)))
+        ev.loaded.connect(lambda _e: self._loading_done(None))
+        ev.study_changed.connect(lambda e: self._study_changed(e.study))
+        ev.device.connect(lambda e: self.device_label.setText(f"Device: {e.text}"))
 
     # ============================================================================================ status bar
     def _probe_device(self) -> None:
@@ -494,10 +504,10 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
                        save=store.save_scores if store is not None else None)
 
         def work(progress, cancel, emit):
-            job.on_save_error = lambda message: emit(("save-error", message))
-            return run_score_job(job, progress, cancel, on_result=lambda r: emit(("slice", r)),
-                                 on_detector=lambda info: emit(("detector", info)),
-                                 on_device=lambda text: emit(("device", text)))
+            job.on_save_error = lambda message: emit(ScoresNotSaved(message))
+            return run_score_job(job, progress, cancel, on_result=lambda r: emit(SliceScored(r)),
+                                 on_detector=lambda info: emit(DetectorReady(info)),
+                                 on_device=lambda text: emit(DeviceNamed(text)))
 
         freeze_heap()  # what exists now (the open study, thumbnails) need not be scanned during the job
         w = self.job = Worker(work, "adapt-score", self)

@@ -4,7 +4,6 @@ mean and max once the slice is scored). The numbers come from the model (review/
 
 from __future__ import annotations
 
-from typing import Any
 
 from ..review.measurements import label
 
@@ -13,8 +12,6 @@ HINTS = {
     "roi": "Ellipse ROI: drag the ellipse's box. Delete removes the last measurement on this slice.",
 }
 
-# Model events after which the measurements of the slice shown (or their map numbers) may differ.
-_REDRAW_ON = {"measurements", "series", "slice", "crosshair", "plane", "scores", "slice-score"}
 
 
 class MeasureToolsMixin:
@@ -22,7 +19,13 @@ class MeasureToolsMixin:
 
     def _build_measure_tools(self) -> None:
         self.viewer.measurementDrawn.connect(self.model.add_measurement)
-        self.model.subscribe(self._measure_event)
+        # After these the measurements of the slice shown (or their map numbers) may differ.
+        ev = self.model.events
+        for emitter in (ev.series, ev.slice, ev.plane, ev.scores):
+            emitter.connect(lambda _e: self.refresh_measurements())
+        ev.measurements.connect(self._measurements_changed)
+        ev.crosshair.connect(self._crosshair_moved_measures)
+        ev.slice_score.connect(self._slice_scored_measures)
 
     def measure_tool(self, tool: str) -> None:
         """Choose the "length" or "roi" tool, saying how it works."""
@@ -39,16 +42,17 @@ class MeasureToolsMixin:
         name = "length" if m.kind == "length" else "ellipse ROI"
         self.statusBar().showMessage(f"Removed the {name} (Ctrl+Z brings it back)", 4000)
 
-    def _measure_event(self, event: str, payload: Any) -> None:
-        if event not in _REDRAW_ON:
-            return
-        if event == "slice-score" and payload.index != self.model.index and self.model.plane_view().is_acquired:
-            return  # another slice was scored: its map is not the one shown
-        if event == "crosshair" and self._measures_at == self._measure_slice():
-            return  # the crosshair moved within the slice shown (Shift+move): nothing to redraw
-        if event == "measurements":
-            self._refresh_slice_info()  # the Undo / Redo buttons and what they would undo
+    def _measurements_changed(self, _event) -> None:
+        self._refresh_slice_info()  # the Undo / Redo buttons and what they would undo
         self.refresh_measurements()
+
+    def _crosshair_moved_measures(self, _event) -> None:
+        if self._measures_at != self._measure_slice():  # not a move within the slice shown (Shift+move)
+            self.refresh_measurements()
+
+    def _slice_scored_measures(self, event) -> None:
+        if event.result.index == self.model.index or not self.model.plane_view().is_acquired:
+            self.refresh_measurements()  # the map shown changed
 
     _measures_at: tuple | None = None
 

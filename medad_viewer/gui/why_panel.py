@@ -6,7 +6,6 @@ and marks the point on the main viewer."""
 
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QObject, QRectF, Qt, Signal
@@ -184,7 +183,12 @@ class WhyDock(QObject):
         win.viewer.pointClicked.connect(self.clicked)
         for v in getattr(win, "side_viewers", ()):  # the 1x3 layout's other planes: their voxel is explained
             v.pointClicked.connect(lambda r, c, v=v: self.clicked(r, c, plane=v.plane))
-        self.model.subscribe(self._model_event)
+        ev = self.model.events
+        for emitter in (ev.window, ev.display):
+            emitter.connect(self._view_changed)
+        for emitter in (ev.slice, ev.plane, ev.series, ev.display, ev.layout):
+            emitter.connect(lambda _e: self._update_marker())
+        ev.scores.connect(self._scores_replaced)
 
     # ----------------------------------------------------------------------------------------------- showing
     def toggle(self) -> None:
@@ -200,12 +204,12 @@ class WhyDock(QObject):
         c, w, _name = self.model.window()
         return (c, w), bool(getattr(self.model.display, "inverted", False))
 
-    def _model_event(self, event: str, payload: Any) -> None:
-        if event in ("window", "display") and self.panel.answer is not None and self.model.series is not None:
+    def _view_changed(self, _event) -> None:
+        if self.panel.answer is not None and self.model.series is not None:
             self.panel.render(*self._window())
-        if event in ("slice", "plane", "series", "display", "layout"):
-            self._update_marker()
-        if event == "scores" and self.panel.answer is not None and payload == self.panel.answer.series_uid:
+
+    def _scores_replaced(self, event) -> None:
+        if self.panel.answer is not None and event.series_uid == self.panel.answer.series_uid:
             self.panel.clear("The scores of this series changed: click a point to explain the new map.")
             self._mark_at = None
             self._update_marker()

@@ -3,29 +3,11 @@ and maps, the scoring lifecycle, and when the session is saved. The window (`gui
 here and redraws on the events this model emits; nothing in it needs a QApplication, so every behaviour can be tested
 alone (tests/test_viewer_model.py).
 
-Events (`subscribe(fn)`, `fn(event, payload)`):
-  "study"        a study was opened (payload: the load job's dict)
-  "series"       another series is shown (payload: the Series)
-  "slice"        another slice is shown (payload: its index)
-  "window"       the display window of the series changed (payload: (centre, width, name))
-  "references"   the reference set changed
-  "review"       a slice's review changed (payload: (series uid, index))
-  "scores"       the scores of a series were replaced (payload: series uid)
-  "slice-score"  one slice was scored (payload: SliceScore)
-  "scoring"      the scoring run changed state (payload: ScoringRun)
-  "save-due"     a save should follow in `payload` seconds (the window starts its timer; tests call save())
-  "save-problem" a save failed or went to a spare folder (payload: message), or all is saved again (None)
-  "say"          a hint for the user (payload: text)
-  "display"      inversion, flips, rotation or cine changed (payload: Display)
-  "plane"        the main view's plane changed (payload: "axial" | "coronal" | "sagittal")
-  "layout"       one view or three planes side by side (payload: "1x1" | "1x3")
-  "crosshair"    the point the planes cross at moved (payload: acquired voxel (slice, row, column))
-  "measurements" a length or ellipse ROI was added or removed (payload: the Measurement)
-  "loading"      slices of the open study were read in the background (payload: (slices read, slices in all))
-  "loaded"       every slice of the open study is read (payload: None); when some could not be read, a
-                 "study-changed" event came first (and "series" if the one shown was dropped)
-  "study-changed" the study's series or their warnings changed after it was shown (payload: the Study)
-  "device"       the scoring job said which device it runs on (payload: text)
+Events: `model.events.<name>.connect(fn)`; each emits one typed event of review/events.py: study (StudyOpened),
+study_changed, loading, loaded, series, slice, plane, layout, crosshair, window, display, references, review,
+measurements, say, scores (ScoresReplaced: a series' scores were replaced), slice_score (one slice scored),
+scoring (the run changed state), device, save_due (a save should follow: the window starts its timer; tests call
+save()), save_problem.
 
 Loading: a large DICOM series is shown before all its slices are read (io/fill.py, gui/jobs.load_study_job).
 `show_slice` of a slice not read yet asks for it first (Series.request) and the window shows a placeholder; the
@@ -52,12 +34,14 @@ from ..io.windowing import default_window
 from .measurements import ACQUIRED, Measured, Measurement, measure, placed
 from .references import ReferenceSet, ReferenceSlice
 from ..engine.records import SliceScore
+from .events import (CrosshairMoved, DetectorReady, DeviceNamed, DisplayChanged, EmitterGroup, LayoutChanged, Loaded, LoadingProgress,
+                     MeasurementsChanged, PlaneChanged, ReferencesChanged, ReviewChanged, Said, SaveDue, SaveProblem,
+                     ScoresNotSaved, ScoresReplaced, ScoringChanged, SeriesShown, SliceScored, SliceShown, StudyChanged, StudyOpened,
+                     WindowChanged)
 from .results import ScoreResults
 from .scoring import FIT_END
 from .session import SaveFailed, Session, SessionStore
 from .state import Decision, annotations_mask, next_flagged
-
-Listener = Callable[[str, Any], None]
 
 # The life of one Adapt & score run.
 QUEUED, ADAPTING, SCORING, DONE, CANCELLED, FAILED = "queued", "adapting", "scoring", "done", "cancelled", "failed"
@@ -153,16 +137,17 @@ class ViewerModel:
         self._shown_request = 0  # the request whose study is shown (its slices may still be arriving)
         self.loading: tuple[int, int] | None = None  # (slices read, in all) while the open study is still reading
         self._save_due: float | None = None
-        self._listeners: list[Listener] = []
+        self.events = EmitterGroup(
+            study=StudyOpened, study_changed=StudyChanged, loading=LoadingProgress, loaded=Loaded,
+            series=SeriesShown, slice=SliceShown, plane=PlaneChanged, layout=LayoutChanged, crosshair=CrosshairMoved,
+            window=WindowChanged, display=DisplayChanged, references=ReferencesChanged, review=ReviewChanged,
+            measurements=MeasurementsChanged, say=Said, scores=ScoresReplaced, slice_score=SliceScored,
+            scoring=ScoringChanged, device=DeviceNamed, save_due=SaveDue, save_problem=SaveProblem)
         self.session.review.subscribe(self._review_changed)
 
     # ------------------------------------------------------------------------------------------------ events
-    def subscribe(self, fn: Listener) -> None:
-        self._listeners.append(fn)
-
-    def _emit(self, event: str, payload: Any = None) -> None:
-        for fn in list(self._listeners):
-            fn(event, payload)
+    def _say(self, text: str) -> None:
+        self.events.say.emit(Said(text))
 
     # ------------------------------------------------------------------------------------------------ opening
     def begin_load(self, reference_set: ReferenceSet | None = None) -> int:
@@ -209,7 +194,7 @@ class ViewerModel:
             self.windows[uid] = (float(w[0]), float(w[1]), str(w[2]) if len(w) > 2 else "")
         self.series, self.series_row = None, -1
         self._pending_slice = self.session.slice_index if saved is not None else None
-        self._emit("study", payload)
+        self.events.study.emit(StudyOpened(payload))
         return True
 
     def shows(self, token: int) -> bool:
@@ -221,11 +206,11 @@ class ViewerModel:
         if not self.shows(token) or self.loading is None:
             return
         self.loading = (int(done), int(total))
-        self._emit("loading", self.loading)
+        self.events.loading.emit(LoadingProgress(*self.loading))
         s = self.series
         if s is not None and self.index >= 0 and self._waiting_for == (s, self.index) and s.is_loaded(self.index):
             self._waiting_for = None
-            self._emit("slice", self.index)
+            self.events.slice.emit(SliceShown(self.index))
 
     _waiting_for: tuple | None = None  # (series, index) shown as "loading"
 
@@ -253,7 +238,7 @@ class ViewerModel:
                 res = self.results.get(old.uid)
                 if res is not None and (new is None or res.num_slices != new.num_slices):
                     self.results.pop(old.uid, None)  # scores of the slices as they were counted before
-            self._emit("study-changed", self.study)
+            self.events.study_changed.emit(StudyChanged(self.study))
             if shown in changes:
                 self.series, self.series_row = None, -1
                 new = changes[shown]
@@ -263,10 +248,10 @@ class ViewerModel:
                     self.select_series(row)
             elif shown is not None:
                 self.series_row = self.study.series.index(shown)
-        self._emit("loaded", None)
+        self.events.loaded.emit(Loaded())
         if self.series is not None and self.index >= 0:
             self._waiting_for = None
-            self._emit("slice", self.index)
+            self.events.slice.emit(SliceShown(self.index))
         return True
 
     def saved_series_row(self) -> int:
@@ -282,7 +267,7 @@ class ViewerModel:
 
     def add_studies(self, studies: dict[str, Any]) -> None:
         self.studies.update(studies)
-        self._emit("references")
+        self.events.references.emit(ReferencesChanged())
 
     # ----------------------------------------------------------------------------------------- series, slices
     def select_series(self, row: int) -> bool:
@@ -304,7 +289,7 @@ class ViewerModel:
         self.plane = saved if saved in available_planes(s) else acquired_plane(s)
         if self.session.view.get("layout") in LAYOUTS:
             self.layout = self.session.view["layout"]
-        self._emit("series", s)
+        self.events.series.emit(SeriesShown(s))
         self.show_slice(start)
         return True
 
@@ -324,9 +309,9 @@ class ViewerModel:
         if changed:
             self.session.slice_index = index
             self.schedule_save()
-        self._emit("slice", index)
+        self.events.slice.emit(SliceShown(index))
         if changed:
-            self._emit("crosshair", (index, *self.crosshair))
+            self.events.crosshair.emit(CrosshairMoved(index, *self.crosshair))
         return index
 
     def step_series(self, step: int) -> bool:
@@ -370,7 +355,7 @@ class ViewerModel:
         if plane != self.plane:
             self.plane = plane
             self.set_view("plane", plane)
-            self._emit("plane", plane)
+            self.events.plane.emit(PlaneChanged(plane))
         return ""
 
     def set_layout(self, layout: str) -> None:
@@ -379,7 +364,7 @@ class ViewerModel:
         if layout != self.layout:
             self.layout = layout
             self.set_view("layout", layout)
-            self._emit("layout", layout)
+            self.events.layout.emit(LayoutChanged(layout))
 
     def show_plane_slice(self, plane: str, index: int) -> int:
         """Show slice `index` of `plane` (clamped): the crosshair moves there; returns the index shown."""
@@ -408,7 +393,7 @@ class ViewerModel:
         if k != self.index:
             self.show_slice(k)  # emits "crosshair" too
         elif moved:
-            self._emit("crosshair", (self.index, r, c))
+            self.events.crosshair.emit(CrosshairMoved(self.index, r, c))
 
     def plane_map(self, plane: str | None = None, index: int | None = None) -> PlaneMap | None:
         """The anomaly map of slice `index` (the crosshair's by default) of `plane`, at that plane's pixel size;
@@ -487,23 +472,23 @@ class ViewerModel:
             self.display.cine = False
         else:
             setattr(self.display, what, not getattr(self.display, what))
-        self._emit("display", self.display)
+        self.events.display.emit(DisplayChanged(self.display))
 
     def reset_view(self) -> None:
         """Back to the plain view: not inverted, not flipped, cine stopped (the window also fits the image)."""
         self.display = Display(cine_fps=self.display.cine_fps)
-        self._emit("display", self.display)
+        self.events.display.emit(DisplayChanged(self.display))
 
     def rotate(self, quarter_turns: int = 1) -> int:
         """Turn the view by quarter turns clockwise (negative: anticlockwise); returns the rotation in degrees."""
         self.display.rotation = (self.display.rotation + int(quarter_turns)) % 4
-        self._emit("display", self.display)
+        self.events.display.emit(DisplayChanged(self.display))
         return self.display.rotation * 90
 
     def cine_speed(self, factor: float) -> float:
         lo, hi = CINE_FPS_RANGE
         self.display.cine_fps = float(min(max(self.display.cine_fps * factor, lo), hi))
-        self._emit("display", self.display)
+        self.events.display.emit(DisplayChanged(self.display))
         return self.display.cine_fps
 
     def cine_step(self) -> int:
@@ -528,7 +513,7 @@ class ViewerModel:
         self.session.view["windows"] = {uid: list(v) for uid, v in self.windows.items()}
         self.schedule_save()
         if not shown:
-            self._emit("window", self.windows[self.series.uid])
+            self.events.window.emit(WindowChanged(*self.windows[self.series.uid]))
 
     def set_view(self, key: str, value: Any) -> None:
         """A view setting kept with the session (overlay state, the ranking's flag percentile)."""
@@ -546,12 +531,12 @@ class ViewerModel:
         if kind == "abnormal":
             anns = self.session.review.get(s.uid, self.index).annotations
             if not anns:
-                self._emit("say", "To add a known abnormal example, first draw the finding on this slice with the "
+                self._say("To add a known abnormal example, first draw the finding on this slice with the "
                                   "Ellipse or Brush tool (Review panel); the drawing becomes its mask.")
                 return ""
             mask = annotations_mask(anns, (s.rows, s.columns))
         if rs.modality and rs.modality != s.modality:
-            self._emit("say", f"Note: the references so far are {rs.modality}; this slice is {s.modality}. Mixing "
+            self._say(f"Note: the references so far are {rs.modality}; this slice is {s.modality}. Mixing "
                               "modalities usually hurts the detector.")
         if not rs.modality:
             rs.modality = s.modality
@@ -575,7 +560,7 @@ class ViewerModel:
         self._references_changed()
 
     def _references_changed(self) -> None:
-        self._emit("references")
+        self.events.references.emit(ReferencesChanged())
         self.save()
 
     def reference_series(self, r: ReferenceSlice) -> Any:
@@ -600,7 +585,7 @@ class ViewerModel:
         if (k := self._here()) is None:
             return
         if not self.plane_view().is_acquired:  # drawings belong to acquired slices, in their pixels
-            self._emit("say", f"Findings are drawn on the acquired ({self.acquired_plane()}) slices: switch the main "
+            self._say(f"Findings are drawn on the acquired ({self.acquired_plane()}) slices: switch the main "
                               f"view back with Ctrl+{PLANES.index(self.acquired_plane()) + 1}.")
             return
         self.session.review.add_annotation(*k, shape)
@@ -702,11 +687,11 @@ class ViewerModel:
             return
         if self.series is not None and m.plane == ACQUIRED and (m.series_uid, m.index) != self._here():
             self._show_touched((m.series_uid, m.index))  # an undo shows the slice it changed
-        self._emit("measurements", m)
+        self.events.measurements.emit(MeasurementsChanged(m))
         self.save()  # at once, like drawings
 
     def _review_changed(self, key) -> None:
-        self._emit("review", key)
+        self.events.review.emit(ReviewChanged(key))
         # Notes are saved after a pause in typing; decisions and drawings at once.
         if self.session.review.undo_label() == "Edit note":
             self.schedule_save()
@@ -719,7 +704,7 @@ class ViewerModel:
         typing or scrolling still reaches the disk every AUTOSAVE_DELAY_S (what a crash can lose is bounded)."""
         if self.store is not None and self._save_due is None:
             self._save_due = self.clock() + self.AUTOSAVE_DELAY_S
-            self._emit("save-due", self.AUTOSAVE_DELAY_S)
+            self.events.save_due.emit(SaveDue(self.AUTOSAVE_DELAY_S))
 
     @property
     def save_pending(self) -> bool:
@@ -754,7 +739,7 @@ class ViewerModel:
     def _problem(self, message: str | None) -> None:
         if message != self.save_problem:
             self.save_problem = message
-            self._emit("save-problem", message)
+            self.events.save_problem.emit(SaveProblem(message))
 
     # ------------------------------------------------------------------------------------------------ scoring
     def start_scoring(self, method: str) -> ScoringRun | str:
@@ -771,7 +756,7 @@ class ViewerModel:
         run = ScoringRun(s.uid, s.num_slices, self.clock(), previous=self.results.pop(s.uid, None))
         run.results = self.results[s.uid] = ScoreResults(s.uid, s.num_slices)
         self.run = run
-        self._emit("scores", s.uid)
+        self.events.scores.emit(ScoresReplaced(s.uid))
         self._set_state(ADAPTING)
         return run
 
@@ -791,28 +776,27 @@ class ViewerModel:
     def _set_state(self, state: str, message: str = "") -> None:
         if self.run is not None:
             self.run.state, self.run.message = state, message
-            self._emit("scoring", self.run)
+            self.events.scoring.emit(ScoringChanged(self.run))
 
-    def job_partial(self, item: tuple[str, Any]) -> None:
-        """What the job reports on its way: ("detector", info), ("slice", SliceScore), ("save-error", message)."""
-        kind, payload = item
+    def job_partial(self, message: DetectorReady | SliceScored | ScoresNotSaved | DeviceNamed) -> None:
+        """What the job reports on its way, as typed messages (review/events.py)."""
         run = self.run
-        if kind == "save-error":
-            self.scores_not_saved(payload)
+        if isinstance(message, ScoresNotSaved):
+            self.scores_not_saved(message.message)
             return
-        if kind == "device":  # which device the job runs on, in words (torch is imported by the first job)
-            self._emit("device", payload)
+        if isinstance(message, DeviceNamed):  # which device the job runs on (torch is imported by the first job)
+            self.events.device.emit(message)
             return
         if run is None or run.results is None:
             return
-        if kind == "detector":
+        if isinstance(message, DetectorReady):
             run.score_started = self.clock()
-            run.results.detector = payload
-            self.detector_info = payload
+            run.results.detector = message.info
+            self.detector_info = message.info
             self._set_state(SCORING)
             return
-        r: SliceScore = run.results.put(payload)
-        self._emit("slice-score", r)
+        r: SliceScore = run.results.put(message.result)
+        self.events.slice_score.emit(SliceScored(r))
 
     def job_finished(self, outcome) -> None:
         run = self.run
@@ -827,14 +811,14 @@ class ViewerModel:
             self.seconds_per_slice = outcome.score_seconds / len(res)
         if run is not None:
             run.results, run.previous, run.outcome = res, None, outcome
-        self._emit("scores", res.series_uid)
+        self.events.scores.emit(ScoresReplaced(res.series_uid))
         self._set_state(DONE)
 
     def _restore_previous(self) -> None:
         run = self.run
         if run is not None and run.previous is not None and (run.results is None or not len(run.results)):
             self.results[run.previous.series_uid] = run.previous
-            self._emit("scores", run.previous.series_uid)
+            self.events.scores.emit(ScoresReplaced(run.previous.series_uid))
         if run is not None:
             run.previous = None
 
