@@ -144,7 +144,7 @@ def main() -> int:
     if args.scroll:
         scroller.start()
     if args.cine:
-        win.model.toggle("cine")
+        win.model.display.toggle("cine")
     if args.probe:
         prober.start()
     win.run_scoring()
@@ -158,7 +158,7 @@ def main() -> int:
     scroller.stop()
     prober.stop()
     if win.model.display.cine:
-        win.model.toggle("cine")
+        win.model.display.toggle("cine")
     if state["done"] is None:
         win.cancel_job()
     gaps = np.diff(np.array(ticks)) * 1000.0

@@ -161,7 +161,7 @@ def test_series_keys_rotation_pan_and_zoom(qtbot, tmp_path, sample_data):
     after = vb.viewRect()
     assert after.width() == pytest.approx(before.width())
     assert after.left() < before.left() - 1.0  # the image moved right: the view's left edge moved left
-    assert w.viewer.window == pytest.approx(w.model.window()[:2])  # a pan is not a window drag
+    assert w.viewer.window == pytest.approx(w.model.display.window()[:2])  # a pan is not a window drag
     # Ctrl+wheel zooms
     c = QPointF(vp.width() / 2, vp.height() / 2)
     ev = QWheelEvent(c, QPointF(vp.mapToGlobal(c.toPoint())), QPoint(0, 0), QPoint(0, 240), Qt.MouseButton.NoButton,

@@ -229,16 +229,21 @@ def _scored_shape(m, rows, cols):
 
 
 def test_display_toggles_and_the_cine_loop():
-    m, events = opened()
-    m.toggle("inverted")
-    m.toggle("flip_h")
-    assert m.display.inverted and m.display.flip_h and isinstance(events[-1], DisplayChanged)
+    m, _ = opened()
+    changes = []
+    m.display.events.changed.connect(changes.append)
+    m.display.toggle("inverted")
+    m.display.toggle("flip_h")
+    assert m.display.inverted and m.display.flip_h and changes == [DisplayChanged(m.display)] * 2
     m.show_slice(23)
     assert [m.cine_step() for _ in range(3)] == [24, 0, 1]  # loops
-    assert m.cine_speed(100) == 40 and m.cine_speed(0.001) == 1  # clamped to 1 .. 40 slices a second
-    m.toggle("cine")
-    m.reset_view()
-    assert m.display == type(m.display)(cine_fps=1)
+    assert m.display.cine_speed(100) == 40 and m.display.cine_speed(0.001) == 1  # clamped to 1 .. 40 a second
+    m.display.toggle("cine")
+    m.display.rotate(-1)
+    assert m.display.cine and m.display.rotation == 3
+    m.display.reset()
+    d = m.display
+    assert not (d.inverted or d.flip_h or d.flip_v or d.cine or d.rotation) and d.cine_fps == 1  # the speed is kept
     single = ViewerModel()
-    single.toggle("cine")  # no series: nothing to play
+    single.display.toggle("cine")  # no series: nothing to play
     assert not single.display.cine

@@ -92,7 +92,7 @@ class ExportsMixin:
 
     def export_context(self) -> ExportContext:
         s = self.series
-        c, w, name = self.windows.get(s.uid, (None, None, "")) if s is not None else (None, None, "")
+        c, w, name = self.model.display.windows.get(s.uid, (None, None, "")) if s is not None else (None, None, "")
         ov = self.analysis.overlay_state()
         return ExportContext(self.study_path or "", s, self.results.get(s.uid) if s is not None else None,
                              self.session.review, self.session.reference_set, ov["threshold_pct"],

@@ -59,7 +59,6 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
     series = _model_field("series")
     index = _model_field("index")
     results = _model_field("results")
-    windows = _model_field("windows")
     detector_info = _model_field("detector_info")
     _unsaved_scores = _model_field("unsaved_scores")
 
@@ -116,8 +115,8 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
         ev.save_due.connect(lambda e: self._save_timer.isActive() or self._save_timer.start(int(e.delay_s * 1000)))
         ev.save_problem.connect(lambda e: self._save_problem(e.message))
         ev.say.connect(lambda e: self._say(e.text))
-        ev.window.connect(lambda e: self._window_shown((e.centre, e.width, e.name)))
-        ev.display.connect(lambda e: self._display_changed(e.display))
+        self.model.display.events.window.connect(lambda e: self._window_shown((e.centre, e.width, e.name)))
+        self.model.display.events.changed.connect(lambda e: self._display_changed(e.display))
         ev.plane.connect(lambda e: self._plane_changed(e.plane))
         ev.layout.connect(lambda e: self._plane_changed(e.layout))
         ev.crosshair.connect(lambda e: self._crosshair_changed((e.index, e.row, e.column)))
@@ -329,7 +328,7 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
         self._update_backbone_label()
         self.ranking.set_threshold(float(self.session.view.get("flag_pct", self.ranking.threshold_pct)))
         self._update_ranking_decisions()
-        self.viewer.set_window(*self.model.window())
+        self.viewer.set_window(*self.model.display.window())
         self._fit_next = True
 
     def show_slice(self, index: int, fit: bool = False) -> None:
@@ -344,7 +343,7 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
             # not read yet: said so (never the previous slice's pixels); drawn when it arrives (model "slice" again)
             self.viewer.show_loading(f"Loading slice {index + 1} of {s.num_slices}…")
         elif self.main_is_acquired():
-            c, w, _name = self.model.window()
+            c, w, _name = self.model.display.window()
             self.viewer.set_pixels(s.slice(index), (c, w), fit=self._fit_next)
             # only this view's map: the other planes' slices, when they change, are redrawn on "crosshair"
             self._refresh_main_overlay()
@@ -374,10 +373,10 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
 
     # ============================================================================================ window/level
     def _set_window(self, c: float, w: float, name: str) -> None:
-        self.model.set_window(c, w, name)
+        self.model.display.set_window(c, w, name)
 
     def _window_dragged(self, c: float, w: float) -> None:
-        self.model.set_window(c, w, "", shown=True)
+        self.model.display.set_window(c, w, "", shown=True)
         self.viewer.set_window(c, w, "")
         self._windows_to_sides(c, w)
 
@@ -396,10 +395,10 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
             self._cine_timer.stop()
 
     def _cine_speed(self, factor: float) -> None:
-        self.statusBar().showMessage(f"Cine: {self.model.cine_speed(factor):g} slices a second", 3000)
+        self.statusBar().showMessage(f"Cine: {self.model.display.cine_speed(factor):g} slices a second", 3000)
 
     def reset_view(self) -> None:
-        self.model.reset_view()
+        self.model.display.reset()
         self.viewer.fit()
 
     # ============================================================================================ references

@@ -176,7 +176,7 @@ class PlanesMixin:
             v.set_geometry((ps.spacing[0], ps.spacing[1]))
             v._geometry_of = ps.uid
         v.units = ps.units
-        cw, ww, name = m.window()
+        cw, ww, name = m.display.window()
         if pv.is_acquired and not ps.is_loaded(k):
             v.show_loading(f"Loading slice {k + 1}…")
             ps.request(k)

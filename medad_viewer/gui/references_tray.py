@@ -27,7 +27,7 @@ class ReferencesMixin:
             series = self.model.reference_series(r)
             pm = None
             if series is not None and 0 <= r.index < series.num_slices and series.is_loaded(r.index):
-                w = self.windows.get(series.uid)
+                w = self.model.display.windows.get(series.uid)
                 win = (w[0], w[1]) if w else (default_window(series).center, default_window(series).width)
                 img = thumbnail(series.slice(r.index), win, 72)
                 if r.mask is not None and r.mask.shape == (series.rows, series.columns):

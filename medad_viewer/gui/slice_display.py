@@ -75,7 +75,7 @@ class SliceDisplayMixin:
         s = self.series
         if s is None or not 0 <= index < s.num_slices or not s.is_loaded(index):
             return None
-        c, w, _ = self.windows.get(s.uid, (0.0, 1.0, ""))
+        c, w, _ = self.model.display.windows.get(s.uid, (0.0, 1.0, ""))
         return pixmap_from_gray(thumbnail(s.slice(index), (c, w), 40))
 
     def apply_preset(self, k: int) -> None:

@@ -184,9 +184,10 @@ class WhyDock(QObject):
         for v in getattr(win, "side_viewers", ()):  # the 1x3 layout's other planes: their voxel is explained
             v.pointClicked.connect(lambda r, c, v=v: self.clicked(r, c, plane=v.plane))
         ev = self.model.events
-        for emitter in (ev.window, ev.display):
+        shown = self.model.display.events
+        for emitter in (shown.window, shown.changed):
             emitter.connect(self._view_changed)
-        for emitter in (ev.slice, ev.plane, ev.series, ev.display, ev.layout):
+        for emitter in (ev.slice, ev.plane, ev.series, shown.changed, ev.layout):
             emitter.connect(lambda _e: self._update_marker())
         ev.scores.connect(self._scores_replaced)
 
@@ -201,7 +202,7 @@ class WhyDock(QObject):
             self._update_marker()
 
     def _window(self) -> tuple[tuple[float, float], bool]:
-        c, w, _name = self.model.window()
+        c, w, _name = self.model.display.window()
         return (c, w), bool(getattr(self.model.display, "inverted", False))
 
     def _view_changed(self, _event) -> None:

@@ -1,10 +1,11 @@
-"""The viewer's state, Qt-free: the open study and series, the slice shown, windows, references, the review, scores
-and maps, the scoring lifecycle, and when the session is saved. The window (`gui/main_window.py`) forwards gestures
+"""The viewer's state, Qt-free: the open study and series, the slice shown, references, the review, scores and maps,
+the scoring lifecycle, and when the session is saved; how the slice is drawn (windows, flips, cine) is its
+`display` (review/display.py), with its own events. The window (`gui/main_window.py`) forwards gestures
 here and redraws on the events this model emits; nothing in it needs a QApplication, so every behaviour can be tested
 alone (tests/test_viewer_model.py).
 
 Events: `model.events.<name>.connect(fn)`; each emits one typed event of review/events.py: study (StudyOpened),
-study_changed, loading, loaded, series, slice, plane, layout, crosshair, window, display, references, review,
+study_changed, loading, loaded, series, slice, plane, layout, crosshair, references, review,
 measurements, say, scores (ScoresReplaced: a series' scores were replaced), slice_score (one slice scored),
 scoring (the run changed state), device, save_due (a save should follow: the window starts its timer; tests call
 save()), save_problem.
@@ -30,14 +31,14 @@ from typing import Any, Callable
 import numpy as np
 
 from ..io.planes import PLANES, PlaneView, acquired_plane, available_planes, plane_view
-from ..io.windowing import default_window
+from .display import DisplayModel
 from .measurements import ACQUIRED, Measured, Measurement, measure, placed
 from .references import ReferenceSet, ReferenceSlice
 from ..engine.records import SliceScore
-from .events import (CrosshairMoved, DetectorReady, DeviceNamed, DisplayChanged, EmitterGroup, LayoutChanged, Loaded, LoadingProgress,
+from .events import (CrosshairMoved, DetectorReady, DeviceNamed, EmitterGroup, LayoutChanged, Loaded, LoadingProgress,
                      MeasurementsChanged, PlaneChanged, ReferencesChanged, ReviewChanged, Said, SaveDue, SaveProblem,
-                     ScoresNotSaved, ScoresReplaced, ScoringChanged, SeriesShown, SliceScored, SliceShown, StudyChanged, StudyOpened,
-                     WindowChanged)
+                     ScoresNotSaved, ScoresReplaced, ScoringChanged, SeriesShown, SliceScored, SliceShown, StudyChanged,
+                     StudyOpened)
 from .results import ScoreResults
 from .scoring import FIT_END
 from .session import SaveFailed, Session, SessionStore
@@ -61,18 +62,6 @@ class Probe:
     map_percentile: float | None = None  # ... as a percentile of normal pixels
 
 
-@dataclass
-class Display:
-    """How the slice is shown, beyond its window: grey scale inverted, flipped left-right or up-down, and cine."""
-
-    inverted: bool = False
-    flip_h: bool = False
-    flip_v: bool = False
-    cine: bool = False
-    cine_fps: float = 10.0
-    rotation: int = 0  # quarter turns clockwise
-
-
 LAYOUTS = ("1x1", "1x3")
 
 
@@ -83,9 +72,6 @@ class PlaneMap:
 
     values: np.ndarray
     interpolated: bool
-
-
-CINE_FPS_RANGE = (1.0, 40.0)
 
 
 @dataclass
@@ -120,14 +106,13 @@ class ViewerModel:
         self.series_row = -1
         self.index = 0
         self.results: dict[str, ScoreResults] = {}
-        self.windows: dict[str, tuple[float, float, str]] = {}
         self.detector_info: dict | None = None
         self.studies: dict[str, Any] = {}  # loaded studies by path: the open one and reference sources
         self.run: ScoringRun | None = None
         self.seconds_per_slice = seconds_per_slice  # the last measured scoring pace (the app keeps it in settings)
         self.unsaved_scores: set[str] = set()  # series whose scores a save could not write (kept in memory)
         self.save_problem: str | None = None
-        self.display = Display()
+        self.display = DisplayModel(lambda: self.series, self.set_view)
         self.plane = "axial"
         self.layout = "1x1"
         self.crosshair: tuple[int, int] = (0, 0)  # (row, column) of the acquired slice `index`
@@ -140,7 +125,7 @@ class ViewerModel:
         self.events = EmitterGroup(
             study=StudyOpened, study_changed=StudyChanged, loading=LoadingProgress, loaded=Loaded,
             series=SeriesShown, slice=SliceShown, plane=PlaneChanged, layout=LayoutChanged, crosshair=CrosshairMoved,
-            window=WindowChanged, display=DisplayChanged, references=ReferencesChanged, review=ReviewChanged,
+            references=ReferencesChanged, review=ReviewChanged,
             measurements=MeasurementsChanged, say=Said, scores=ScoresReplaced, slice_score=SliceScored,
             scoring=ScoringChanged, device=DeviceNamed, save_due=SaveDue, save_problem=SaveProblem)
         self.session.review.subscribe(self._review_changed)
@@ -176,7 +161,6 @@ class ViewerModel:
         self.studies[path] = study
         self.results = dict(payload["scores"])
         self.detector_info = None
-        self.windows = {}
         old_refs = self.session.reference_set
         self.session.review.unsubscribe(self._review_changed)
         saved = payload["session"]
@@ -190,8 +174,7 @@ class ViewerModel:
             elif old_refs.references:
                 self.session.reference_set = old_refs
         self._pending_reference_set = None
-        for uid, w in self.session.view.get("windows", {}).items():
-            self.windows[uid] = (float(w[0]), float(w[1]), str(w[2]) if len(w) > 2 else "")
+        self.display.restore(self.session.view.get("windows", {}))
         self.series, self.series_row = None, -1
         self._pending_slice = self.session.slice_index if saved is not None else None
         self.events.study.emit(StudyOpened(payload))
@@ -276,9 +259,7 @@ class ViewerModel:
         self.series_row = row
         s = self.series = self.study.series[row]
         self.session.series_uid = s.uid
-        if s.uid not in self.windows:
-            w = default_window(s)
-            self.windows[s.uid] = (w.center, w.width, w.name)
+        self.display.ensure_window(s)
         res = self.results.get(s.uid)
         self.detector_info = (res.detector or None) if res is not None and len(res) else None
         start = self._pending_slice if self._pending_slice is not None else s.num_slices // 2
@@ -466,31 +447,6 @@ class ViewerModel:
         return next_flagged(res.percentiles(), pct, self.index, step)
 
     # ------------------------------------------------------------------------------------------------ display
-    def toggle(self, what: str) -> None:
-        """Toggle "inverted", "flip_h", "flip_v" or "cine" (cine only with a series of more than one slice)."""
-        if what == "cine" and (self.series is None or self.series.num_slices < 2):
-            self.display.cine = False
-        else:
-            setattr(self.display, what, not getattr(self.display, what))
-        self.events.display.emit(DisplayChanged(self.display))
-
-    def reset_view(self) -> None:
-        """Back to the plain view: not inverted, not flipped, cine stopped (the window also fits the image)."""
-        self.display = Display(cine_fps=self.display.cine_fps)
-        self.events.display.emit(DisplayChanged(self.display))
-
-    def rotate(self, quarter_turns: int = 1) -> int:
-        """Turn the view by quarter turns clockwise (negative: anticlockwise); returns the rotation in degrees."""
-        self.display.rotation = (self.display.rotation + int(quarter_turns)) % 4
-        self.events.display.emit(DisplayChanged(self.display))
-        return self.display.rotation * 90
-
-    def cine_speed(self, factor: float) -> float:
-        lo, hi = CINE_FPS_RANGE
-        self.display.cine_fps = float(min(max(self.display.cine_fps * factor, lo), hi))
-        self.events.display.emit(DisplayChanged(self.display))
-        return self.display.cine_fps
-
     def cine_step(self) -> int:
         """The next slice of the cine loop (after the last comes the first)."""
         if self.series is None:
@@ -500,21 +456,7 @@ class ViewerModel:
             return self.show_plane_slice(self.plane, (self.view_index() + 1) % pv.series.num_slices)
         return self.show_slice((self.index + 1) % self.series.num_slices)
 
-    # ------------------------------------------------------------------------------------------------ windows
-    def window(self) -> tuple[float, float, str]:
-        return self.windows[self.series.uid]
-
-    def set_window(self, c: float, w: float, name: str = "", *, shown: bool = False) -> None:
-        """The display window of the series shown; `shown`: the viewer already shows it (a mouse drag), so no
-        "window" event."""
-        if self.series is None:
-            return
-        self.windows[self.series.uid] = (float(c), float(w), name)
-        self.session.view["windows"] = {uid: list(v) for uid, v in self.windows.items()}
-        self.schedule_save()
-        if not shown:
-            self.events.window.emit(WindowChanged(*self.windows[self.series.uid]))
-
+    # ------------------------------------------------------------------------------------------------ view
     def set_view(self, key: str, value: Any) -> None:
         """A view setting kept with the session (overlay state, the ranking's flag percentile)."""
         self.session.view[key] = value
