@@ -513,7 +513,7 @@ def test_scores_that_cannot_be_saved_are_said_and_kept(qtbot, tmp_path, ct_study
         w.run_scoring()
     uid = w.series.uid
     assert len(w.results[uid]) == 20  # kept in memory
-    assert uid in w._unsaved_scores
+    assert uid in w.model.saving.unsaved_scores
     box = w._message_box
     assert box is not None and "could not be saved" in box.text() and "Ctrl+S" in box.text()
     # The disk has room again: the next save writes the scores too.
@@ -521,7 +521,7 @@ def test_scores_that_cannot_be_saved_are_said_and_kept(qtbot, tmp_path, ct_study
     w.store.places = [good / w.store.key, blocked / "spare"]
     w.store._folder = None
     w.save_session()
-    assert not w._unsaved_scores and len(w.store.load_scores(uid)) == 20
+    assert not w.model.saving.unsaved_scores and len(w.store.load_scores(uid)) == 20
     close_window(qtbot, w)
 
 

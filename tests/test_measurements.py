@@ -218,7 +218,7 @@ def test_an_older_session_without_measurements_still_loads(sample_data, tmp_path
     m.show_slice(4)
     m.set_decision(Decision.CONFIRMED)
     m.add_measurement(Length((1.0, 2.0), (3.0, 4.0)))
-    file = m.store.session_file
+    file = m.saving.store.session_file
     d = json.loads(file.read_text())
     assert len(d["measurements"]) == 1
     del d["measurements"]

@@ -48,6 +48,7 @@ def opened(path=DEMO, clock=None) -> tuple[ViewerModel, list]:
     m = ViewerModel(clock=clock or Clock())
     events: list = []
     m.events.connect_all(events.append)
+    m.saving.events.connect_all(events.append)
     assert m.load_finished(m.begin_load(), payload(path))
     m.select_series(0)
     return m, events
@@ -86,11 +87,11 @@ def test_save_is_due_within_the_delay_of_the_first_change():
     m.set_note("first word")
     m.set_note("first word and more")  # a later change does not postpone the save
     m.show_slice(3)
-    assert [e for e in events if isinstance(e, SaveDue)] == [SaveDue(m.AUTOSAVE_DELAY_S)]
-    assert m.save_pending
+    assert [e for e in events if isinstance(e, SaveDue)] == [SaveDue(m.saving.AUTOSAVE_DELAY_S)]
+    assert m.saving.pending
     assert SessionStore.for_study(m.study, m.study_path).load().review.get(m.series.uid, 12).note == ""
     m.save()  # what the window's timer calls
-    assert not m.save_pending
+    assert not m.saving.pending
     assert SessionStore.for_study(m.study, m.study_path).load().review.get(m.series.uid, 12).note == \
         "first word and more"
     # Decisions are saved at once.
@@ -149,10 +150,11 @@ def test_scores_a_save_could_not_write_go_with_the_next_save(tmp_path):
     m.add_reference("normal")
     _scored(m, 4)
     m.job_partial(ScoresNotSaved("The scores of 4 slices could not be saved (No space left on device). …"))
-    assert m.unsaved_scores == {m.series.uid}
-    assert SaveProblem(m.save_problem) in events and "No space" in m.save_problem
+    assert m.saving.unsaved_scores == {m.series.uid}
+    assert SaveProblem(m.saving.problem) in events and "No space" in m.saving.problem
     m.save()
-    assert not m.unsaved_scores and len(m.store.load_scores(m.series.uid)) == 4 and m.save_problem is None
+    assert not m.saving.unsaved_scores and len(m.saving.store.load_scores(m.series.uid)) == 4
+    assert m.saving.problem is None
 
 
 def test_time_remaining_per_stage():

@@ -54,13 +54,12 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
 
     study = _model_field("study")
     study_path = _model_field("study_path")
-    store = _model_field("store")
+    store = property(lambda self: self.model.saving.store)
     session = _model_field("session")
     series = _model_field("series")
     index = _model_field("index")
     results = _model_field("results")
     detector_info = _model_field("detector_info")
-    _unsaved_scores = _model_field("unsaved_scores")
 
     def __init__(self, settings: QSettings | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -112,8 +111,9 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
         ev.scores.connect(lambda e: self._scores_changed(e.series_uid))
         ev.slice_score.connect(lambda e: self._slice_scored(e.result))
         ev.scoring.connect(lambda e: self._scoring_changed(e.run))
-        ev.save_due.connect(lambda e: self._save_timer.isActive() or self._save_timer.start(int(e.delay_s * 1000)))
-        ev.save_problem.connect(lambda e: self._save_problem(e.message))
+        saving = self.model.saving.events
+        saving.due.connect(lambda e: self._save_timer.isActive() or self._save_timer.start(int(e.delay_s * 1000)))
+        saving.problem.connect(lambda e: self._save_problem(e.message))
         ev.say.connect(lambda e: self._say(e.text))
         self.model.display.events.window.connect(lambda e: self._window_shown((e.centre, e.width, e.name)))
         self.model.display.events.changed.connect(lambda e: self._display_changed(e.display))

@@ -7,8 +7,8 @@ alone (tests/test_viewer_model.py).
 Events: `model.events.<name>.connect(fn)`; each emits one typed event of review/events.py: study (StudyOpened),
 study_changed, loading, loaded, series, slice, plane, layout, crosshair, references, review,
 measurements, say, scores (ScoresReplaced: a series' scores were replaced), slice_score (one slice scored),
-scoring (the run changed state), device, save_due (a save should follow: the window starts its timer; tests call
-save()), save_problem.
+scoring (the run changed state), device. When the session is saved is its `saving` (review/saving.py), with its
+own events.
 
 Loading: a large DICOM series is shown before all its slices are read (io/fill.py, gui/jobs.load_study_job).
 `show_slice` of a slice not read yet asks for it first (Series.request) and the window shows a placeholder; the
@@ -36,12 +36,13 @@ from .measurements import ACQUIRED, Measured, Measurement, measure, placed
 from .references import ReferenceSet, ReferenceSlice
 from ..engine.records import SliceScore
 from .events import (CrosshairMoved, DetectorReady, DeviceNamed, EmitterGroup, LayoutChanged, Loaded, LoadingProgress,
-                     MeasurementsChanged, PlaneChanged, ReferencesChanged, ReviewChanged, Said, SaveDue, SaveProblem,
+                     MeasurementsChanged, PlaneChanged, ReferencesChanged, ReviewChanged, Said,
                      ScoresNotSaved, ScoresReplaced, ScoringChanged, SeriesShown, SliceScored, SliceShown, StudyChanged,
                      StudyOpened)
 from .results import ScoreResults
 from .scoring import FIT_END
-from .session import SaveFailed, Session, SessionStore
+from .saving import SavingModel
+from .session import Session
 from .state import Decision, annotations_mask, next_flagged
 
 # The life of one Adapt & score run.
@@ -94,13 +95,10 @@ class ScoringRun:
 
 
 class ViewerModel:
-    AUTOSAVE_DELAY_S = 0.6
-
     def __init__(self, clock: Callable[[], float] = time.monotonic, seconds_per_slice: float = 0.5):
         self.clock = clock
         self.study: Any = None
         self.study_path: str | None = None
-        self.store: SessionStore | None = None
         self.session = Session("")
         self.series: Any = None
         self.series_row = -1
@@ -110,8 +108,6 @@ class ViewerModel:
         self.studies: dict[str, Any] = {}  # loaded studies by path: the open one and reference sources
         self.run: ScoringRun | None = None
         self.seconds_per_slice = seconds_per_slice  # the last measured scoring pace (the app keeps it in settings)
-        self.unsaved_scores: set[str] = set()  # series whose scores a save could not write (kept in memory)
-        self.save_problem: str | None = None
         self.display = DisplayModel(lambda: self.series, self.set_view)
         self.plane = "axial"
         self.layout = "1x1"
@@ -121,13 +117,13 @@ class ViewerModel:
         self._load_request = 0
         self._shown_request = 0  # the request whose study is shown (its slices may still be arriving)
         self.loading: tuple[int, int] | None = None  # (slices read, in all) while the open study is still reading
-        self._save_due: float | None = None
+        self.saving = SavingModel(clock, lambda: self.session, lambda uid: self.results.get(uid))
         self.events = EmitterGroup(
             study=StudyOpened, study_changed=StudyChanged, loading=LoadingProgress, loaded=Loaded,
             series=SeriesShown, slice=SliceShown, plane=PlaneChanged, layout=LayoutChanged, crosshair=CrosshairMoved,
             references=ReferencesChanged, review=ReviewChanged,
             measurements=MeasurementsChanged, say=Said, scores=ScoresReplaced, slice_score=SliceScored,
-            scoring=ScoringChanged, device=DeviceNamed, save_due=SaveDue, save_problem=SaveProblem)
+            scoring=ScoringChanged, device=DeviceNamed)
         self.session.review.subscribe(self._review_changed)
 
     # ------------------------------------------------------------------------------------------------ events
@@ -157,7 +153,7 @@ class ViewerModel:
         self.loading = (fill.done_count(), fill.total) if fill is not None else None
         if self.study_path is not None:
             self.studies.pop(self.study_path, None)
-        self.study, self.study_path, self.store = study, path, payload["store"]
+        self.study, self.study_path, self.saving.store = study, path, payload["store"]
         self.studies[path] = study
         self.results = dict(payload["scores"])
         self.detector_info = None
@@ -289,7 +285,7 @@ class ViewerModel:
             self._waiting_for = (s, index)
         if changed:
             self.session.slice_index = index
-            self.schedule_save()
+            self.saving.schedule()
         self.events.slice.emit(SliceShown(index))
         if changed:
             self.events.crosshair.emit(CrosshairMoved(index, *self.crosshair))
@@ -460,7 +456,7 @@ class ViewerModel:
     def set_view(self, key: str, value: Any) -> None:
         """A view setting kept with the session (overlay state, the ranking's flag percentile)."""
         self.session.view[key] = value
-        self.schedule_save()
+        self.saving.schedule()
 
     # ------------------------------------------------------------------------------------------------ references
     def add_reference(self, kind: str = "normal") -> str:
@@ -636,52 +632,13 @@ class ViewerModel:
         self.events.review.emit(ReviewChanged(key))
         # Notes are saved after a pause in typing; decisions and drawings at once.
         if self.session.review.undo_label() == "Edit note":
-            self.schedule_save()
+            self.saving.schedule()
         else:
             self.save()
 
     # ------------------------------------------------------------------------------------------------ saving
-    def schedule_save(self) -> None:
-        """Save within the autosave delay of the first unsaved change: later changes do not postpone it, so steady
-        typing or scrolling still reaches the disk every AUTOSAVE_DELAY_S (what a crash can lose is bounded)."""
-        if self.store is not None and self._save_due is None:
-            self._save_due = self.clock() + self.AUTOSAVE_DELAY_S
-            self.events.save_due.emit(SaveDue(self.AUTOSAVE_DELAY_S))
-
-    @property
-    def save_pending(self) -> bool:
-        return self._save_due is not None
-
     def save(self) -> bool:
-        """Save the session, and any scores an earlier save could not write. A failure is said once, in plain
-        words; everything stays in memory and the next save tries again. True when all is on disk."""
-        self._save_due = None
-        if self.store is None:
-            return True
-        try:
-            self.store.save(self.session)
-            for uid in sorted(self.unsaved_scores):
-                res = self.results.get(uid)
-                if res is not None and len(res):
-                    self.store.save_scores(res)
-                self.unsaved_scores.discard(uid)
-        except OSError as exc:
-            self._problem(str(exc) if isinstance(exc, SaveFailed) else
-                          f"The review session could not be saved ({exc.strerror or exc}).")
-            return False
-        self._problem(self.store.notice)
-        return True
-
-    def scores_not_saved(self, message: str) -> None:
-        """The scoring job could not write its scores: they stay in memory and go with the next save."""
-        if self.run is not None and self.run.results is not None:
-            self.unsaved_scores.add(self.run.results.series_uid)
-        self._problem(message)
-
-    def _problem(self, message: str | None) -> None:
-        if message != self.save_problem:
-            self.save_problem = message
-            self.events.save_problem.emit(SaveProblem(message))
+        return self.saving.save()
 
     # ------------------------------------------------------------------------------------------------ scoring
     def start_scoring(self, method: str) -> ScoringRun | str:
@@ -723,8 +680,9 @@ class ViewerModel:
     def job_partial(self, message: DetectorReady | SliceScored | ScoresNotSaved | DeviceNamed) -> None:
         """What the job reports on its way, as typed messages (review/events.py)."""
         run = self.run
-        if isinstance(message, ScoresNotSaved):
-            self.scores_not_saved(message.message)
+        if isinstance(message, ScoresNotSaved):  # the scores stay in memory and go with the next save
+            self.saving.scores_not_saved(None if run is None or run.results is None else run.results.series_uid,
+                                         message.message)
             return
         if isinstance(message, DeviceNamed):  # which device the job runs on (torch is imported by the first job)
             self.events.device.emit(message)
