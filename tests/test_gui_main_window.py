@@ -374,7 +374,7 @@ def test_missing_weights_is_a_clear_message(qtbot, tmp_path, ct_study):
 
 def test_untrained_vision_language_weights_warn(qtbot, tmp_path):
     w = make_window(qtbot, tmp_path)
-    w.detector_info = {"backbone": "open_clip:tiny", "weights": "random initialisation (UNTRAINED)",
+    w.model.scoring.detector_info = {"backbone": "open_clip:tiny", "weights": "random initialisation (UNTRAINED)",
                        "pretrained": False, "method": "adapted"}
     w._update_backbone_label()
     assert "UNTRAINED" in w.backbone_label.text() and "meaningless" in w.backbone_label.text()

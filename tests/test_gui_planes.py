@@ -111,7 +111,7 @@ def test_the_map_and_drawings_are_reformatted_and_interpolation_is_marked(qtbot,
         amap[100:140, 100:160] = 5.0
         res.put(SliceScore(k, 3.0, 99.0, amap))
     m.results[s.uid] = res
-    m.events.scores.emit(ScoresReplaced(s.uid))
+    m.scoring.events.scores.emit(ScoresReplaced(s.uid))
     key(qtbot, w, Qt.Key.Key_L)
     m.set_crosshair("axial", 12, 120, 128)
     cor = w.side_viewers[0]
@@ -122,7 +122,7 @@ def test_the_map_and_drawings_are_reformatted_and_interpolation_is_marked(qtbot,
     # fully scored between: no mark
     for k in (11, 12, 13):
         res.put(SliceScore(k, 3.0, 99.0, np.zeros((s.rows, s.columns), np.float32)))
-    m.events.scores.emit(ScoresReplaced(s.uid))
+    m.scoring.events.scores.emit(ScoresReplaced(s.uid))
     assert "interpolated" not in cor.top_left.text()
     close_window(qtbot, w)
 

@@ -303,7 +303,7 @@ def test_adapt_and_score_pressed_while_loading_waits_for_every_slice(qtbot, wind
         w.add_reference("normal")
     stages = []
     complete_at_first_score = []
-    w.model.events.slice_score.connect(lambda _e: not complete_at_first_score
+    w.model.scoring.events.slice_score.connect(lambda _e: not complete_at_first_score
                                         and complete_at_first_score.append(s.complete))
     with qtbot.waitSignal(w.scoringFinished, timeout=120_000) as done:
         w.act_run.trigger()  # Ctrl+Return while slices are still read

@@ -17,7 +17,8 @@ from medad_viewer.review.session import SessionStore
 from medad_viewer.review.state import Decision
 from medad_viewer.review.events import (DetectorReady, DisplayChanged, SaveDue, SaveProblem, ScoresNotSaved,
                                          SliceScored, SliceShown)
-from medad_viewer.review.viewer import ADAPTING, CANCELLED, DONE, FAILED, SCORING, ViewerModel
+from medad_viewer.review.runs import ADAPTING, CANCELLED, DONE, FAILED, SCORING
+from medad_viewer.review.viewer import ViewerModel
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "resources" / "demo" / "brain1_image.nrrd"
@@ -47,8 +48,8 @@ def payload(path) -> dict:
 def opened(path=DEMO, clock=None) -> tuple[ViewerModel, list]:
     m = ViewerModel(clock=clock or Clock())
     events: list = []
-    m.events.connect_all(events.append)
-    m.saving.events.connect_all(events.append)
+    for group in (m.events, m.saving.events, m.scoring.events, m.display.events):
+        group.connect_all(events.append)
     assert m.load_finished(m.begin_load(), payload(path))
     m.select_series(0)
     return m, events
@@ -108,10 +109,10 @@ def _result(i):
 def _scored(m: ViewerModel, n: int) -> None:
     run = m.start_scoring("memory")
     assert run.state == ADAPTING
-    m.job_partial(DetectorReady({"backbone": "efficientnet-lite2", "weights": "ImageNet", "pretrained": True}))
+    m.scoring.partial(DetectorReady({"backbone": "efficientnet-lite2", "weights": "ImageNet", "pretrained": True}))
     assert run.state == SCORING
     for i in range(n):
-        m.job_partial(SliceScored(_result(i)))
+        m.scoring.partial(SliceScored(_result(i)))
 
 
 def test_a_cancelled_run_keeps_its_slices_and_an_empty_one_brings_back_the_old_scores():
@@ -125,21 +126,21 @@ def test_a_cancelled_run_keeps_its_slices_and_an_empty_one_brings_back_the_old_s
     _scored(m, 25)
     res = m.run.results
     res.complete = True
-    m.job_finished(SimpleNamespace(results=res, **vars(outcome)))
-    assert m.run.state == DONE and len(m.results[m.series.uid]) == 25 and m.seconds_per_slice == 2.0 / 25
+    m.scoring.finished(SimpleNamespace(results=res, **vars(outcome)))
+    assert m.run.state == DONE and len(m.results[m.series.uid]) == 25 and m.scoring.seconds_per_slice == 2.0 / 25
     first = m.results[m.series.uid]
     # Cancelled after 3 slices: those 3 are kept.
     _scored(m, 3)
-    m.job_cancelled()
+    m.scoring.cancelled()
     assert m.run.state == CANCELLED and sorted(m.results[m.series.uid].results) == [0, 1, 2]
     # Cancelled (or failed) before its first slice: the previous scores come back.
     _scored(m, 3)
     kept = m.results[m.series.uid]
     m.start_scoring("memory")  # refused: one runs already
     assert m.results[m.series.uid] is kept
-    m.job_cancelled()
+    m.scoring.cancelled()
     m.start_scoring("memory")
-    m.job_failed("Out of memory: …")
+    m.scoring.failed("Out of memory: …")
     assert m.run.state == FAILED and m.run.message.startswith("Out of memory")
     assert m.results[m.series.uid] is kept and first is not kept
 
@@ -149,7 +150,7 @@ def test_scores_a_save_could_not_write_go_with_the_next_save(tmp_path):
     m.show_slice(2)
     m.add_reference("normal")
     _scored(m, 4)
-    m.job_partial(ScoresNotSaved("The scores of 4 slices could not be saved (No space left on device). …"))
+    m.scoring.partial(ScoresNotSaved("The scores of 4 slices could not be saved (No space left on device). …"))
     assert m.saving.unsaved_scores == {m.series.uid}
     assert SaveProblem(m.saving.problem) in events and "No space" in m.saving.problem
     m.save()
@@ -160,19 +161,19 @@ def test_scores_a_save_could_not_write_go_with_the_next_save(tmp_path):
 def test_time_remaining_per_stage():
     clock = Clock()
     m, _ = opened(clock=clock)
-    m.seconds_per_slice = 0.5
+    m.scoring.seconds_per_slice = 0.5
     m.show_slice(2)
     m.add_reference("normal")
     m.start_scoring("memory")
-    assert m.time_remaining(0.01) is None  # too early to say
+    assert m.scoring.time_remaining(0.01) is None  # too early to say
     clock.t += 10
     # Adaptation 20 % done after 10 s: 40 s more, then 25 slices at the last measured 0.5 s.
-    assert m.time_remaining(0.2 * 0.85) == pytest.approx(40 + 12.5)
-    m.job_partial(DetectorReady({}))
+    assert m.scoring.time_remaining(0.2 * 0.85) == pytest.approx(40 + 12.5)
+    m.scoring.partial(DetectorReady({}))
     clock.t += 2
     for i in range(5):
-        m.job_partial(SliceScored(_result(i)))
-    assert m.time_remaining(0.9) == pytest.approx(2 / 5 * 20)
+        m.scoring.partial(SliceScored(_result(i)))
+    assert m.scoring.time_remaining(0.9) == pytest.approx(2 / 5 * 20)
 
 
 def test_which_series_a_reference_is_from(tmp_path, sample_data):
@@ -225,9 +226,9 @@ def _scored_shape(m, rows, cols):
     from medad_viewer.engine.records import SliceScore
 
     m.start_scoring("memory")
-    m.job_partial(DetectorReady({}))
+    m.scoring.partial(DetectorReady({}))
     yy, xx = np.mgrid[0:rows, 0:cols]
-    m.job_partial(SliceScored(SliceScore(m.index, 1.0, 90.0, (yy + xx).astype(np.float32) / (rows + cols))))
+    m.scoring.partial(SliceScored(SliceScore(m.index, 1.0, 90.0, (yy + xx).astype(np.float32) / (rows + cols))))
 
 
 def test_display_toggles_and_the_cine_loop():

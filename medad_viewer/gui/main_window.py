@@ -22,7 +22,8 @@ from ..review.events import DetectorReady, DeviceNamed, ScoresNotSaved, SliceSco
 from ..review.references import ReferenceSet
 from ..review.scoring import ScoreJob, run_score_job
 from ..review.state import Decision
-from ..review.viewer import CANCELLED, DONE, FAILED, ViewerModel
+from ..review.runs import CANCELLED, DONE, FAILED
+from ..review.viewer import ViewerModel
 from .actions import build_actions
 from .chrome import ChromeMixin
 from .exports import ExportsMixin
@@ -58,8 +59,8 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
     session = _model_field("session")
     series = _model_field("series")
     index = _model_field("index")
-    results = _model_field("results")
-    detector_info = _model_field("detector_info")
+    results = property(lambda self: self.model.scoring.results)
+    detector_info = property(lambda self: self.model.scoring.detector_info)
 
     def __init__(self, settings: QSettings | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -108,9 +109,11 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
         ev.slice.connect(lambda e: self._slice_shown(e.index))
         ev.references.connect(lambda _e: (self._refresh_tray(), self._refresh_slice_info()))
         ev.review.connect(lambda e: self._review_changed(e.key))
-        ev.scores.connect(lambda e: self._scores_changed(e.series_uid))
-        ev.slice_score.connect(lambda e: self._slice_scored(e.result))
-        ev.scoring.connect(lambda e: self._scoring_changed(e.run))
+        scoring = self.model.scoring.events
+        scoring.scores.connect(lambda e: self._scores_changed(e.series_uid))
+        scoring.slice_score.connect(lambda e: self._slice_scored(e.result))
+        scoring.scoring.connect(lambda e: self._scoring_changed(e.run))
+        scoring.device.connect(lambda e: self.device_label.setText(f"Device: {e.text}"))
         saving = self.model.saving.events
         saving.due.connect(lambda e: self._save_timer.isActive() or self._save_timer.start(int(e.delay_s * 1000)))
         saving.problem.connect(lambda e: self._save_problem(e.message))
@@ -123,7 +126,6 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
         ev.loading.connect(lambda e: self._loading_progress((e.done, e.total)))
         ev.loaded.connect(lambda _e: self._loading_done(None))
         ev.study_changed.connect(lambda e: self._study_changed(e.study))
-        ev.device.connect(lambda e: self.device_label.setText(f"Device: {e.text}"))
 
     # ============================================================================================ status bar
     def _probe_device(self) -> None:
@@ -511,10 +513,10 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
         freeze_heap()  # what exists now (the open study, thumbnails) need not be scanned during the job
         w = self.job = Worker(work, "adapt-score", self)
         w.progress.connect(self._job_progress)
-        w.partial.connect(self.model.job_partial)
-        w.finished.connect(self.model.job_finished)
-        w.failed.connect(self.model.job_failed)
-        w.cancelled.connect(self.model.job_cancelled)
+        w.partial.connect(self.model.scoring.partial)
+        w.finished.connect(self.model.scoring.finished)
+        w.failed.connect(self.model.scoring.failed)
+        w.cancelled.connect(self.model.scoring.cancelled)
         w.done.connect(self._job_done)
         self.analysis.set_running(True)
         self.analysis.show_progress(0.0, "Starting", None)
@@ -529,7 +531,7 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
 
     def _job_progress(self, fraction: float, message: str) -> None:
         if self.job is None or not self.job.is_cancelling:
-            self.analysis.show_progress(fraction, message, self.model.time_remaining(fraction))
+            self.analysis.show_progress(fraction, message, self.model.scoring.time_remaining(fraction))
 
     def _scores_changed(self, uid: str) -> None:
         if self.series is None or self.series.uid != uid:
@@ -557,7 +559,7 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
             outcome = run.outcome
             self.session.settings = dict(outcome.detector)  # describe(): with the settings as they ran
             self.save_session()
-            self.app_settings.set_seconds_per_slice(self.model.seconds_per_slice)
+            self.app_settings.set_seconds_per_slice(self.model.scoring.seconds_per_slice)
             res = outcome.results
             how = "reused the cached adaptation" if outcome.from_cache else f"adaptation {outcome.fit_seconds:.0f} s"
             kind = KIND_WORDS.get(outcome.detector.get("kind") or "", "")

@@ -21,11 +21,11 @@ class MeasureToolsMixin:
         self.viewer.measurementDrawn.connect(self.model.add_measurement)
         # After these the measurements of the slice shown (or their map numbers) may differ.
         ev = self.model.events
-        for emitter in (ev.series, ev.slice, ev.plane, ev.scores):
+        for emitter in (ev.series, ev.slice, ev.plane, self.model.scoring.events.scores):
             emitter.connect(lambda _e: self.refresh_measurements())
         ev.measurements.connect(self._measurements_changed)
         ev.crosshair.connect(self._crosshair_moved_measures)
-        ev.slice_score.connect(self._slice_scored_measures)
+        self.model.scoring.events.slice_score.connect(self._slice_scored_measures)
 
     def measure_tool(self, tool: str) -> None:
         """Choose the "length" or "roi" tool, saying how it works."""

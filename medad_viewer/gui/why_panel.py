@@ -189,7 +189,7 @@ class WhyDock(QObject):
             emitter.connect(self._view_changed)
         for emitter in (ev.slice, ev.plane, ev.series, shown.changed, ev.layout):
             emitter.connect(lambda _e: self._update_marker())
-        ev.scores.connect(self._scores_replaced)
+        self.model.scoring.events.scores.connect(self._scores_replaced)
 
     # ----------------------------------------------------------------------------------------------- showing
     def toggle(self) -> None:

@@ -1,14 +1,11 @@
-"""The viewer's state, Qt-free: the open study and series, the slice shown, references, the review, scores and maps,
-the scoring lifecycle, and when the session is saved; how the slice is drawn (windows, flips, cine) is its
-`display` (review/display.py), with its own events. The window (`gui/main_window.py`) forwards gestures
-here and redraws on the events this model emits; nothing in it needs a QApplication, so every behaviour can be tested
-alone (tests/test_viewer_model.py).
+"""The viewer's state, Qt-free: the open study and series, the slice shown, references, the review and the maps,
+composed with small models that keep their own state and events: `display` (review/display.py: windows, flips,
+cine), `saving` (review/saving.py: when the session is saved) and `scoring` (review/runs.py: Adapt & score runs
+and the scores of each series). The window (`gui/main_window.py`) forwards gestures here and redraws on the events;
+nothing in it needs a QApplication, so every behaviour can be tested alone (tests/test_viewer_model.py).
 
 Events: `model.events.<name>.connect(fn)`; each emits one typed event of review/events.py: study (StudyOpened),
-study_changed, loading, loaded, series, slice, plane, layout, crosshair, references, review,
-measurements, say, scores (ScoresReplaced: a series' scores were replaced), slice_score (one slice scored),
-scoring (the run changed state), device. When the session is saved is its `saving` (review/saving.py), with its
-own events.
+study_changed, loading, loaded, series, slice, plane, layout, crosshair, references, review, measurements, say.
 
 Loading: a large DICOM series is shown before all its slices are read (io/fill.py, gui/jobs.load_study_job).
 `show_slice` of a slice not read yet asks for it first (Series.request) and the window shows a placeholder; the
@@ -35,18 +32,16 @@ from .display import DisplayModel
 from .measurements import ACQUIRED, Measured, Measurement, measure, placed
 from .references import ReferenceSet, ReferenceSlice
 from ..engine.records import SliceScore
-from .events import (CrosshairMoved, DetectorReady, DeviceNamed, EmitterGroup, LayoutChanged, Loaded, LoadingProgress,
-                     MeasurementsChanged, PlaneChanged, ReferencesChanged, ReviewChanged, Said,
-                     ScoresNotSaved, ScoresReplaced, ScoringChanged, SeriesShown, SliceScored, SliceShown, StudyChanged,
+from .events import (CrosshairMoved, EmitterGroup, LayoutChanged, Loaded, LoadingProgress, MeasurementsChanged,
+                     PlaneChanged, ReferencesChanged, ReviewChanged, Said, SeriesShown, SliceShown, StudyChanged,
                      StudyOpened)
 from .results import ScoreResults
-from .scoring import FIT_END
+from .runs import ScoringModel, ScoringRun
 from .saving import SavingModel
 from .session import Session
 from .state import Decision, annotations_mask, next_flagged
 
 # The life of one Adapt & score run.
-QUEUED, ADAPTING, SCORING, DONE, CANCELLED, FAILED = "queued", "adapting", "scoring", "done", "cancelled", "failed"
 
 
 @dataclass(frozen=True)
@@ -75,26 +70,12 @@ class PlaneMap:
     interpolated: bool
 
 
-@dataclass
-class ScoringRun:
-    """One Adapt & score run: its state, the slices scored so far, and what to restore if it yields nothing."""
-
-    series_uid: str
-    num_slices: int
-    started: float
-    state: str = QUEUED
-    results: ScoreResults | None = None
-    previous: ScoreResults | None = None  # the scores it replaces: back if the run fails or ends before a slice
-    score_started: float | None = None
-    message: str = ""
-    outcome: Any = None
-
-    @property
-    def running(self) -> bool:
-        return self.state in (QUEUED, ADAPTING, SCORING)
-
-
 class ViewerModel:
+    # The scoring model's state, read here for convenience (the window, the planes, the probe).
+    results = property(lambda self: self.scoring.results)
+    run = property(lambda self: self.scoring.run)
+    detector_info = property(lambda self: self.scoring.detector_info)
+
     def __init__(self, clock: Callable[[], float] = time.monotonic, seconds_per_slice: float = 0.5):
         self.clock = clock
         self.study: Any = None
@@ -103,11 +84,7 @@ class ViewerModel:
         self.series: Any = None
         self.series_row = -1
         self.index = 0
-        self.results: dict[str, ScoreResults] = {}
-        self.detector_info: dict | None = None
         self.studies: dict[str, Any] = {}  # loaded studies by path: the open one and reference sources
-        self.run: ScoringRun | None = None
-        self.seconds_per_slice = seconds_per_slice  # the last measured scoring pace (the app keeps it in settings)
         self.display = DisplayModel(lambda: self.series, self.set_view)
         self.plane = "axial"
         self.layout = "1x1"
@@ -118,12 +95,13 @@ class ViewerModel:
         self._shown_request = 0  # the request whose study is shown (its slices may still be arriving)
         self.loading: tuple[int, int] | None = None  # (slices read, in all) while the open study is still reading
         self.saving = SavingModel(clock, lambda: self.session, lambda uid: self.results.get(uid))
+        self.scoring = ScoringModel(clock, lambda: self.session, self.save, self.saving.scores_not_saved,
+                                    seconds_per_slice)
         self.events = EmitterGroup(
             study=StudyOpened, study_changed=StudyChanged, loading=LoadingProgress, loaded=Loaded,
             series=SeriesShown, slice=SliceShown, plane=PlaneChanged, layout=LayoutChanged, crosshair=CrosshairMoved,
             references=ReferencesChanged, review=ReviewChanged,
-            measurements=MeasurementsChanged, say=Said, scores=ScoresReplaced, slice_score=SliceScored,
-            scoring=ScoringChanged, device=DeviceNamed)
+            measurements=MeasurementsChanged, say=Said)
         self.session.review.subscribe(self._review_changed)
 
     # ------------------------------------------------------------------------------------------------ events
@@ -155,8 +133,7 @@ class ViewerModel:
             self.studies.pop(self.study_path, None)
         self.study, self.study_path, self.saving.store = study, path, payload["store"]
         self.studies[path] = study
-        self.results = dict(payload["scores"])
-        self.detector_info = None
+        self.scoring.replace_all(payload["scores"])
         old_refs = self.session.reference_set
         self.session.review.unsubscribe(self._review_changed)
         saved = payload["session"]
@@ -256,8 +233,7 @@ class ViewerModel:
         s = self.series = self.study.series[row]
         self.session.series_uid = s.uid
         self.display.ensure_window(s)
-        res = self.results.get(s.uid)
-        self.detector_info = (res.detector or None) if res is not None and len(res) else None
+        self.scoring.show(s.uid)
         start = self._pending_slice if self._pending_slice is not None else s.num_slices // 2
         self._pending_slice = None
         self.index = -1
@@ -642,22 +618,8 @@ class ViewerModel:
 
     # ------------------------------------------------------------------------------------------------ scoring
     def start_scoring(self, method: str) -> ScoringRun | str:
-        """Begin an Adapt & score run of the series shown; a message instead when it cannot start."""
-        if self.run is not None and self.run.running:
-            return ""
-        s = self.series
-        if s is None:
-            return "Open a study first (File → Open folder… or Open file…)."
-        rs = self.session.reference_set
-        if method != "zero" and not rs.normals():
-            return "Add at least one normal reference slice first: browse to a slice with normal anatomy and press R."
-        self.save()
-        run = ScoringRun(s.uid, s.num_slices, self.clock(), previous=self.results.pop(s.uid, None))
-        run.results = self.results[s.uid] = ScoreResults(s.uid, s.num_slices)
-        self.run = run
-        self.events.scores.emit(ScoresReplaced(s.uid))
-        self._set_state(ADAPTING)
-        return run
+        """Begin an Adapt & score run of the series shown (`scoring.start`)."""
+        return self.scoring.start(self.series, self.session.reference_set, method)
 
     @property
     def complete(self) -> bool:
@@ -671,87 +633,6 @@ class ViewerModel:
         done, total = self.loading or (0, 0)
         return (f"The series is still loading ({done} of {total} slices read): Adapt & score waits for every slice "
                 "before it scores.")
-
-    def _set_state(self, state: str, message: str = "") -> None:
-        if self.run is not None:
-            self.run.state, self.run.message = state, message
-            self.events.scoring.emit(ScoringChanged(self.run))
-
-    def job_partial(self, message: DetectorReady | SliceScored | ScoresNotSaved | DeviceNamed) -> None:
-        """What the job reports on its way, as typed messages (review/events.py)."""
-        run = self.run
-        if isinstance(message, ScoresNotSaved):  # the scores stay in memory and go with the next save
-            self.saving.scores_not_saved(None if run is None or run.results is None else run.results.series_uid,
-                                         message.message)
-            return
-        if isinstance(message, DeviceNamed):  # which device the job runs on (torch is imported by the first job)
-            self.events.device.emit(message)
-            return
-        if run is None or run.results is None:
-            return
-        if isinstance(message, DetectorReady):
-            run.score_started = self.clock()
-            run.results.detector = message.info
-            self.detector_info = message.info
-            self._set_state(SCORING)
-            return
-        r: SliceScore = run.results.put(message.result)
-        self.events.slice_score.emit(SliceScored(r))
-
-    def job_finished(self, outcome) -> None:
-        run = self.run
-        res = outcome.results
-        self.results[res.series_uid] = res
-        self.detector_info = outcome.detector
-        self.session.scores_summary[res.series_uid] = {
-            "detector": outcome.detector, "scored": len(res), "total": res.num_slices, "complete": res.complete,
-            "top": [r.index for r in res.ranked()[:5]], "fit_seconds": round(outcome.fit_seconds, 1),
-            "score_seconds": round(outcome.score_seconds, 1), "from_cache": outcome.from_cache}
-        if len(res) and outcome.score_seconds > 0:
-            self.seconds_per_slice = outcome.score_seconds / len(res)
-        if run is not None:
-            run.results, run.previous, run.outcome = res, None, outcome
-        self.events.scores.emit(ScoresReplaced(res.series_uid))
-        self._set_state(DONE)
-
-    def _restore_previous(self) -> None:
-        run = self.run
-        if run is not None and run.previous is not None and (run.results is None or not len(run.results)):
-            self.results[run.previous.series_uid] = run.previous
-            self.events.scores.emit(ScoresReplaced(run.previous.series_uid))
-        if run is not None:
-            run.previous = None
-
-    def job_failed(self, message: str) -> None:
-        self._restore_previous()
-        self._set_state(FAILED, message)
-
-    def job_cancelled(self) -> None:
-        """Slices already scored are kept; with none, the previous scores come back."""
-        self._restore_previous()
-        self._set_state(CANCELLED)
-
-    def time_remaining(self, fraction: float, now: float | None = None) -> float | None:
-        """Adaptation and scoring run at very different paces, so each stage is extrapolated on its own: scoring
-        from the slices done so far, adaptation from its progress plus scoring at the last measured pace."""
-        run = self.run
-        if run is None or not run.running:
-            return None
-        now = self.clock() if now is None else now
-        total = run.num_slices
-        if run.score_started is not None and run.results is not None:
-            done = len(run.results)
-            if done == 0:
-                return None
-            per_slice = (now - run.score_started) / done
-            self.seconds_per_slice = per_slice
-            return per_slice * (total - done)
-        elapsed = now - run.started
-        fit_fraction = fraction / FIT_END
-        if fit_fraction < 0.03 or elapsed < 3:
-            return None
-        fit_left = elapsed * (1.0 - fit_fraction) / fit_fraction
-        return fit_left + self.seconds_per_slice * total
 
     def probe(self, row: int, column: int, plane: str | None = None) -> Probe | None:
         """The data probe at (row, column) of the slice the `plane` view shows (the main view's by default); None
