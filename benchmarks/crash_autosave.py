@@ -145,8 +145,8 @@ def child(args: argparse.Namespace) -> int:
     # its first save, and the parent counts the trial as failed.
     decide = [act("Confirm finding"), act("Dismiss"), act("Mark unreviewed")]
     step = [act("Next slice"), act("Previous slice")]
-    show_slice, set_note, add_annotation = model.show_slice, model.set_note, model.add_annotation
-    clear_annotations, remove_reference = model.clear_annotations, model.remove_reference
+    show_slice, set_note, add_annotation = model.show_slice, model.review.set_note, model.review.add_annotation
+    clear_annotations, remove_reference = model.review.clear_annotations, model.remove_reference
     gestures = [
         (2, "show_slice", lambda: show_slice(rng.randrange(n_slices))),  # a click in the ranking
         (1, "step_slice", lambda: rng.choice(step)()),

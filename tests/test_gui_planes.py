@@ -104,7 +104,7 @@ def test_the_map_and_drawings_are_reformatted_and_interpolation_is_marked(qtbot,
     m = w.model
     s = m.series
     w.show_slice(12)
-    m.add_annotation(Ellipse(128.0, 120.0, 20.0, 12.0))
+    m.review.add_annotation(Ellipse(128.0, 120.0, 20.0, 12.0))
     res = ScoreResults(s.uid, s.num_slices)
     for k in (10, 14):
         amap = np.zeros((s.rows, s.columns), np.float32)

@@ -130,20 +130,20 @@ def test_model_measures_the_slice_shown_and_the_session_keeps_them(sample_data, 
     shutil.copytree(sample_data / "ct-dicom", path)
     m = opened_model(path)
     events = []
-    m.events.measurements.connect(events.append)
+    m.review.events.measurements.connect(events.append)
     s = m.series
     m.show_slice(7)
-    line = m.add_measurement(Length((100.0, 100.0), (250.0, 180.0)))
+    line = m.review.add_measurement(Length((100.0, 100.0), (250.0, 180.0)))
     assert (line.series_uid, line.plane, line.index) == (s.uid, ACQUIRED, 7)
     assert [e.measurement for e in events] == [line]
     m.show_slice(12)
-    roi = m.add_measurement(EllipseROI(256.0, 256.0, 40.0, 30.0))
-    assert [x for _k, x in m.measurements_here()] == [roi]
+    roi = m.review.add_measurement(EllipseROI(256.0, 256.0, 40.0, 30.0))
+    assert [x for _k, x in m.review.measurements_here()] == [roi]
     # With the slice scored, the ROI gets the map's numbers.
     res = ScoreResults(s.uid, s.num_slices)
     res.add(12, 2.0, 99.5, np.full((s.rows, s.columns), 1.25, np.float32))
     m.results[s.uid] = res
-    (_k, got, r), = m.measured_here()
+    (_k, got, r), = m.review.measured_here()
     assert got == roi and r.map_mean == pytest.approx(1.25) and r.map_max == pytest.approx(1.25)
     assert r.mean == pytest.approx(s.slice(12)[roi_mask(roi, (s.rows, s.columns))].mean())
 
@@ -152,23 +152,23 @@ def test_model_measures_the_slice_shown_and_the_session_keeps_them(sample_data, 
     assert list(saved.measurements) == [line, roi]
 
     # Delete, then undo and redo it: one history, steps undone in the order they were done, whatever their kind.
-    m.set_decision(Decision.CONFIRMED)
-    assert m.remove_measurement(1) == roi and len(m.session.measurements) == 1
-    assert m.undo_label() == "Remove ellipse ROI"
-    m.undo()
+    m.review.set_decision(Decision.CONFIRMED)
+    assert m.review.remove_measurement(1) == roi and len(m.session.measurements) == 1
+    assert m.review.undo_label() == "Remove ellipse ROI"
+    m.review.undo()
     assert list(m.session.measurements) == [line, roi]
-    assert m.undo_label() == "Mark confirmed"
-    m.undo()  # the confirmation, done before the removal
+    assert m.review.undo_label() == "Mark confirmed"
+    m.review.undo()  # the confirmation, done before the removal
     assert m.session.review.get(s.uid, 12).decision == Decision.UNREVIEWED
     assert list(m.session.measurements) == [line, roi]
-    m.undo()  # the add of the ROI
+    m.review.undo()  # the add of the ROI
     assert list(m.session.measurements) == [line]
-    m.redo()
+    m.review.redo()
     assert list(m.session.measurements) == [line, roi]
-    m.redo()
+    m.review.redo()
     assert m.session.review.get(s.uid, 12).decision == Decision.CONFIRMED
-    m.set_decision(Decision.DISMISSED)
-    m.undo()  # the review's step
+    m.review.set_decision(Decision.DISMISSED)
+    m.review.undo()  # the review's step
     assert m.session.review.get(s.uid, 12).decision == Decision.CONFIRMED
     assert list(m.session.measurements) == [line, roi]
 
@@ -181,11 +181,11 @@ def test_one_history_undoes_reviews_and_measurements_in_the_order_they_were_done
     m = opened_model(path)
     uid = m.series.uid
     m.show_slice(3)
-    m.set_decision(Decision.CONFIRMED)  # A
+    m.review.set_decision(Decision.CONFIRMED)  # A
     m.show_slice(5)
-    line = m.add_measurement(Length((10.0, 10.0), (40.0, 30.0)))  # M
+    line = m.review.add_measurement(Length((10.0, 10.0), (40.0, 30.0)))  # M
     m.show_slice(8)
-    m.set_decision(Decision.CONFIRMED)  # B
+    m.review.set_decision(Decision.CONFIRMED)  # B
 
     def state():
         return (m.session.review.get(uid, 3).decision == Decision.CONFIRMED, list(m.session.measurements) == [line],
@@ -194,21 +194,21 @@ def test_one_history_undoes_reviews_and_measurements_in_the_order_they_were_done
     assert state() == (True, True, True)
     undone = []
     for _ in range(3):
-        label = m.undo_label()
-        m.undo()
+        label = m.review.undo_label()
+        m.review.undo()
         undone.append((label, m.index, state()))
     assert undone == [("Mark confirmed", 8, (True, True, False)),  # B
                       ("Add length", 5, (True, False, False)),  # M, shown on its slice
                       ("Mark confirmed", 3, (False, False, False))]  # A
-    assert not m.can_undo
-    m.redo()
+    assert not m.review.can_undo
+    m.review.redo()
     assert state() == (True, False, False) and m.index == 3
-    m.redo()
+    m.review.redo()
     assert state() == (True, True, False) and m.index == 5
-    assert m.redo_label() == "Mark confirmed"
+    assert m.review.redo_label() == "Mark confirmed"
     m.show_slice(1)
-    m.set_decision(Decision.DISMISSED)  # a new step: nothing left to redo
-    assert not m.can_redo
+    m.review.set_decision(Decision.DISMISSED)  # a new step: nothing left to redo
+    assert not m.review.can_redo
 
 
 def test_an_older_session_without_measurements_still_loads(sample_data, tmp_path):
@@ -216,8 +216,8 @@ def test_an_older_session_without_measurements_still_loads(sample_data, tmp_path
     shutil.copytree(sample_data / "ct-dicom", path)
     m = opened_model(path)
     m.show_slice(4)
-    m.set_decision(Decision.CONFIRMED)
-    m.add_measurement(Length((1.0, 2.0), (3.0, 4.0)))
+    m.review.set_decision(Decision.CONFIRMED)
+    m.review.add_measurement(Length((1.0, 2.0), (3.0, 4.0)))
     file = m.saving.store.session_file
     d = json.loads(file.read_text())
     assert len(d["measurements"]) == 1
@@ -262,18 +262,18 @@ def test_a_measurement_in_a_reformatted_plane(sample_data, tmp_path):
     assert m.set_plane("coronal") == ""
     cor = plane_view(s, "coronal").series
     assert cor.spacing[:2] == pytest.approx((s.spacing[0], s.spacing[2]))  # rows of the coronal run across slices
-    line = m.add_measurement(Length((100.0, 2.0), (100.0, 6.0)))
+    line = m.review.add_measurement(Length((100.0, 2.0), (100.0, 6.0)))
     k = m.view_index()
     assert (line.plane, line.index) == ("coronal", k)
-    roi = m.add_measurement(EllipseROI(128.0, 12.0, 30.0, 3.0))
-    (_a, _l, r_line), (_b, _r, r_roi) = m.measured_here()
+    roi = m.review.add_measurement(EllipseROI(128.0, 12.0, 30.0, 3.0))
+    (_a, _l, r_line), (_b, _r, r_roi) = m.review.measured_here()
     assert r_line.length_mm == pytest.approx(4 * s.spacing[2])  # four rows of 6.5 mm
     mask = hand_mask((cor.rows, cor.columns), 128.0, 12.0, 30.0, 3.0)
     assert r_roi.pixels == int(mask.sum()) > 0
     assert r_roi.mean == pytest.approx(cor.slice(k)[mask].mean())
     # Back in the axial plane, neither is on the slice shown; the report still measures them in their plane.
     m.set_plane("axial")
-    assert m.measurements_here() == []
+    assert m.review.measurements_here() == []
     res = ScoreResults(s.uid, s.num_slices)
     for i in range(s.num_slices):
         res.add(i, 1.0, 50.0, np.full((s.rows, s.columns), 0.7, np.float32))
@@ -353,7 +353,7 @@ def test_the_m_and_o_tools_on_the_real_window(qtbot, tmp_path, sample_data):
     qtbot.keyClick(w.viewer, Qt.Key.Key_M)
     assert w.viewer.vb.tool == "length"
     drag((100.0, 100.0), (100.0, 300.0))
-    (_k, line), = w.model.measurements_here()
+    (_k, line), = w.model.review.measurements_here()
     assert isinstance(line, Length) and line.index == 10
     assert line.p0 == pytest.approx((100.0, 100.0)) and line.p1 == pytest.approx((100.0, 300.0))
     assert [t.toPlainText() for t in w.viewer.measure_labels] == ["195.3 mm"]
@@ -362,7 +362,7 @@ def test_the_m_and_o_tools_on_the_real_window(qtbot, tmp_path, sample_data):
     qtbot.keyClick(w.viewer, Qt.Key.Key_O)
     assert w.viewer.vb.tool == "roi"
     drag((216.0, 226.0), (296.0, 286.0))
-    roi = w.model.measurements_here()[1][1]
+    roi = w.model.review.measurements_here()[1][1]
     assert isinstance(roi, EllipseROI)
     assert (roi.cx, roi.cy, roi.rx, roi.ry) == pytest.approx((256.0, 256.0, 40.0, 30.0))
     r = measure_on(roi, w.series)
@@ -372,10 +372,10 @@ def test_the_m_and_o_tools_on_the_real_window(qtbot, tmp_path, sample_data):
 
     # Delete removes the last one on the slice; Ctrl+Z brings it back.
     qtbot.keyClick(w.viewer, Qt.Key.Key_Delete)
-    assert [m for _k, m in w.model.measurements_here()] == [line]
+    assert [m for _k, m in w.model.review.measurements_here()] == [line]
     assert len(w.viewer.measure_labels) == 1
     qtbot.keyClick(w.viewer, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
-    assert [m for _k, m in w.model.measurements_here()] == [line, roi]
+    assert [m for _k, m in w.model.review.measurements_here()] == [line, roi]
     assert w.export_context().snapshot().measurements == [line, roi]  # what File → Export reports
     # Another slice shows none of them.
     w.show_slice(11)
@@ -383,7 +383,7 @@ def test_the_m_and_o_tools_on_the_real_window(qtbot, tmp_path, sample_data):
     # Drawing annotations is unchanged: the ellipse tool still makes an annotation, not a measurement.
     qtbot.keyClick(w.viewer, Qt.Key.Key_E)
     drag((50.0, 50.0), (90.0, 80.0))
-    assert w.model.measurements_here() == []
+    assert w.model.review.measurements_here() == []
     assert isinstance(w.session.review.get(w.series.uid, 11).annotations[0], Ellipse)
     w.close()
     qtbot.waitUntil(lambda: not w._loaders and w.job is None, timeout=30_000)

@@ -149,7 +149,7 @@ def test_annotations_are_cut_by_the_other_planes():
     m = _model()
     s = m.series
     m.show_slice(10)
-    m.add_annotation(Ellipse(120.0, 100.0, 20.0, 10.0))
+    m.review.add_annotation(Ellipse(120.0, 100.0, 20.0, 10.0))
     m.set_crosshair("axial", 10, 100, 120)  # through the ellipse's centre
     cor = m.plane_annotations("coronal")
     assert cor is not None
@@ -167,11 +167,11 @@ def test_drawing_on_a_reformatted_plane_is_refused_with_a_reason():
     said = []
     m.events.say.connect(lambda e: said.append(e.text))
     m.set_plane("sagittal")
-    m.add_annotation(Ellipse(10.0, 10.0, 5.0, 5.0))
+    m.review.add_annotation(Ellipse(10.0, 10.0, 5.0, 5.0))
     assert not m.session.review.get(m.series.uid, m.index).annotations
     assert said and "Ctrl+1" in said[-1]
     m.set_plane("axial")
-    m.add_annotation(Ellipse(10.0, 10.0, 5.0, 5.0))
+    m.review.add_annotation(Ellipse(10.0, 10.0, 5.0, 5.0))
     assert len(m.session.review.get(m.series.uid, m.index).annotations) == 1
 
 

@@ -48,7 +48,7 @@ def payload(path) -> dict:
 def opened(path=DEMO, clock=None) -> tuple[ViewerModel, list]:
     m = ViewerModel(clock=clock or Clock())
     events: list = []
-    for group in (m.events, m.saving.events, m.scoring.events, m.display.events):
+    for group in (m.events, m.saving.events, m.scoring.events, m.display.events, m.review.events):
         group.connect_all(events.append)
     assert m.load_finished(m.begin_load(), payload(path))
     m.select_series(0)
@@ -85,8 +85,8 @@ def test_save_is_due_within_the_delay_of_the_first_change():
     m, events = opened(clock=clock)
     m.save()
     events.clear()
-    m.set_note("first word")
-    m.set_note("first word and more")  # a later change does not postpone the save
+    m.review.set_note("first word")
+    m.review.set_note("first word and more")  # a later change does not postpone the save
     m.show_slice(3)
     assert [e for e in events if isinstance(e, SaveDue)] == [SaveDue(m.saving.AUTOSAVE_DELAY_S)]
     assert m.saving.pending
@@ -96,7 +96,7 @@ def test_save_is_due_within_the_delay_of_the_first_change():
     assert SessionStore.for_study(m.study, m.study_path).load().review.get(m.series.uid, 12).note == \
         "first word and more"
     # Decisions are saved at once.
-    m.set_decision(Decision.CONFIRMED)
+    m.review.set_decision(Decision.CONFIRMED)
     assert SessionStore.for_study(m.study, m.study_path).load().review.get(m.series.uid, 3).decision == \
         Decision.CONFIRMED
 

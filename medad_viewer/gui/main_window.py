@@ -108,7 +108,7 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
         ev.series.connect(lambda e: self._series_shown(e.series))
         ev.slice.connect(lambda e: self._slice_shown(e.index))
         ev.references.connect(lambda _e: (self._refresh_tray(), self._refresh_slice_info()))
-        ev.review.connect(lambda e: self._review_changed(e.key))
+        self.model.review.events.changed.connect(lambda e: self._review_changed(e.key))
         scoring = self.model.scoring.events
         scoring.scores.connect(lambda e: self._scores_changed(e.series_uid))
         scoring.slice_score.connect(lambda e: self._slice_scored(e.result))
@@ -431,17 +431,17 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
 
     # ============================================================================================ review
     def set_decision(self, decision: Decision) -> None:
-        self.model.set_decision(decision)
+        self.model.review.set_decision(decision)
 
     def set_tool(self, tool: str) -> None:
         self.viewer.set_tool(tool)
         self.review_panel.set_tool(tool)
 
     def undo(self) -> None:
-        self.model.undo()
+        self.model.review.undo()
 
     def redo(self) -> None:
-        self.model.redo()
+        self.model.review.redo()
 
     def _review_changed(self, key) -> None:
         if self.series is not None and key[0] == self.series.uid:
@@ -452,8 +452,8 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
                 self._draw_sides(force=True)
                 if not self.main_is_acquired():
                     self._draw_plane(self.viewer)
-        self.act_undo.setEnabled(self.model.can_undo)
-        self.act_redo.setEnabled(self.model.can_redo)
+        self.act_undo.setEnabled(self.model.review.can_undo)
+        self.act_redo.setEnabled(self.model.review.can_redo)
 
     def _update_ranking_decisions(self) -> None:
         if self.series is not None:

@@ -18,12 +18,12 @@ class MeasureToolsMixin:
     """The main window's measurement methods (self is the MainWindow)."""
 
     def _build_measure_tools(self) -> None:
-        self.viewer.measurementDrawn.connect(self.model.add_measurement)
+        self.viewer.measurementDrawn.connect(self.model.review.add_measurement)
         # After these the measurements of the slice shown (or their map numbers) may differ.
         ev = self.model.events
         for emitter in (ev.series, ev.slice, ev.plane, self.model.scoring.events.scores):
             emitter.connect(lambda _e: self.refresh_measurements())
-        ev.measurements.connect(self._measurements_changed)
+        self.model.review.events.measurements.connect(self._measurements_changed)
         ev.crosshair.connect(self._crosshair_moved_measures)
         self.model.scoring.events.slice_score.connect(self._slice_scored_measures)
 
@@ -34,11 +34,11 @@ class MeasureToolsMixin:
 
     def delete_measurement(self) -> None:
         """Delete removes the newest measurement on the slice shown (Ctrl+Z brings it back)."""
-        here = self.model.measurements_here()
+        here = self.model.review.measurements_here()
         if not here:
             self.statusBar().showMessage("No measurement on this slice", 3000)
             return
-        m = self.model.remove_measurement(here[-1][0])
+        m = self.model.review.remove_measurement(here[-1][0])
         name = "length" if m.kind == "length" else "ellipse ROI"
         self.statusBar().showMessage(f"Removed the {name} (Ctrl+Z brings it back)", 4000)
 
@@ -57,7 +57,7 @@ class MeasureToolsMixin:
     _measures_at: tuple | None = None
 
     def _measure_slice(self) -> tuple | None:
-        place = self.model.measure_place()
+        place = self.model.review.measure_place()
         return None if place is None else (self.model.series.uid, *place[1:])
 
     def refresh_measurements(self) -> None:
@@ -67,4 +67,4 @@ class MeasureToolsMixin:
             return
         mm = self.model.series.spacing_known
         self.viewer.viewer_mm = mm
-        self.viewer.set_measurements([(m, label(r, "\n", mm)) for _k, m, r in self.model.measured_here()])
+        self.viewer.set_measurements([(m, label(r, "\n", mm)) for _k, m, r in self.model.review.measured_here()])

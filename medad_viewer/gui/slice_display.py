@@ -53,11 +53,11 @@ class SliceDisplayMixin:
         count_txt = (f"{counts[Decision.CONFIRMED]} confirmed · {counts[Decision.DISMISSED]} dismissed · "
                      f"{s.num_slices - counts[Decision.CONFIRMED] - counts[Decision.DISMISSED]} unreviewed")
         self.review_panel.show_review(f"Slice {i + 1} of {s.num_slices}", rev, count_txt,
-                                      self.model.undo_label(), self.model.redo_label())
+                                      self.model.review.undo_label(), self.model.review.redo_label())
         if self.main_is_acquired() and s.is_loaded(i):
             self.viewer.set_annotations(rev.annotations)
-        self.act_undo.setEnabled(self.model.can_undo)
-        self.act_redo.setEnabled(self.model.can_redo)
+        self.act_undo.setEnabled(self.model.review.can_undo)
+        self.act_redo.setEnabled(self.model.review.can_redo)
 
     def _refresh_overlay(self) -> None:
         """The overlay of every view shown, at the panel's threshold (whose map value the panel then shows)."""

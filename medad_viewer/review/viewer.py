@@ -1,11 +1,12 @@
 """The viewer's state, Qt-free: the open study and series, the slice shown, references, the review and the maps,
 composed with small models that keep their own state and events: `display` (review/display.py: windows, flips,
-cine), `saving` (review/saving.py: when the session is saved) and `scoring` (review/runs.py: Adapt & score runs
-and the scores of each series). The window (`gui/main_window.py`) forwards gestures here and redraws on the events;
+cine), `saving` (review/saving.py: when the session is saved), `scoring` (review/runs.py: Adapt & score runs
+and the scores of each series) and `review` (review/review_model.py: decisions, notes, drawings and measurements
+under one undo history). The window (`gui/main_window.py`) forwards gestures here and redraws on the events;
 nothing in it needs a QApplication, so every behaviour can be tested alone (tests/test_viewer_model.py).
 
 Events: `model.events.<name>.connect(fn)`; each emits one typed event of review/events.py: study (StudyOpened),
-study_changed, loading, loaded, series, slice, plane, layout, crosshair, references, review, measurements, say.
+study_changed, loading, loaded, series, slice, plane, layout, crosshair, references, say.
 
 Loading: a large DICOM series is shown before all its slices are read (io/fill.py, gui/jobs.load_study_job).
 `show_slice` of a slice not read yet asks for it first (Series.request) and the window shows a placeholder; the
@@ -29,17 +30,17 @@ import numpy as np
 
 from ..io.planes import PLANES, PlaneView, acquired_plane, available_planes, plane_view
 from .display import DisplayModel
-from .measurements import ACQUIRED, Measured, Measurement, measure, placed
 from .references import ReferenceSet, ReferenceSlice
 from ..engine.records import SliceScore
-from .events import (CrosshairMoved, EmitterGroup, LayoutChanged, Loaded, LoadingProgress, MeasurementsChanged,
-                     PlaneChanged, ReferencesChanged, ReviewChanged, Said, SeriesShown, SliceShown, StudyChanged,
+from .events import (CrosshairMoved, EmitterGroup, LayoutChanged, Loaded, LoadingProgress,
+                     PlaneChanged, ReferencesChanged, Said, SeriesShown, SliceShown, StudyChanged,
                      StudyOpened)
 from .results import ScoreResults
 from .runs import ScoringModel, ScoringRun
+from .review_model import ReviewModel
 from .saving import SavingModel
 from .session import Session
-from .state import Decision, annotations_mask, next_flagged
+from .state import annotations_mask, next_flagged
 
 # The life of one Adapt & score run.
 
@@ -100,12 +101,12 @@ class ViewerModel:
         self.events = EmitterGroup(
             study=StudyOpened, study_changed=StudyChanged, loading=LoadingProgress, loaded=Loaded,
             series=SeriesShown, slice=SliceShown, plane=PlaneChanged, layout=LayoutChanged, crosshair=CrosshairMoved,
-            references=ReferencesChanged, review=ReviewChanged,
-            measurements=MeasurementsChanged, say=Said)
-        self.session.review.subscribe(self._review_changed)
+            references=ReferencesChanged, say=Said)
+        self.review = ReviewModel(self)
+        self.review.attach(self.session)
 
     # ------------------------------------------------------------------------------------------------ events
-    def _say(self, text: str) -> None:
+    def say(self, text: str) -> None:
         self.events.say.emit(Said(text))
 
     # ------------------------------------------------------------------------------------------------ opening
@@ -135,11 +136,10 @@ class ViewerModel:
         self.studies[path] = study
         self.scoring.replace_all(payload["scores"])
         old_refs = self.session.reference_set
-        self.session.review.unsubscribe(self._review_changed)
         saved = payload["session"]
         self.session = saved if saved is not None else Session(path)
         self.session.study_path = path
-        self.session.review.subscribe(self._review_changed)
+        self.review.attach(self.session)
         if not self.session.reference_set.references:
             # References carry over to a study without its own: pick normals in one study, score the next.
             if self._pending_reference_set is not None:
@@ -445,12 +445,12 @@ class ViewerModel:
         if kind == "abnormal":
             anns = self.session.review.get(s.uid, self.index).annotations
             if not anns:
-                self._say("To add a known abnormal example, first draw the finding on this slice with the "
+                self.say("To add a known abnormal example, first draw the finding on this slice with the "
                                   "Ellipse or Brush tool (Review panel); the drawing becomes its mask.")
                 return ""
             mask = annotations_mask(anns, (s.rows, s.columns))
         if rs.modality and rs.modality != s.modality:
-            self._say(f"Note: the references so far are {rs.modality}; this slice is {s.modality}. Mixing "
+            self.say(f"Note: the references so far are {rs.modality}; this slice is {s.modality}. Mixing "
                               "modalities usually hurts the detector.")
         if not rs.modality:
             rs.modality = s.modality
@@ -482,135 +482,6 @@ class ViewerModel:
         from .references import resolve_series
 
         return resolve_series(r, self.studies)
-
-    # ------------------------------------------------------------------------------------------------ review
-    def _here(self) -> tuple[str, int] | None:
-        return (self.series.uid, self.index) if self.series is not None else None
-
-    def set_decision(self, decision: Decision) -> None:
-        if (k := self._here()) is not None:
-            self.session.review.set_decision(*k, decision)
-
-    def set_note(self, text: str) -> None:
-        if (k := self._here()) is not None:
-            self.session.review.set_note(*k, text)
-
-    def add_annotation(self, shape) -> None:
-        if (k := self._here()) is None:
-            return
-        if not self.plane_view().is_acquired:  # drawings belong to acquired slices, in their pixels
-            self._say(f"Findings are drawn on the acquired ({self.acquired_plane()}) slices: switch the main "
-                              f"view back with Ctrl+{PLANES.index(self.acquired_plane()) + 1}.")
-            return
-        self.session.review.add_annotation(*k, shape)
-
-    def clear_annotations(self) -> None:
-        if (k := self._here()) is not None:
-            self.session.review.clear_annotations(*k)
-
-    def undo(self) -> None:
-        """Undo the last review action or measurement step, whichever came last (the session's one history)."""
-        self._after_step(self.session.history.undo())
-
-    def redo(self) -> None:
-        self._after_step(self.session.history.redo())
-
-    def _after_step(self, done) -> None:
-        if done is None:
-            return
-        step, touched = done
-        if step.source == "measurements":
-            self._measurement_step(touched)  # the review's own steps tell the model through its listener
-        else:
-            self._show_touched(touched)
-
-    @property
-    def can_undo(self) -> bool:
-        return self.session.history.can_undo
-
-    @property
-    def can_redo(self) -> bool:
-        return self.session.history.can_redo
-
-    def undo_label(self) -> str:
-        return self.session.history.undo_label()
-
-    def redo_label(self) -> str:
-        return self.session.history.redo_label()
-
-    def _show_touched(self, key) -> None:
-        """Show the slice an undo or redo changed."""
-        if key is None or self.series is None:
-            return
-        uid, index = key
-        if uid != self.series.uid:
-            row = self.row_of(uid)
-            if row is None:
-                return
-            self.select_series(row)
-        if index != self.index:
-            self.show_slice(index)
-
-    # ------------------------------------------------------------------------------------------------ measurements
-    def measure_place(self) -> tuple[Any, str, int] | None:
-        """Where a measurement drawn now lies: (the Series the main view shows, its plane as measurements record
-        it, "acquired" for the series' own, and the slice index in that plane)."""
-        if self.series is None or self.index < 0:
-            return None
-        if self.plane == self.acquired_plane():
-            return self.series, ACQUIRED, self.index
-        return self.view_series(), self.plane, self.view_index()
-
-    def add_measurement(self, shape: Measurement) -> Measurement | None:
-        """Record `shape` (a Length or EllipseROI in the shown slice's pixels) on the slice shown."""
-        if (place := self.measure_place()) is None:
-            return None
-        m = placed(shape, self.series.uid, place[2], place[1])
-        self.session.measurements.add(m)
-        self._measurement_step(m)
-        return m
-
-    def remove_measurement(self, position: int) -> Measurement | None:
-        """Remove the session's measurement at `position` (as measurements_here numbers them)."""
-        m = self.session.measurements.remove(position)
-        if m is not None:
-            self._measurement_step(m)
-        return m
-
-    def measurements_here(self) -> list[tuple[int, Measurement]]:
-        """(position in the session's list, measurement) of those on the slice shown, in the plane shown."""
-        if (place := self.measure_place()) is None:
-            return []
-        return self.session.measurements.on_slice(self.series.uid, place[2], place[1])
-
-    def measured_here(self) -> list[tuple[int, Measurement, Measured]]:
-        """The measurements on the slice shown with their numbers (and the map's, when the slice is scored)."""
-        here = self.measurements_here()
-        if not here:
-            return []
-        s, plane, index = self.measure_place()
-        if plane == ACQUIRED and not s.is_loaded(index):
-            return []  # shown as "loading": measured once the slice is there
-        pixels = s.slice(index)
-        pm = self.plane_map(None, index)
-        amap = None if pm is None else pm.values
-        return [(k, m, measure(m, pixels, s.spacing, amap, s.units)) for k, m in here]
-
-    def _measurement_step(self, m: Measurement | None) -> None:
-        if m is None:
-            return
-        if self.series is not None and m.plane == ACQUIRED and (m.series_uid, m.index) != self._here():
-            self._show_touched((m.series_uid, m.index))  # an undo shows the slice it changed
-        self.events.measurements.emit(MeasurementsChanged(m))
-        self.save()  # at once, like drawings
-
-    def _review_changed(self, key) -> None:
-        self.events.review.emit(ReviewChanged(key))
-        # Notes are saved after a pause in typing; decisions and drawings at once.
-        if self.session.review.undo_label() == "Edit note":
-            self.saving.schedule()
-        else:
-            self.save()
 
     # ------------------------------------------------------------------------------------------------ saving
     def save(self) -> bool:
