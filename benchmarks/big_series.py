@@ -242,7 +242,7 @@ def main() -> int:
             scoring.ScoreJob.__init__ = limited
         done = []
         first_scored: list[bool] = []
-        win.model.events.slice_score.connect(lambda _e: not first_scored
+        win.model.scoring.events.slice_score.connect(lambda _e: not first_scored
                                              and first_scored.append(bool(win.series.complete)))
         win.scoringFinished.connect(done.append)
         win.scoringFailed.connect(done.append)

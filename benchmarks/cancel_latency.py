@@ -65,7 +65,7 @@ def main() -> int:
     from medad_viewer.gui.worker import Worker
     from medad_viewer.paths import DEMO_REFERENCES, DEMO_STUDY
     from medad_viewer.review.adaptation_cache import AdaptationCache
-    from medad_viewer.review.viewer import SCORING
+    from medad_viewer.review.runs import SCORING
 
     app = create_app()
     win = MainWindow(QSettings(os.path.join(data, "settings.ini"), QSettings.Format.IniFormat))
