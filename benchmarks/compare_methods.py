@@ -68,8 +68,10 @@ def variants(base: DetectorSettings) -> dict[str, DetectorSettings]:
         "mirror-image": replace(mem, mirror_pass="image"),
         "through-plane-off": replace(mem, through_plane="off"),  # same-study sets: each slice its own score
         "no-guided": replace(mem, guided_radius=0, smoothing_sigma=4.0),  # the map smoothed only, as before
-        "flair": replace(mem, sequence="FLAIR"),  # as a series that says FLAIR: the intensity term on
-        "intensity0": replace(mem, intensity_weight=0.0),
+        "flair": replace(mem, sequence="FLAIR"),  # as a series that says FLAIR: the hyperintensity gate on
+        "flair-gate-off": replace(mem, sequence="FLAIR", hyperintensity_gate=0.0),
+        "flair-intensity4": replace(mem, sequence="FLAIR", intensity_weight=4.0),  # the intensity term on top of the gate
+        "intensity4": replace(mem, intensity_weight=4.0),
         "as-section": replace(mem, modality="MR"),  # the image kind forced, not taken from the references' shape
         "as-radiograph": replace(mem, modality="DX"),
         "score-local_max": replace(mem, image_score="local_max"),

@@ -12,7 +12,7 @@ import SimpleITK as sitk
 import torch
 
 from medad_viewer.engine.backbones import load_backbone
-from medad_viewer.engine.detector import (FLAIR_HYPERINTENSITY_GATE, FLAIR_INTENSITY_WEIGHT, AnomalyDetector,
+from medad_viewer.engine.detector import (FLAIR_HYPERINTENSITY_GATE, AnomalyDetector,
                                           DetectorSettings, resolved_settings)
 from medad_viewer.engine.evaluate import read_image01
 from medad_viewer.engine.maps import guided_within
@@ -76,7 +76,7 @@ def test_settings_resolve_by_kind_and_sequence():
     assert (rad.self_mirror, rad.image_score) == ("off", "mean")
     assert sec.hyperintensity_gate == 0.0
     flair = resolved_settings(replace(s, modality="MR", sequence="FLAIR"), "section")
-    assert flair.intensity_weight == FLAIR_INTENSITY_WEIGHT > 0
+    assert flair.intensity_weight == 0.0  # the gate does what the intensity term did, better (README)
     assert flair.hyperintensity_gate == FLAIR_HYPERINTENSITY_GATE > 0
     ct = resolved_settings(replace(s, modality="CT", sequence="FLAIR"), "section")
     assert ct.intensity_weight == 0.0 and ct.hyperintensity_gate == 0.0

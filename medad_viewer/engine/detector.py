@@ -102,9 +102,11 @@ class DetectorSettings:
     # a flipped image are its features flipped with its oriented channels exchanged), no second pass.
     mirror_pass: str = "image"
     # > 0: a patch match also costs (w² / 2) x the squared difference of the two patches' mean intensities ([0, 1]
-    # units of the prepared slice), on top of 1 - cosine similarity, which alone is blind to brightness. None: by the
-    # MR sequence (`resolved_settings`): FLAIR_INTENSITY_WEIGHT on FLAIR, where a lesion is hyperintense (Meissen et
-    # al. 2021), else 0 (on T1c it costs: BRATS T1c image AUROC 0.905 -> 0.832 at 4).
+    # units of the prepared slice), on top of 1 - cosine similarity, which alone is blind to brightness. None: 0.
+    # It was on (4) for FLAIR series until the hyperintensity gate below did its work better: with the gate, on
+    # FLAIR, the term costs image AUROC on every set (LGG other-patient 0.898 against 0.925, BRATS FLAIR 0.987 against
+    # 0.991, LGG same-study 0.952 against 0.960) for at most 0.004 of pixel AUROC; on T1c it costs (BRATS T1c image
+    # AUROC 0.905 -> 0.832 at 4). compare_methods.py's "intensity4" variant measures it.
     intensity_weight: float | None = None
     bank_intensity: bool = True  # the intensity term in the bank's matches too (else only in the mirror's)
     # > 0: each map pixel counts in full only where the slice is brighter than the median of its own scoring region
@@ -145,7 +147,6 @@ class DetectorSettings:
         return cls(**d, adapt=AdaptSettings(**a))
 
 
-FLAIR_INTENSITY_WEIGHT = 4.0
 FLAIR_HYPERINTENSITY_GATE = 2.0
 
 
@@ -155,12 +156,12 @@ def resolved_settings(settings: DetectorSettings, kind: str | None = None) -> De
     Cross-sections (head and body CT/MR): the slice's own mirror joins the bank (most lesions are one-sided) and
     the image score is the largest local mean (a lesion is local). Radiographs (chest X-rays): no mirror (the heart
     is not), and the image score is the mean of the map over the body (pneumonia and other opacities are diffuse).
-    The intensity term and the hyperintensity gate, when None, are settled by the sequence alone (kind None settles
-    only those)."""
+    The hyperintensity gate, when None, is settled by the sequence alone (on FLAIR), the intensity term to 0 (kind
+    None settles only those)."""
     changes = {}
     flair = (settings.sequence or "").upper() == "FLAIR" and (settings.modality or "OT").upper() in ("MR", "OT")
     if settings.intensity_weight is None:
-        changes["intensity_weight"] = FLAIR_INTENSITY_WEIGHT if flair and settings.metric == "cosine" else 0.0
+        changes["intensity_weight"] = 0.0
     if settings.hyperintensity_gate is None:
         changes["hyperintensity_gate"] = FLAIR_HYPERINTENSITY_GATE if flair else 0.0
     if kind is None:
