@@ -146,7 +146,7 @@ def child(args: argparse.Namespace) -> int:
     decide = [act("Confirm finding"), act("Dismiss"), act("Mark unreviewed")]
     step = [act("Next slice"), act("Previous slice")]
     show_slice, set_note, add_annotation = model.show_slice, model.review.set_note, model.review.add_annotation
-    clear_annotations, remove_reference = model.review.clear_annotations, model.remove_reference
+    clear_annotations, remove_reference = model.review.clear_annotations, model.references.remove
     gestures = [
         (2, "show_slice", lambda: show_slice(rng.randrange(n_slices))),  # a click in the ranking
         (1, "step_slice", lambda: rng.choice(step)()),

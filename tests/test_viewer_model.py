@@ -48,7 +48,8 @@ def payload(path) -> dict:
 def opened(path=DEMO, clock=None) -> tuple[ViewerModel, list]:
     m = ViewerModel(clock=clock or Clock())
     events: list = []
-    for group in (m.events, m.saving.events, m.scoring.events, m.display.events, m.review.events):
+    for group in (m.events, m.saving.events, m.scoring.events, m.display.events, m.review.events,
+                  m.references.events):
         group.connect_all(events.append)
     assert m.load_finished(m.begin_load(), payload(path))
     m.select_series(0)
@@ -120,7 +121,7 @@ def test_a_cancelled_run_keeps_its_slices_and_an_empty_one_brings_back_the_old_s
     assert m.start_scoring("memory") == ("Add at least one normal reference slice first: browse to a slice with "
                                          "normal anatomy and press R.")
     m.show_slice(2)
-    assert "added as a normal reference" in m.add_reference("normal")
+    assert "added as a normal reference" in m.references.add("normal")
     outcome = SimpleNamespace(detector={"backbone": "efficientnet-lite2"}, fit_seconds=1.0, score_seconds=2.0,
                               from_cache=False)
     _scored(m, 25)
@@ -148,7 +149,7 @@ def test_a_cancelled_run_keeps_its_slices_and_an_empty_one_brings_back_the_old_s
 def test_scores_a_save_could_not_write_go_with_the_next_save(tmp_path):
     m, events = opened()
     m.show_slice(2)
-    m.add_reference("normal")
+    m.references.add("normal")
     _scored(m, 4)
     m.scoring.partial(ScoresNotSaved("The scores of 4 slices could not be saved (No space left on device). …"))
     assert m.saving.unsaved_scores == {m.series.uid}
@@ -163,7 +164,7 @@ def test_time_remaining_per_stage():
     m, _ = opened(clock=clock)
     m.scoring.seconds_per_slice = 0.5
     m.show_slice(2)
-    m.add_reference("normal")
+    m.references.add("normal")
     m.start_scoring("memory")
     assert m.scoring.time_remaining(0.01) is None  # too early to say
     clock.t += 10
@@ -182,14 +183,14 @@ def test_which_series_a_reference_is_from(tmp_path, sample_data):
     by_uid = ReferenceSlice(str(DEMO.resolve()), s.uid, 3)
     by_alias = ReferenceSlice(str(DEMO.resolve()), s.aliases[0], 3)
     by_description = ReferenceSlice(str(DEMO.resolve()), "file:somewhere-else", 3, description=s.description)
-    assert m.reference_series(by_uid) is s and m.reference_series(by_alias) is s
-    assert m.reference_series(by_description) is s  # the only series of its study, too
+    assert m.references.series_of(by_uid) is s and m.references.series_of(by_alias) is s
+    assert m.references.series_of(by_description) is s  # the only series of its study, too
     elsewhere = ReferenceSlice(str(sample_data / "ct-dicom"), "dicom:x", 1)
-    assert m.reference_series(elsewhere) is None  # its study is not loaded
-    m.add_studies({elsewhere.source: load_study(elsewhere.source)})
-    assert m.reference_series(elsewhere).modality == "CT"
+    assert m.references.series_of(elsewhere) is None  # its study is not loaded
+    m.references.add_studies({elsewhere.source: load_study(elsewhere.source)})
+    assert m.references.series_of(elsewhere).modality == "CT"
     # References carry over to a study without its own.
-    m.set_reference_set(ReferenceSet("r", "MR", [by_uid]))
+    m.references.replace(ReferenceSet("r", "MR", [by_uid]))
     assert m.load_finished(m.begin_load(), payload(sample_data / "ct-dicom"))
     assert [r.index for r in m.session.reference_set] == [3]
 
@@ -215,7 +216,7 @@ def test_the_probe_gives_the_voxel_its_patient_position_value_and_map(sample_dat
     assert m.probe(0, 0).map_value is None  # not scored
     # Scored: the map value under the cursor and its percentile of normal pixels.
     m.show_slice(2)
-    m.add_reference("normal")
+    m.references.add("normal")
     _scored_shape(m, s.rows, s.columns)
     p = m.probe(7, 9)
     assert p.map_value == pytest.approx(m.results[s.uid].get(m.index).map[7, 9])

@@ -107,7 +107,7 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
         ev.study.connect(lambda e: self._study_shown(e.load))
         ev.series.connect(lambda e: self._series_shown(e.series))
         ev.slice.connect(lambda e: self._slice_shown(e.index))
-        ev.references.connect(lambda _e: (self._refresh_tray(), self._refresh_slice_info()))
+        self.model.references.events.changed.connect(lambda _e: (self._refresh_tray(), self._refresh_slice_info()))
         self.model.review.events.changed.connect(lambda e: self._review_changed(e.key))
         scoring = self.model.scoring.events
         scoring.scores.connect(lambda e: self._scores_changed(e.series_uid))
@@ -300,10 +300,10 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
         self.analysis.set_waiting("" if running else self.model.loading_reason())
 
     def _load_reference_studies(self) -> None:
-        missing = self.model.missing_reference_sources()
+        missing = self.model.references.missing_sources()
         if missing:
             w = Worker(load_studies_job(missing), "load-references", self)
-            w.finished.connect(self.model.add_studies)
+            w.finished.connect(self.model.references.add_studies)
             self._start_loader(w)
 
     # ============================================================================================ series/slices
@@ -405,17 +405,17 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
 
     # ============================================================================================ references
     def add_reference(self, kind: str = "normal") -> None:
-        msg = self.model.add_reference(kind)
+        msg = self.model.references.add(kind)
         if msg:
             self.statusBar().showMessage(msg, 5000)
 
     def remove_reference(self, pos: int) -> None:
-        msg = self.model.remove_reference(pos)
+        msg = self.model.references.remove(pos)
         if msg:
             self.statusBar().showMessage(msg, 4000)
 
     def clear_references(self) -> None:
-        self.model.set_reference_set(ReferenceSet())
+        self.model.references.replace(ReferenceSet())
 
     def show_reference(self, pos: int) -> None:
         rs = self.session.reference_set

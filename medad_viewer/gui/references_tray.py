@@ -24,7 +24,7 @@ class ReferencesMixin:
         cards = []
         current = None
         for pos, r in enumerate(rs.references):
-            series = self.model.reference_series(r)
+            series = self.model.references.series_of(r)
             pm = None
             if series is not None and 0 <= r.index < series.num_slices and series.is_loaded(r.index):
                 w = self.model.display.windows.get(series.uid)
@@ -55,7 +55,7 @@ class ReferencesMixin:
                 self._error(f"Could not save the reference set: {exc}")
                 return
             self.statusBar().showMessage(f"Saved reference set '{rs.name}' ({path})", 6000)
-            self.model.set_reference_set(rs)
+            self.model.references.replace(rs)
 
     def save_reference_set_file(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Save reference set", str(Path(self.study_path or ".").parent /
@@ -81,7 +81,7 @@ class ReferencesMixin:
                 self._error(str(exc))
 
     def set_reference_set(self, rs: ReferenceSet) -> None:
-        self.model.set_reference_set(rs)
+        self.model.references.replace(rs)
         self._load_reference_studies()
 
 

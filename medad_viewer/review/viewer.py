@@ -1,12 +1,12 @@
 """The viewer's state, Qt-free: the open study and series, the slice shown, references, the review and the maps,
 composed with small models that keep their own state and events: `display` (review/display.py: windows, flips,
 cine), `saving` (review/saving.py: when the session is saved), `scoring` (review/runs.py: Adapt & score runs
-and the scores of each series) and `review` (review/review_model.py: decisions, notes, drawings and measurements
-under one undo history). The window (`gui/main_window.py`) forwards gestures here and redraws on the events;
+and the scores of each series), `review` (review/review_model.py: decisions, notes, drawings and measurements
+under one undo history) and `references` (review/references_model.py: the slices picked as references). The window (`gui/main_window.py`) forwards gestures here and redraws on the events;
 nothing in it needs a QApplication, so every behaviour can be tested alone (tests/test_viewer_model.py).
 
 Events: `model.events.<name>.connect(fn)`; each emits one typed event of review/events.py: study (StudyOpened),
-study_changed, loading, loaded, series, slice, plane, layout, crosshair, references, say.
+study_changed, loading, loaded, series, slice, plane, layout, crosshair, say.
 
 Loading: a large DICOM series is shown before all its slices are read (io/fill.py, gui/jobs.load_study_job).
 `show_slice` of a slice not read yet asks for it first (Series.request) and the window shows a placeholder; the
@@ -21,7 +21,6 @@ and the acquired slice follows it.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -30,13 +29,14 @@ import numpy as np
 
 from ..io.planes import PLANES, PlaneView, acquired_plane, available_planes, plane_view
 from .display import DisplayModel
-from .references import ReferenceSet, ReferenceSlice
+from .references import ReferenceSet
 from ..engine.records import SliceScore
 from .events import (CrosshairMoved, EmitterGroup, LayoutChanged, Loaded, LoadingProgress,
-                     PlaneChanged, ReferencesChanged, Said, SeriesShown, SliceShown, StudyChanged,
+                     PlaneChanged, Said, SeriesShown, SliceShown, StudyChanged,
                      StudyOpened)
 from .results import ScoreResults
 from .runs import ScoringModel, ScoringRun
+from .references_model import ReferencesModel
 from .review_model import ReviewModel
 from .saving import SavingModel
 from .session import Session
@@ -101,8 +101,9 @@ class ViewerModel:
         self.events = EmitterGroup(
             study=StudyOpened, study_changed=StudyChanged, loading=LoadingProgress, loaded=Loaded,
             series=SeriesShown, slice=SliceShown, plane=PlaneChanged, layout=LayoutChanged, crosshair=CrosshairMoved,
-            references=ReferencesChanged, say=Said)
+            say=Said)
         self.review = ReviewModel(self)
+        self.references = ReferencesModel(self)
         self.review.attach(self.session)
 
     # ------------------------------------------------------------------------------------------------ events
@@ -215,15 +216,6 @@ class ViewerModel:
         if self.study is None or not self.session.series_uid:
             return 0
         return next((i for i, s in enumerate(self.study.series) if s.uid == self.session.series_uid), 0)
-
-    def missing_reference_sources(self) -> list[str]:
-        """Studies the references come from that are not loaded yet (and still exist)."""
-        missing = sorted({r.source for r in self.session.reference_set if r.source not in self.studies})
-        return [m for m in missing if os.path.exists(m)]
-
-    def add_studies(self, studies: dict[str, Any]) -> None:
-        self.studies.update(studies)
-        self.events.references.emit(ReferencesChanged())
 
     # ----------------------------------------------------------------------------------------- series, slices
     def select_series(self, row: int) -> bool:
@@ -433,55 +425,6 @@ class ViewerModel:
         """A view setting kept with the session (overlay state, the ranking's flag percentile)."""
         self.session.view[key] = value
         self.saving.schedule()
-
-    # ------------------------------------------------------------------------------------------------ references
-    def add_reference(self, kind: str = "normal") -> str:
-        """Add the slice shown as a reference; returns a message for the user ("" when nothing happened)."""
-        s = self.series
-        if s is None or self.study_path is None:
-            return ""
-        rs = self.session.reference_set
-        mask = None
-        if kind == "abnormal":
-            anns = self.session.review.get(s.uid, self.index).annotations
-            if not anns:
-                self.say("To add a known abnormal example, first draw the finding on this slice with the "
-                                  "Ellipse or Brush tool (Review panel); the drawing becomes its mask.")
-                return ""
-            mask = annotations_mask(anns, (s.rows, s.columns))
-        if rs.modality and rs.modality != s.modality:
-            self.say(f"Note: the references so far are {rs.modality}; this slice is {s.modality}. Mixing "
-                              "modalities usually hurts the detector.")
-        if not rs.modality:
-            rs.modality = s.modality
-        rs.add(ReferenceSlice(self.study_path, s.uid, self.index, kind, mask, s.description))
-        self._references_changed()
-        what = "a normal reference" if kind == "normal" else "an abnormal example"
-        return f"Slice {self.index + 1} added as {what} ({len(rs.normals())} normal references)"
-
-    def remove_reference(self, pos: int) -> str:
-        rs = self.session.reference_set
-        if not 0 <= pos < len(rs):
-            return ""
-        r = rs.remove(pos)
-        if not rs.references:
-            rs.modality = ""
-        self._references_changed()
-        return f"Removed reference slice {r.index + 1}"
-
-    def set_reference_set(self, rs: ReferenceSet) -> None:
-        self.session.reference_set = rs
-        self._references_changed()
-
-    def _references_changed(self) -> None:
-        self.events.references.emit(ReferencesChanged())
-        self.save()
-
-    def reference_series(self, r: ReferenceSlice) -> Any:
-        """The loaded series a reference slice is from, or None (its study is not loaded)."""
-        from .references import resolve_series
-
-        return resolve_series(r, self.studies)
 
     # ------------------------------------------------------------------------------------------------ saving
     def save(self) -> bool:

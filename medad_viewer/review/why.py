@@ -140,7 +140,7 @@ class WhyExplainer:
                 return NOT_AVAILABLE
         if det is None and self._loaded is not None and self._loaded[0] == key:
             det = self._loaded[1]
-        refs = [model.reference_series(n) for n in normals]
+        refs = [model.references.series_of(n) for n in normals]
         return WhyRequest(s, index, r, c, normals, refs, det, key, str(info.get("device") or "cpu"))
 
     def detector(self, req: WhyRequest) -> Any:
