@@ -231,7 +231,7 @@ def main() -> int:
         n = s.num_slices
         for i in (int(n * 0.1), int(n * 0.2), int(n * 0.8), int(n * 0.9)):
             win.show_slice(i)
-            win.add_reference("normal")
+            win.references.add("normal")
         if args.score_slices:
             import medad_viewer.review.scoring as scoring
             orig = scoring.ScoreJob.__init__

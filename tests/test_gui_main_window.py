@@ -214,7 +214,7 @@ def test_cancel_keeps_app_usable(qtbot, tmp_path, ct_study):
     open_study(qtbot, w, ct_study)
     for i in (3, 12):
         w.show_slice(i)
-        w.add_reference("normal")
+        w.references.add("normal")
     stages = []
     w.analysis.stage.setText("")
     w.run_scoring()
@@ -256,7 +256,7 @@ def test_close_during_job_cancels_and_keeps_session(qtbot, tmp_path, ct_study):
     w.settings_hook = lambda d: DetectorSettings(modality=d["modality"], method="adapted", **long)
     open_study(qtbot, w, ct_study)
     w.show_slice(4)
-    w.add_reference("normal")
+    w.references.add("normal")
     key(qtbot, w, Qt.Key.Key_A)
     w.run_scoring()
     qtbot.waitUntil(lambda: w.analysis.progress.value() > 0, timeout=60_000)
@@ -327,13 +327,13 @@ def test_abnormal_example_uses_the_drawing(qtbot, tmp_path, ct_study):
     w = make_window(qtbot, tmp_path)
     open_study(qtbot, w, ct_study)
     w.show_slice(9)
-    w.add_reference("abnormal")
+    w.references.add("abnormal")
     assert len(w.session.reference_set) == 0  # nothing drawn yet: explained, not added
     assert "draw" in w.analysis.stage.text().lower()
     key(qtbot, w, Qt.Key.Key_E)
     assert w.viewer.vb.tool == "ellipse"
     w.viewer.annotationDrawn.emit(Ellipse(200, 220, 30, 20))
-    w.add_reference("abnormal")
+    w.references.add("abnormal")
     ref = w.session.reference_set.references[0]
     assert ref.kind == "abnormal" and ref.mask is not None and ref.mask.shape == (512, 512)
     assert ref.mask[220, 200] and not ref.mask[0, 0]
@@ -361,7 +361,7 @@ def test_missing_weights_is_a_clear_message(qtbot, tmp_path, ct_study):
     w = make_window(qtbot, tmp_path)
     w.settings_hook = lambda d: DetectorSettings(modality=d["modality"], weights=str(tmp_path / "nope.pt"), **TINY)
     open_study(qtbot, w, ct_study)
-    w.add_reference("normal")
+    w.references.add("normal")
     with qtbot.waitSignal(w.scoringFailed, timeout=60_000) as b:
         w.run_scoring()
     assert "nope.pt" in b.args[0] and "not found" in b.args[0]

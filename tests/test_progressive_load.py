@@ -300,7 +300,7 @@ def test_adapt_and_score_pressed_while_loading_waits_for_every_slice(qtbot, wind
     s = w.series
     for z in (5, 10):
         w.show_slice(z)
-        w.add_reference("normal")
+        w.references.add("normal")
     stages = []
     complete_at_first_score = []
     w.model.scoring.events.slice_score.connect(lambda _e: not complete_at_first_score

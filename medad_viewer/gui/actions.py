@@ -120,14 +120,14 @@ def build_actions(win) -> None:
     _action("Window/level tool", lambda: self.set_tool("window"), "W", "", m_review)
     _action("Ellipse tool", lambda: self.set_tool("ellipse"), "E", "", m_review)
     _action("Brush tool", lambda: self.set_tool("brush"), "B", "", m_review)
-    _action("Length tool", lambda: self.measure_tool("length"), "M", "Left-drag measures a length in mm", m_review)
-    _action("Ellipse ROI tool", lambda: self.measure_tool("roi"), "O",
+    _action("Length tool", lambda: self.measure.choose("length"), "M", "Left-drag measures a length in mm", m_review)
+    _action("Ellipse ROI tool", lambda: self.measure.choose("roi"), "O",
             "Left-drag an ellipse: mean ± SD of the values and of the anomaly map inside", m_review)
-    _action("Delete measurement", self.delete_measurement, "Delete", "The newest measurement on this slice", m_review)
+    _action("Delete measurement", lambda: self.measure.delete_last(), "Delete", "The newest measurement on this slice", m_review)
     m_review.addSeparator()
-    _action("Add as normal reference", lambda: self.add_reference("normal"), "R",
+    _action("Add as normal reference", lambda: self.references.add("normal"), "R",
                  "Use the current slice as an example of normal anatomy", m_review)
-    _action("Add as abnormal example", lambda: self.add_reference("abnormal"), "Shift+R",
+    _action("Add as abnormal example", lambda: self.references.add("abnormal"), "Shift+R",
                  "The drawn ellipses/strokes become its mask", m_review)
 
     m_an = mb.addMenu("&Analysis")

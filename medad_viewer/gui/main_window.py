@@ -1,7 +1,7 @@
 """MainWindow: study browser, slice viewer, ranking, reference tray and review around the Qt-free viewer model
 (`review/viewer.py`). The window forwards gestures to the model and redraws on the model's events; long work runs
 in the one background worker (gui/worker.py) through the jobs of gui/jobs.py. Menus and keys: gui/actions.py;
-File → Export: gui/exports.py; the reference tray: gui/references_tray.py."""
+File → Export: gui/exports.py; the reference tray: gui/references_controller.py; measuring: gui/measure_controller.py."""
 
 from __future__ import annotations
 
@@ -27,10 +27,10 @@ from ..review.viewer import ViewerModel
 from .actions import build_actions
 from .chrome import ChromeMixin
 from .exports import ExportsMixin
-from .measure_tools import MeasureToolsMixin
+from .measure_controller import MeasureController
 from .planes_view import PlanesMixin
-from .jobs import device_guess, device_probe_job, freeze_heap, load_studies_job, load_study_job
-from .references_tray import ReferencesMixin
+from .jobs import device_guess, device_probe_job, freeze_heap, load_study_job
+from .references_controller import ReferencesController
 from .settings import AppSettings
 from .slice_display import SliceDisplayMixin, probe_html
 from .study_browser import pixmap_from_gray
@@ -43,7 +43,7 @@ def _model_field(name: str) -> property:
     return property(lambda self: getattr(self.model, name), lambda self, v: setattr(self.model, name, v))
 
 
-class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayMixin, PlanesMixin, ChromeMixin, QMainWindow):
+class MainWindow(ExportsMixin, SliceDisplayMixin, PlanesMixin, ChromeMixin, QMainWindow):
     studyOpened = Signal(str)
     sliceShown = Signal(int)
     scoringFinished = Signal(object)
@@ -91,12 +91,13 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
         self._mem_timer.timeout.connect(self._update_memory)
         self._mem_timer.start()
         self._connect_model()
-        self._build_measure_tools()
+        self.references = ReferencesController(self)
+        self.measure = MeasureController(self)
         self.viewer.probe_text = lambda row, column: probe_html(self.model.probe(row, column))
         self._update_memory()
         self._probe_device()
         QTimer.singleShot(0, freeze_heap)  # what start-up made need not be scanned by the collector again
-        self._refresh_tray()
+        self.references.refresh()
         self.review_panel.setEnabled(False)
         self.resize(1500, 940)
 
@@ -107,7 +108,6 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
         ev.study.connect(lambda e: self._study_shown(e.load))
         ev.series.connect(lambda e: self._series_shown(e.series))
         ev.slice.connect(lambda e: self._slice_shown(e.index))
-        self.model.references.events.changed.connect(lambda _e: (self._refresh_tray(), self._refresh_slice_info()))
         self.model.review.events.changed.connect(lambda e: self._review_changed(e.key))
         scoring = self.model.scoring.events
         scoring.scores.connect(lambda e: self._scores_changed(e.series_uid))
@@ -247,8 +247,8 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
             if not study.errors:
                 self.browser.errors.add_messages([f"{path}: no images found (empty folder?)"])
             self.statusBar().showMessage(f"No images in {path}", 8000)
-        self._refresh_tray()
-        self._load_reference_studies()
+        self.references.refresh()
+        self.references.load_sources()
         self.studyOpened.emit(path)
 
     # ============================================================================================ loading
@@ -268,7 +268,7 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
     def _loading_done(self, _payload=None) -> None:
         self.statusBar().showMessage("All slices read", 3000)
         self._update_run_state()
-        self._refresh_tray()
+        self.references.refresh()
         if self.series is not None:
             self._draw_sides(force=True)
             if not self.main_is_acquired():
@@ -298,13 +298,6 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
         running = self.job is not None and self.job.is_running
         self.act_run.setEnabled(not running)
         self.analysis.set_waiting("" if running else self.model.loading_reason())
-
-    def _load_reference_studies(self) -> None:
-        missing = self.model.references.missing_sources()
-        if missing:
-            w = Worker(load_studies_job(missing), "load-references", self)
-            w.finished.connect(self.model.references.add_studies)
-            self._start_loader(w)
 
     # ============================================================================================ series/slices
     def select_series(self, row: int) -> None:
@@ -402,32 +395,6 @@ class MainWindow(MeasureToolsMixin, ExportsMixin, ReferencesMixin, SliceDisplayM
     def reset_view(self) -> None:
         self.model.display.reset()
         self.viewer.fit()
-
-    # ============================================================================================ references
-    def add_reference(self, kind: str = "normal") -> None:
-        msg = self.model.references.add(kind)
-        if msg:
-            self.statusBar().showMessage(msg, 5000)
-
-    def remove_reference(self, pos: int) -> None:
-        msg = self.model.references.remove(pos)
-        if msg:
-            self.statusBar().showMessage(msg, 4000)
-
-    def clear_references(self) -> None:
-        self.model.references.replace(ReferenceSet())
-
-    def show_reference(self, pos: int) -> None:
-        rs = self.session.reference_set
-        if not 0 <= pos < len(rs) or self.study is None:
-            return
-        r = rs.references[pos]
-        row = self.model.row_of(r.series_uid)
-        if row is None:
-            self.statusBar().showMessage(f"That reference is from another study: {r.source}", 6000)
-            return
-        self.select_series(row)
-        self.show_slice(r.index)
 
     # ============================================================================================ review
     def set_decision(self, decision: Decision) -> None:
