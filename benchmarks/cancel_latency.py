@@ -200,7 +200,7 @@ def main() -> int:
         settle("the demo study was not scored", lambda: bool(done), 600)
         out = Path(data) / "report.pdf"
         while next_trial("export"):
-            w = win.export_to(report.export_pdf_report, str(out), {"slices": "all"})
+            w = win.exports.run(report.export_pdf_report, str(out), {"slices": "all"})
             settle("the export did not start", lambda: w.is_running, 10)
             pump(rng.uniform(0.05, 2.0))
             if not w.is_running:

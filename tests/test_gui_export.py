@@ -80,7 +80,7 @@ def test_pdf_dialog_options_reach_the_export(qtbot, tmp_path, ct_study, monkeypa
     save_as.append(str(out))
 
     w.export_actions["export_pdf_report"].trigger()
-    dlg = w.export_dialog
+    dlg = w.exports.dialog
     assert isinstance(dlg, PdfExportDialog) and dlg.isVisible()
     # Defaults: de-identified, the viewer's thresholds ("Flag at" for slices, the overlay's for the heatmap), flagged
     # + confirmed slices, not opened afterwards.
@@ -98,11 +98,11 @@ def test_pdf_dialog_options_reach_the_export(qtbot, tmp_path, ct_study, monkeypa
     assert calls == [dict(include_identifiers=True, threshold_pct=99.5, flag_pct=80.0, slices="confirmed")]
     assert opened[0] == QUrl.fromLocalFile(str(out))
     _wait_idle(qtbot, w)
-    assert w.export_progress is None
+    assert w.exports.progress is None
     # "Open when done" is remembered; the other options start from the safe defaults again.
     assert w.app_settings.q.value(OPEN_WHEN_DONE_KEY) in (True, "true")
     w.export_actions["export_pdf_report"].trigger()
-    dlg2 = w.export_dialog
+    dlg2 = w.exports.dialog
     assert dlg2.open_after and not dlg2.identifiers.isChecked() and dlg2.slices == "flagged"
     dlg2.reject()
     assert len(calls) == 1  # cancelling the options dialog exports nothing
@@ -118,7 +118,7 @@ def test_real_pdf_is_deidentified_by_default(qtbot, tmp_path, identified_study, 
     out = tmp_path / "report.pdf"
     save_as.append(str(out))
     w.export_actions["export_pdf_report"].trigger()
-    w.export_dialog.accept()  # defaults: identifiers off
+    w.exports.dialog.accept()  # defaults: identifiers off
     _wait_idle(qtbot, w)
     assert out.is_file() and opened == []
     text = _pdftext(out)
@@ -149,8 +149,8 @@ def test_cancel_from_the_progress_window_leaves_no_file(qtbot, tmp_path, ct_stud
 
     outdir = tmp_path / "out"
     outdir.mkdir()
-    job = w.export_to(slow_pdf, str(outdir / "r.pdf"), open_after=True)
-    dlg = w.export_progress
+    job = w.exports.run(slow_pdf, str(outdir / "r.pdf"), open_after=True)
+    dlg = w.exports.progress
     assert dlg is not None and dlg.isVisible() and not dlg.isModal()
     qtbot.waitUntil(reached.is_set, timeout=30_000)
     with qtbot.waitSignal(job.cancelled, timeout=30_000):
@@ -169,7 +169,7 @@ def test_failure_is_a_message_and_nothing_opens(qtbot, tmp_path, ct_study, opene
     def broken(ctx, path, *, progress, cancel):
         raise ValueError("the disk is full")
 
-    job = w.export_to(broken, str(tmp_path / "x.pdf"), open_after=True)
+    job = w.exports.run(broken, str(tmp_path / "x.pdf"), open_after=True)
     with qtbot.waitSignal(job.failed, timeout=10_000):
         pass
     _wait_idle(qtbot, w)
@@ -177,7 +177,7 @@ def test_failure_is_a_message_and_nothing_opens(qtbot, tmp_path, ct_study, opene
     assert opened == []
     # Without scores the report explains instead of asking for options.
     w.export_actions["export_pdf_report"].trigger()
-    assert w.export_dialog is None and "Adapt & score" in w._message_box.text()
+    assert w.exports.dialog is None and "Adapt & score" in w._message_box.text()
     close_window(qtbot, w)
 
 
@@ -190,7 +190,7 @@ def test_a_dicom_seg_of_files_without_uids_is_said_in_plain_words(qtbot, tmp_pat
     out = tmp_path / "seg.dcm"
     save_as.append(str(out))
     w.export_actions["export_dicom_seg"].trigger()
-    w.export_dialog.accept()
+    w.exports.dialog.accept()
     qtbot.waitUntil(lambda: w._message_box is not None and "seg.dcm" in w._message_box.text(), timeout=30_000)
     text = w._message_box.text()
     assert "UID" in text and "No file was written" in text and not out.exists()
@@ -214,7 +214,7 @@ def test_dicom_export_dialog_privacy_choice_reaches_the_objects(qtbot, tmp_path,
     for name, tick in (("seg-anon.dcm", False), ("seg-named.dcm", True)):
         save_as[:] = [str(tmp_path / name)]
         w.export_actions["export_dicom_seg"].trigger()
-        dlg = w.export_dialog
+        dlg = w.exports.dialog
         assert "UIDs" in dlg.explanation.text() and dlg.threshold is not None
         dlg.identifiers.setChecked(tick)
         dlg.accept()
@@ -223,8 +223,8 @@ def test_dicom_export_dialog_privacy_choice_reaches_the_objects(qtbot, tmp_path,
         assert (str(pydicom.dcmread(tmp_path / name).PatientName) == NAME) is tick
     save_as[:] = [str(tmp_path / "map.dcm")]
     w.export_actions["export_dicom_pmap"].trigger()
-    assert w.export_dialog.threshold is None  # a parametric map has no threshold
-    w.export_dialog.accept()
+    assert w.exports.dialog.threshold is None  # a parametric map has no threshold
+    w.exports.dialog.accept()
     qtbot.waitUntil(lambda: (tmp_path / "map.dcm").is_file(), timeout=60_000)
     _wait_idle(qtbot, w)
     assert str(pydicom.dcmread(tmp_path / "map.dcm").PatientName) != NAME

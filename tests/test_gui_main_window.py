@@ -431,11 +431,11 @@ def test_exports_run_in_the_background(qtbot, tmp_path, ct_study):
 
     w.show_slice(3)
     key(qtbot, w, Qt.Key.Key_A)
-    job = w.export_to(fake_export, str(tmp_path / "x.pdf"))
+    job = w.exports.run(fake_export, str(tmp_path / "x.pdf"))
     with qtbot.waitSignal(job.finished, timeout=10_000):
         pass
     assert seen == [(w.series.uid, 3, (CT_PRESETS[1].center, CT_PRESETS[1].width), str(tmp_path / "x.pdf"))]
-    ctx = w.export_context().snapshot()
+    ctx = w.exports.context().snapshot()
     w.set_decision(Decision.DISMISSED)
     assert ctx.review.get(w.series.uid, 3).decision == Decision.CONFIRMED  # a snapshot, not the live state
     assert set(w.export_actions) == {name for _, name, _ in EXPORTS}

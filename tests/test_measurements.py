@@ -376,7 +376,7 @@ def test_the_m_and_o_tools_on_the_real_window(qtbot, tmp_path, sample_data):
     assert len(w.viewer.measure_labels) == 1
     qtbot.keyClick(w.viewer, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
     assert [m for _k, m in w.model.review.measurements_here()] == [line, roi]
-    assert w.export_context().snapshot().measurements == [line, roi]  # what File → Export reports
+    assert w.exports.context().snapshot().measurements == [line, roi]  # what File → Export reports
     # Another slice shows none of them.
     w.show_slice(11)
     assert w.viewer.measure_labels == []

@@ -155,7 +155,7 @@ def build_actions(win) -> None:
 def build_export_menu(win) -> None:
     """File → Export: one action per export of the report package (a broken report package disables them, with
     the reason as tooltip, instead of stopping the viewer)."""
-    from .exports import export_functions
+    from .export_controller import export_functions
 
     functions, why = export_functions()
     win.export_actions = {}
@@ -166,7 +166,7 @@ def build_export_menu(win) -> None:
             a.setEnabled(False)
             a.setToolTip(f"Not available: {why}")
         else:
-            a.triggered.connect(lambda _c=False, f=fn, t=text, flt=filt: win._export(f, t, flt))
+            a.triggered.connect(lambda _c=False, f=fn, t=text, flt=filt: win.exports.ask(f, t, flt))
         win.export_menu.addAction(a)
         win.export_actions[fn_name] = a
     win.export_menu.addSeparator()

@@ -1,7 +1,7 @@
 """MainWindow: study browser, slice viewer, ranking, reference tray and review around the Qt-free viewer model
 (`review/viewer.py`). The window forwards gestures to the model and redraws on the model's events; long work runs
 in the one background worker (gui/worker.py) through the jobs of gui/jobs.py. Menus and keys: gui/actions.py;
-File → Export: gui/exports.py; the reference tray: gui/references_controller.py; measuring: gui/measure_controller.py."""
+File → Export: gui/export_controller.py; the reference tray: gui/references_controller.py; measuring: gui/measure_controller.py."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from ..review.runs import CANCELLED, DONE, FAILED
 from ..review.viewer import ViewerModel
 from .actions import build_actions
 from .chrome import ChromeMixin
-from .exports import ExportsMixin
+from .export_controller import ExportController
 from .measure_controller import MeasureController
 from .planes_view import PlanesMixin
 from .jobs import device_guess, device_probe_job, freeze_heap, load_study_job
@@ -43,15 +43,13 @@ def _model_field(name: str) -> property:
     return property(lambda self: getattr(self.model, name), lambda self, v: setattr(self.model, name, v))
 
 
-class MainWindow(ExportsMixin, SliceDisplayMixin, PlanesMixin, ChromeMixin, QMainWindow):
+class MainWindow(SliceDisplayMixin, PlanesMixin, ChromeMixin, QMainWindow):
     studyOpened = Signal(str)
     sliceShown = Signal(int)
     scoringFinished = Signal(object)
     scoringFailed = Signal(str)
     scoringCancelled = Signal()
     CLOSE_WAIT_S = 0.5
-    export_progress = None
-    export_dialog = None
 
     study = _model_field("study")
     study_path = _model_field("study_path")
@@ -92,6 +90,7 @@ class MainWindow(ExportsMixin, SliceDisplayMixin, PlanesMixin, ChromeMixin, QMai
         self._mem_timer.start()
         self._connect_model()
         self.references = ReferencesController(self)
+        self.exports = ExportController(self)
         self.measure = MeasureController(self)
         self.viewer.probe_text = lambda row, column: probe_html(self.model.probe(row, column))
         self._update_memory()
