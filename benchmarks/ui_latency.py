@@ -85,7 +85,7 @@ def main() -> int:
 
     win.model.set_layout(args.layout)
     if args.plane:
-        win.set_plane(args.plane)
+        win.planes.set_plane(args.plane)
     app.processEvents()
 
     ticks: list[float] = []
@@ -113,7 +113,7 @@ def main() -> int:
     probed = {"moves": 0, "shown": 0}
 
     def probe() -> None:  # a mouse move over the image (over each view shown, in turn), as the scene reports it
-        views = win.visible_viewers()
+        views = win.planes.visible_viewers()
         v = views[int(rng.integers(len(views)))]
         ps = win.model.view_series(v.plane or None)
         pixel = QPointF(int(rng.integers(ps.columns)) + 0.5, int(rng.integers(ps.rows)) + 0.5)

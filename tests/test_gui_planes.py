@@ -64,7 +64,7 @@ def test_three_planes_and_the_crosshair_follow_a_shift_move(qtbot, tmp_path):
     m = w.model
     key(qtbot, w, Qt.Key.Key_L)
     assert m.layout == "1x3" and w.act_layout.isChecked()
-    cor, sag = w.side_viewers
+    cor, sag = w.planes.side_viewers
     assert cor.isVisible() and sag.isVisible() and (cor.plane, sag.plane) == ("coronal", "sagittal")
     np.testing.assert_array_equal(shown(cor), m.view_series("coronal").slice(m.view_index("coronal")))
     np.testing.assert_array_equal(shown(sag), m.view_series("sagittal").slice(m.view_index("sagittal")))
@@ -91,7 +91,7 @@ def test_three_planes_and_the_crosshair_follow_a_shift_move(qtbot, tmp_path):
     assert not w.viewer.crosshair_shown and (xs is None or len(xs) == 0)
     # scrolling the sagittal view moves the axial crosshair column
     sag_k = m.view_index("sagittal")
-    w._scroll_plane(sag, 3)
+    w.planes.scroll(sag, 3)
     assert m.view_index("sagittal") == sag_k + 3
     key(qtbot, w, Qt.Key.Key_L)
     assert m.layout == "1x1" and not cor.isVisible()
@@ -114,7 +114,7 @@ def test_the_map_and_drawings_are_reformatted_and_interpolation_is_marked(qtbot,
     m.scoring.events.scores.emit(ScoresReplaced(s.uid))
     key(qtbot, w, Qt.Key.Key_L)
     m.set_crosshair("axial", 12, 120, 128)
-    cor = w.side_viewers[0]
+    cor = w.planes.side_viewers[0]
     assert cor._map is not None and "interpolated" in cor.top_left.text()
     rows = np.nonzero(np.nan_to_num(cor._map).max(axis=1) > 4.0)[0]
     assert set(rows) == {s.num_slices - 1 - k for k in (10, 11, 12, 13, 14)}  # slices 11-13 interpolated

@@ -339,15 +339,15 @@ def test_reformatted_views_and_probe_while_loading(qtbot, window, ct, slow_reads
         w.open_path(str(ct))
     w.model.set_layout("1x3")  # coronal and sagittal beside: cut across slices not all read yet
     qtbot.wait(50)
-    assert any("loading" in v.top_left.text() for v in w.side_viewers)
-    w.set_plane("coronal")  # the axial (acquired) view moves beside it
+    assert any("loading" in v.top_left.text() for v in w.planes.side_viewers)
+    w.planes.set_plane("coronal")  # the axial (acquired) view moves beside it
     qtbot.wait(50)
     far = 1
     w.show_slice(far)
     assert w.model.probe(10, 10, plane="axial") is None or w.series.is_loaded(far)
     qtbot.waitUntil(lambda: w.model.complete, timeout=30_000)
     qtbot.wait(50)
-    assert not any("loading" in v.top_left.text() for v in w.side_viewers)
+    assert not any("loading" in v.top_left.text() for v in w.planes.side_viewers)
     p = w.model.probe(SIZE // 2, 3, plane="axial")
     assert p is not None and p.index == far
 

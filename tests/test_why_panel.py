@@ -115,7 +115,7 @@ def test_click_explains_the_point_as_the_engine_does(qtbot, tmp_path):
 
     # In the 1x3 layout a click on the sagittal view beside explains the acquired voxel under it too.
     m.set_layout("1x3")
-    sag = next(v for v in w.side_viewers if v.plane == "sagittal")
+    sag = next(v for v in w.planes.side_viewers if v.plane == "sagittal")
     k, sr, sc = m.plane_view("sagittal").to_plane(top, r, c)
     assert m.view_index("sagittal") == k
     qtbot.waitUntil(lambda: sag.isVisible() and sag.glw.viewport().width() > 100, timeout=5_000)

@@ -62,26 +62,26 @@ def build_actions(win) -> None:
     _action("Settings…", self.open_settings, "Ctrl+,", "Backbone, weights, device, method, budget", m_edit)
 
     m_view = mb.addMenu("&View")
-    _action("Next slice", lambda: self.step_slice(+1), "Down", "", m_view)
-    _action("Previous slice", lambda: self.step_slice(-1), "Up", "", m_view)
-    _action("Forward 10 slices", lambda: self.step_slice(+10), "Shift+Down", "", m_view)
-    _action("Back 10 slices", lambda: self.step_slice(-10), "Shift+Up", "", m_view)
-    _action("First slice", lambda: self.end_slice(last=False), "Home", "", m_view)
-    _action("Last slice", lambda: self.end_slice(last=True), "End", "", m_view)
+    _action("Next slice", lambda: self.planes.step(+1), "Down", "", m_view)
+    _action("Previous slice", lambda: self.planes.step(-1), "Up", "", m_view)
+    _action("Forward 10 slices", lambda: self.planes.step(+10), "Shift+Down", "", m_view)
+    _action("Back 10 slices", lambda: self.planes.step(-10), "Shift+Up", "", m_view)
+    _action("First slice", lambda: self.planes.end(last=False), "Home", "", m_view)
+    _action("Last slice", lambda: self.planes.end(last=True), "End", "", m_view)
     _action("Next series", lambda: self.model.step_series(+1), "PgDown", "", m_view)
     _action("Previous series", lambda: self.model.step_series(-1), "PgUp", "", m_view)
     m_view.addSeparator()
     m_plane = m_view.addMenu("Plane")
     self.plane_actions = {}
     for k, plane in enumerate(("axial", "coronal", "sagittal")):
-        a = _action(plane.capitalize(), lambda p=plane: self.set_plane(p), f"Ctrl+{k + 1}",
+        a = _action(plane.capitalize(), lambda p=plane: self.planes.set_plane(p), f"Ctrl+{k + 1}",
                     "Show the main view in this plane (reformatted from the acquired slices)", m_plane)
         a.setCheckable(True)
         self.plane_actions[plane] = a
-    self.act_layout = _action("Three planes (1×3)", self.toggle_layout, "L",
+    self.act_layout = _action("Three planes (1×3)", self.planes.toggle_layout, "L",
                               "The main view and the other two planes side by side", m_view)
     self.act_layout.setCheckable(True)
-    self.act_crosshair = _action("Show crosshair", self.toggle_crosshair, "X",
+    self.act_crosshair = _action("Show crosshair", self.planes.toggle_crosshair, "X",
                                  "Where the planes cross; Shift+move the mouse to move it", m_view)
     self.act_crosshair.setCheckable(True)
     self.act_crosshair.setChecked(True)

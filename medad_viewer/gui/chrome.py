@@ -13,6 +13,7 @@ from ..review.state import Decision
 from .actions import shortcuts_html
 from .jobs import resident_bytes
 from .panels import AnalysisPanel, ReviewPanel
+from .planes_controller import PlanesController
 from .ranking import RankingPanel
 from .reference_tray import ReferenceTray
 from .settings import SettingsDialog
@@ -25,7 +26,8 @@ class ChromeMixin:
 
     def _build_widgets(self) -> None:
         self.viewer = SliceViewer()
-        self.setCentralWidget(self._build_plane_views())
+        self.planes = PlanesController(self)
+        self.setCentralWidget(self.planes.widget)
         self.browser = StudyBrowser()
         self.ranking = RankingPanel()
         self.tray = ReferenceTray()
@@ -54,7 +56,7 @@ class ChromeMixin:
         self.setCorner(Qt.Corner.BottomLeftCorner, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
 
-        self.viewer.scrollRequested.connect(self.step_slice)
+        self.viewer.scrollRequested.connect(self.planes.step)
         self.viewer.windowChanged.connect(self._window_dragged)
         self.viewer.contextMenuRequested.connect(self._viewer_context_menu)
         self.viewer.annotationDrawn.connect(lambda shape: self.model.review.add_annotation(shape))

@@ -28,7 +28,6 @@ from .actions import build_actions
 from .chrome import ChromeMixin
 from .export_controller import ExportController
 from .measure_controller import MeasureController
-from .planes_view import PlanesMixin
 from .jobs import device_guess, device_probe_job, freeze_heap, load_study_job
 from .references_controller import ReferencesController
 from .settings import AppSettings
@@ -43,7 +42,7 @@ def _model_field(name: str) -> property:
     return property(lambda self: getattr(self.model, name), lambda self, v: setattr(self.model, name, v))
 
 
-class MainWindow(SliceDisplayMixin, PlanesMixin, ChromeMixin, QMainWindow):
+class MainWindow(SliceDisplayMixin, ChromeMixin, QMainWindow):
     studyOpened = Signal(str)
     sliceShown = Signal(int)
     scoringFinished = Signal(object)
@@ -119,9 +118,6 @@ class MainWindow(SliceDisplayMixin, PlanesMixin, ChromeMixin, QMainWindow):
         ev.say.connect(lambda e: self._say(e.text))
         self.model.display.events.window.connect(lambda e: self._window_shown((e.centre, e.width, e.name)))
         self.model.display.events.changed.connect(lambda e: self._display_changed(e.display))
-        ev.plane.connect(lambda e: self._plane_changed(e.plane))
-        ev.layout.connect(lambda e: self._plane_changed(e.layout))
-        ev.crosshair.connect(lambda e: self._crosshair_changed((e.index, e.row, e.column)))
         ev.loading.connect(lambda e: self._loading_progress((e.done, e.total)))
         ev.loaded.connect(lambda _e: self._loading_done(None))
         ev.study_changed.connect(lambda e: self._study_changed(e.study))
@@ -255,12 +251,12 @@ class MainWindow(SliceDisplayMixin, PlanesMixin, ChromeMixin, QMainWindow):
         done, total = progress
         self.statusBar().showMessage(f"Reading slices: {done} / {total}", 2000)
         self._update_run_state()
-        if (self.model.layout == "1x3" or not self.main_is_acquired()) and time.monotonic() - self._planes_drawn > 0.5:
+        if (self.model.layout == "1x3" or not self.planes.main_is_acquired()) and time.monotonic() - self._planes_drawn > 0.5:
             # the reformatted views show the slices read so far: redrawn twice a second while the rest arrive
             self._planes_drawn = time.monotonic()
-            self._draw_sides(force=True)
-            if not self.main_is_acquired():
-                self._draw_plane(self.viewer)
+            self.planes.draw_sides(force=True)
+            if not self.planes.main_is_acquired():
+                self.planes.draw(self.viewer)
 
     _planes_drawn = 0.0
 
@@ -269,9 +265,9 @@ class MainWindow(SliceDisplayMixin, PlanesMixin, ChromeMixin, QMainWindow):
         self._update_run_state()
         self.references.refresh()
         if self.series is not None:
-            self._draw_sides(force=True)
-            if not self.main_is_acquired():
-                self._draw_plane(self.viewer)
+            self.planes.draw_sides(force=True)
+            if not self.planes.main_is_acquired():
+                self.planes.draw(self.viewer)
 
     def _study_changed(self, study) -> None:
         """Once every slice was read: some could not be (their warnings), or a series had none readable (dropped).
@@ -304,10 +300,10 @@ class MainWindow(SliceDisplayMixin, PlanesMixin, ChromeMixin, QMainWindow):
 
     def _series_shown(self, s) -> None:
         self.browser.select(self.model.series_row)
-        for v in self.all_viewers():
+        for v in self.planes.all_viewers():
             v._drawn = v._geometry_of = None
         self.viewer.plane = self.model.plane
-        self._show_sides()
+        self.planes.show_sides()
         ps = self.model.view_series()
         self.viewer.set_geometry((ps.spacing[0], ps.spacing[1]))
         self.viewer.units = s.units
@@ -333,16 +329,16 @@ class MainWindow(SliceDisplayMixin, PlanesMixin, ChromeMixin, QMainWindow):
 
     def _slice_shown(self, index: int) -> None:
         s = self.series
-        if self.main_is_acquired() and not s.is_loaded(index):
+        if self.planes.main_is_acquired() and not s.is_loaded(index):
             # not read yet: said so (never the previous slice's pixels); drawn when it arrives (model "slice" again)
             self.viewer.show_loading(f"Loading slice {index + 1} of {s.num_slices}…")
-        elif self.main_is_acquired():
+        elif self.planes.main_is_acquired():
             c, w, _name = self.model.display.window()
             self.viewer.set_pixels(s.slice(index), (c, w), fit=self._fit_next)
             # only this view's map: the other planes' slices, when they change, are redrawn on "crosshair"
             self._refresh_main_overlay()
         elif getattr(self.viewer, "_drawn", None) != (self.model.plane, self.model.view_index()) or self._fit_next:
-            self._draw_plane(self.viewer, fit=self._fit_next)
+            self.planes.draw(self.viewer, fit=self._fit_next)
         self._fit_next = False
         self._refresh_slice_info()
         self.ranking.set_current(index)
@@ -372,16 +368,16 @@ class MainWindow(SliceDisplayMixin, PlanesMixin, ChromeMixin, QMainWindow):
     def _window_dragged(self, c: float, w: float) -> None:
         self.model.display.set_window(c, w, "", shown=True)
         self.viewer.set_window(c, w, "")
-        self._windows_to_sides(c, w)
+        self.planes.windows_to_sides(c, w)
 
     def _window_shown(self, w) -> None:
         self.viewer.set_window(*w)
-        self._windows_to_sides(*w)
+        self.planes.windows_to_sides(*w)
 
     def _display_changed(self, d) -> None:
         self.viewer.set_display(d.inverted, d.flip_h, d.flip_v)
         self.viewer.set_rotation(d.rotation)
-        for v in self.side_viewers:  # the other planes share the grey scale, not the main view's flips
+        for v in self.planes.side_viewers:  # the other planes share the grey scale, not the main view's flips
             v.set_display(d.inverted, False, False)
         if d.cine:
             self._cine_timer.start(int(round(1000 / d.cine_fps)))
@@ -414,10 +410,10 @@ class MainWindow(SliceDisplayMixin, PlanesMixin, ChromeMixin, QMainWindow):
             self._update_ranking_decisions()
             if key[1] == self.index:
                 self._refresh_slice_info()
-            if self.model.layout == "1x3" or not self.main_is_acquired():
-                self._draw_sides(force=True)
-                if not self.main_is_acquired():
-                    self._draw_plane(self.viewer)
+            if self.model.layout == "1x3" or not self.planes.main_is_acquired():
+                self.planes.draw_sides(force=True)
+                if not self.planes.main_is_acquired():
+                    self.planes.draw(self.viewer)
         self.act_undo.setEnabled(self.model.review.can_undo)
         self.act_redo.setEnabled(self.model.review.can_redo)
 
@@ -516,8 +512,8 @@ class MainWindow(SliceDisplayMixin, PlanesMixin, ChromeMixin, QMainWindow):
             if r.index == self.index:
                 self._refresh_overlay()
                 self._refresh_slice_info()
-            elif self.model.layout == "1x3" or not self.main_is_acquired():
-                self._plane_overlays_soon()
+            elif self.model.layout == "1x3" or not self.planes.main_is_acquired():
+                self.planes.overlays_soon()
 
     def _scoring_changed(self, run) -> None:
         self._update_backbone_label()

@@ -32,7 +32,7 @@ class SliceDisplayMixin:
         left = (f"<b>{_esc(s.description or s.modality)}</b> · {s.modality}<br>"
                 f"Slice {i + 1} / {s.num_slices} · {s.slice_position(i):.1f} mm")
         right = []
-        if not self.main_is_acquired():  # a reformatted plane: its own corner line (planes_view._draw_plane)
+        if not self.planes.main_is_acquired():  # a reformatted plane: its own corner line (PlanesController.draw)
             left = ""
         res = self.results.get(s.uid)
         r = res.get(i) if res is not None else None
@@ -54,7 +54,7 @@ class SliceDisplayMixin:
                      f"{s.num_slices - counts[Decision.CONFIRMED] - counts[Decision.DISMISSED]} unreviewed")
         self.review_panel.show_review(f"Slice {i + 1} of {s.num_slices}", rev, count_txt,
                                       self.model.review.undo_label(), self.model.review.redo_label())
-        if self.main_is_acquired() and s.is_loaded(i):
+        if self.planes.main_is_acquired() and s.is_loaded(i):
             self.viewer.set_annotations(rev.annotations)
         self.act_undo.setEnabled(self.model.review.can_undo)
         self.act_redo.setEnabled(self.model.review.can_redo)
@@ -62,14 +62,14 @@ class SliceDisplayMixin:
     def _refresh_overlay(self) -> None:
         """The overlay of every view shown, at the panel's threshold (whose map value the panel then shows)."""
         self._refresh_main_overlay()
-        self._refresh_plane_overlays()
+        self.planes.refresh_overlays()
 
     def _refresh_main_overlay(self) -> None:
         res, _r = self.model.current_result()
         if res is not None:
             self.analysis.set_threshold_value(res.value_at(self.analysis.overlay_state()["threshold_pct"]))
         if self.series is not None:
-            self._draw_overlay(self.viewer, self.model.plane, self.model.view_index())
+            self.planes.draw_overlay(self.viewer, self.model.plane, self.model.view_index())
 
     def _ranking_thumbnail(self, index: int) -> QPixmap | None:
         s = self.series

@@ -181,7 +181,7 @@ class WhyDock(QObject):
         self.marker.hide()
         win.viewer.vb.addItem(self.marker)
         win.viewer.pointClicked.connect(self.clicked)
-        for v in getattr(win, "side_viewers", ()):  # the 1x3 layout's other planes: their voxel is explained
+        for v in win.planes.side_viewers:  # the 1x3 layout's other planes: their voxel is explained
             v.pointClicked.connect(lambda r, c, v=v: self.clicked(r, c, plane=v.plane))
         ev = self.model.events
         shown = self.model.display.events

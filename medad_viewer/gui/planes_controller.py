@@ -1,6 +1,7 @@
-"""The main window's planes: the main view in any plane, the 1×3 layout (the other two planes beside it), the
-crosshair that links them (Shift+move), and scrolling each plane. The state (plane, layout, crosshair) lives in
-the viewer model (review/viewer.py); this mixin only draws it (self is the MainWindow)."""
+"""The planes' controller: the main view in any plane, the 1×3 layout (the other two planes beside it, whose
+viewers it owns), the crosshair that links them (Shift+move), scrolling each plane, and drawing each plane's
+slice and map. The state (plane, layout, crosshair) lives in the viewer model (review/viewer.py); this controller
+draws it when the model's plane, layout and crosshair events say so."""
 
 from __future__ import annotations
 
@@ -11,8 +12,22 @@ from ..io.planes import PLANES
 from .slice_viewer import SliceViewer
 
 
-class PlanesMixin:
-    def _build_plane_views(self) -> QWidget:
+class PlanesController:
+    """`window` gives the main viewer, the model, the overlay panel, the plane actions and the slice drawing;
+    `widget` is the window's central widget."""
+
+    def __init__(self, window) -> None:
+        self.window = window
+        self.model = window.model
+        self.viewer = window.viewer
+        self._overlay_pending = False
+        self.widget = self._build()
+        ev = self.model.events
+        ev.plane.connect(lambda _e: self.plane_changed())
+        ev.layout.connect(lambda _e: self.plane_changed())
+        ev.crosshair.connect(lambda _e: self.crosshair_changed())
+
+    def _build(self) -> QWidget:
         """The central widget: the main viewer, and two more for the 1×3 layout (hidden in 1×1)."""
         from .slice_display import probe_html
 
@@ -28,50 +43,50 @@ class PlanesMixin:
             v.placeholder.setText("")
             v.colorbar_enabled = False  # one colour bar, the main view's, for all three
             v.setMinimumSize(180, 200)
-            v.scrollRequested.connect(lambda d, v=v: self._scroll_plane(v, d))
-            v.windowChanged.connect(self._window_dragged)
-            v.crosshairMoved.connect(lambda r, c, v=v: self._crosshair_from(v, r, c))
+            v.scrollRequested.connect(lambda d, v=v: self.scroll(v, d))
+            v.windowChanged.connect(self.window._window_dragged)
+            v.crosshairMoved.connect(lambda r, c, v=v: self.crosshair_from(v, r, c))
             v.probe_text = lambda row, col, v=v: probe_html(self.model.probe(row, col, plane=v.plane))
-        self.viewer.crosshairMoved.connect(lambda r, c: self._crosshair_from(self.viewer, r, c))
+        self.viewer.crosshairMoved.connect(lambda r, c: self.crosshair_from(self.viewer, r, c))
         return box
 
     # ------------------------------------------------------------------------------------------------ gestures
     def main_is_acquired(self) -> bool:
-        return self.series is None or self.model.plane_view().is_acquired
+        return self.model.series is None or self.model.plane_view().is_acquired
 
-    def step_slice(self, step: int) -> None:
+    def step(self, step: int) -> None:
         """The next (+) or previous (-) slice of the main view's plane (↑ / ↓, the wheel)."""
-        if self.series is None:
+        if self.model.series is None:
             return
         if self.main_is_acquired():
-            self.show_slice(self.index + step)
+            self.window.show_slice(self.model.index + step)
         else:
             self.model.show_plane_slice(self.model.plane, self.model.view_index() + step)
 
-    def end_slice(self, last: bool) -> None:
+    def end(self, last: bool) -> None:
         """The first (Home) or last (End) slice of the main view's plane."""
-        if self.series is None:
+        if self.model.series is None:
             return
         n = self.model.view_series().num_slices
         if self.main_is_acquired():
-            self.show_slice(n - 1 if last else 0)
+            self.window.show_slice(n - 1 if last else 0)
         else:
             self.model.show_plane_slice(self.model.plane, n - 1 if last else 0)
 
-    def _scroll_plane(self, viewer: SliceViewer, step: int) -> None:
-        if self.series is not None and viewer.plane:
+    def scroll(self, viewer: SliceViewer, step: int) -> None:
+        if self.model.series is not None and viewer.plane:
             self.model.show_plane_slice(viewer.plane, self.model.view_index(viewer.plane) + step)
 
-    def _crosshair_from(self, viewer: SliceViewer, row: int, col: int) -> None:
+    def crosshair_from(self, viewer: SliceViewer, row: int, col: int) -> None:
         """Shift+move: the crosshair to the voxel under the cursor in that viewer's plane."""
-        if self.series is None or not viewer.plane:
+        if self.model.series is None or not viewer.plane:
             return
         self.model.set_crosshair(viewer.plane, self.model.view_index(viewer.plane), row, col)
 
     def set_plane(self, plane: str) -> None:
         msg = self.model.set_plane(plane)
         if msg:
-            self.statusBar().showMessage(msg, 5000)
+            self.window.statusBar().showMessage(msg, 5000)
 
     def toggle_layout(self) -> None:
         self.model.set_layout("1x1" if self.model.layout == "1x3" else "1x3")
@@ -91,27 +106,27 @@ class PlanesMixin:
     def _side_planes(self) -> list[str]:
         return [p for p in PLANES if p != self.model.plane]
 
-    def _plane_changed(self, _plane=None) -> None:
+    def plane_changed(self) -> None:
         """The main view's plane (or the series) changed: every viewer gets its plane, and is drawn anew."""
-        if self.series is None:
+        if self.model.series is None:
             return
         self.viewer.plane = self.model.plane
-        self._show_sides()
-        if hasattr(self, "act_layout"):
-            self.act_layout.setChecked(self.model.layout == "1x3")
-            for p, a in self.plane_actions.items():
+        self.show_sides()
+        if hasattr(self.window, "act_layout"):
+            self.window.act_layout.setChecked(self.model.layout == "1x3")
+            for p, a in self.window.plane_actions.items():
                 a.setChecked(p == self.model.plane)
-        self._fit_next = True
+        self.window._fit_next = True
         if self.main_is_acquired():
-            self.viewer.set_geometry((self.series.spacing[0], self.series.spacing[1]))
-            self._slice_shown(self.index)
+            self.viewer.set_geometry((self.model.series.spacing[0], self.model.series.spacing[1]))
+            self.window._slice_shown(self.model.index)
         else:
-            self._draw_plane(self.viewer, fit=True)
-            self._refresh_slice_info()
-            self._fit_next = False
-        self._draw_sides(force=True)
+            self.draw(self.viewer, fit=True)
+            self.window._refresh_slice_info()
+            self.window._fit_next = False
+        self.draw_sides(force=True)
 
-    def _show_sides(self) -> None:
+    def show_sides(self) -> None:
         """The other two planes beside the main view in the 1x3 layout (a single image has only its own)."""
         three = self.model.layout == "1x3" and len(self.model.planes()) > 1
         for v, p in zip(self.side_viewers, self._side_planes()):
@@ -120,51 +135,51 @@ class PlanesMixin:
         # three views share the width: the main one may then be as narrow as the others (a laptop screen)
         self.viewer.setMinimumWidth(180 if three else 320)
 
-    def _crosshair_changed(self, _point=None) -> None:
+    def crosshair_changed(self) -> None:
         """The crosshair moved: reformatted views showing another slice are redrawn, every line moves."""
-        if self.series is None:
+        if self.model.series is None:
             return
         for v in self.visible_viewers():
             # the acquired main view is redrawn on the "slice" event; the others when their slice changes
             acquired_main = v is self.viewer and self.main_is_acquired()
             if not acquired_main and getattr(v, "_drawn", None) != (v.plane, self.model.view_index(v.plane)):
-                self._draw_plane(v)
+                self.draw(v)
             else:
                 _k, r, c = self.model.view_point(v.plane)
                 v.set_crosshair((r, c))
 
-    def _draw_sides(self, force: bool = False) -> None:
-        if self.model.layout != "1x3" or self.series is None:
+    def draw_sides(self, force: bool = False) -> None:
+        if self.model.layout != "1x3" or self.model.series is None:
             return
         for v in self.side_viewers:
             if v.isVisible():
                 if force:
                     v._drawn = None
-                self._draw_plane(v)
+                self.draw(v)
 
-    def _refresh_plane_overlays(self) -> None:
+    def refresh_overlays(self) -> None:
         """The scores changed (a slice scored, a threshold moved): overlays of the reformatted views follow."""
-        if self.series is None or self.model.layout != "1x3":
+        if self.model.series is None or self.model.layout != "1x3":
             return
         for v in self.side_viewers:
             if v.isVisible() and v.plane:
-                self._draw_overlay(v, v.plane, self.model.view_index(v.plane))
+                self.draw_overlay(v, v.plane, self.model.view_index(v.plane))
 
-    def _plane_overlays_soon(self) -> None:
+    def overlays_soon(self) -> None:
         """While scoring: the reformatted views' maps follow at most four times a second."""
         from PySide6.QtCore import QTimer
 
-        if not getattr(self, "_plane_overlay_pending", False):
-            self._plane_overlay_pending = True
+        if not self._overlay_pending:
+            self._overlay_pending = True
 
             def run() -> None:
-                self._plane_overlay_pending = False
-                self._refresh_plane_overlays()
-                if not self.main_is_acquired() and self.series is not None:
-                    self._draw_overlay(self.viewer, self.model.plane, self.model.view_index())
+                self._overlay_pending = False
+                self.refresh_overlays()
+                if not self.main_is_acquired() and self.model.series is not None:
+                    self.draw_overlay(self.viewer, self.model.plane, self.model.view_index())
             QTimer.singleShot(250, run)
 
-    def _draw_plane(self, v: SliceViewer, fit: bool = False) -> None:
+    def draw(self, v: SliceViewer, fit: bool = False) -> None:
         """One viewer's slice of its plane through the crosshair: pixels, window, map, annotations, crosshair."""
         m = self.model
         plane = v.plane or m.plane
@@ -184,19 +199,19 @@ class PlanesMixin:
             return
         v.set_pixels(ps.slice(k), (cw, ww), fit=fit or new_plane)
         v.set_window(cw, ww, name)
-        self._draw_overlay(v, plane, k)
+        self.draw_overlay(v, plane, k)
         if pv.is_acquired:
             v.set_annotation_outline(None)
-            v.set_annotations(self.session.review.get(m.series.uid, k).annotations)
+            v.set_annotations(self.model.session.review.get(m.series.uid, k).annotations)
         else:
             v.set_annotations(())
             v.set_annotation_outline(m.plane_annotations(plane, k))
         v.set_crosshair((r, c))
         v._drawn = (plane, k)
 
-    def _draw_overlay(self, v: SliceViewer, plane: str, k: int):
+    def draw_overlay(self, v: SliceViewer, plane: str, k: int):
         m = self.model
-        ov = self.analysis.overlay_state()
+        ov = self.window.analysis.overlay_state()
         res = m.results.get(m.series.uid)
         pm = m.plane_map(plane, k)
         pv = m.plane_view(plane)
@@ -228,7 +243,7 @@ class PlanesMixin:
                       ov["visible"])
         return pm
 
-    def _windows_to_sides(self, c: float, w: float, name: str = "") -> None:
+    def windows_to_sides(self, c: float, w: float, name: str = "") -> None:
         for v in self.side_viewers:
             if v.isVisible():
                 v.set_window(c, w, name)
