@@ -87,9 +87,9 @@ def build_actions(win) -> None:
     self.act_crosshair.setChecked(True)
     m_view.addSeparator()
     self.presets_menu = m_view.addMenu("Window presets")
-    self.preset_actions = [_action(f"Preset {k + 1}", lambda k=k: self.apply_preset(k), str(k + 1))
+    self.preset_actions = [_action(f"Preset {k + 1}", lambda k=k: self.slice_info.apply_preset(k), str(k + 1))
                            for k in range(5)]
-    _action("Reset window", self.reset_window, "0", "Back to the series' default window", m_view)
+    _action("Reset window", self.slice_info.reset_window, "0", "Back to the series' default window", m_view)
     _action("Fit to window", self.viewer.fit, ["F", "="], "Also: double-click the image", m_view)
     m_view.addSeparator()
     _action("Invert grey scale", lambda: self.model.display.toggle("inverted"), "I", "", m_view)

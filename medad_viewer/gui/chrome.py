@@ -156,7 +156,7 @@ class ChromeMixin:
         m.addSeparator()
         wm = m.addMenu("Window preset")
         for k, p in enumerate(presets_for(self.series)[:5]):
-            wm.addAction(f"{k + 1}: {p.name}", lambda k=k: self.apply_preset(k))
+            wm.addAction(f"{k + 1}: {p.name}", lambda k=k: self.slice_info.apply_preset(k))
         m.addAction("Fit to window", self.viewer.fit)
         m.popup(pos)
 

@@ -31,7 +31,7 @@ from .measure_controller import MeasureController
 from .jobs import device_guess, device_probe_job, freeze_heap, load_study_job
 from .references_controller import ReferencesController
 from .settings import AppSettings
-from .slice_display import SliceDisplayMixin, probe_html
+from .slice_info_controller import SliceInfoController, probe_html
 from .study_browser import pixmap_from_gray
 from .why_panel import attach_why_panel
 from .worker import Worker
@@ -42,7 +42,7 @@ def _model_field(name: str) -> property:
     return property(lambda self: getattr(self.model, name), lambda self, v: setattr(self.model, name, v))
 
 
-class MainWindow(SliceDisplayMixin, ChromeMixin, QMainWindow):
+class MainWindow(ChromeMixin, QMainWindow):
     studyOpened = Signal(str)
     sliceShown = Signal(int)
     scoringFinished = Signal(object)
@@ -75,6 +75,7 @@ class MainWindow(SliceDisplayMixin, ChromeMixin, QMainWindow):
         self._message_box: QMessageBox | None = None
 
         self._build_widgets()
+        self.slice_info = SliceInfoController(self)
         build_actions(self)
         self.why = attach_why_panel(self, self.act_why)  # the "Why is this hot?" dock (View menu, Y)
         self._build_status_bar()
@@ -307,8 +308,8 @@ class MainWindow(SliceDisplayMixin, ChromeMixin, QMainWindow):
         ps = self.model.view_series()
         self.viewer.set_geometry((ps.spacing[0], ps.spacing[1]))
         self.viewer.units = s.units
-        self._fill_presets_menu()
-        self.ranking.set_series(s.num_slices, self._ranking_thumbnail)
+        self.slice_info.fill_presets_menu()
+        self.ranking.set_series(s.num_slices, self.slice_info.ranking_thumbnail)
         res = self.results.get(s.uid)
         if res is not None and len(res):
             self.ranking.set_scores({i: (r.score, r.percentile) for i, r in res.results.items()})
@@ -336,11 +337,11 @@ class MainWindow(SliceDisplayMixin, ChromeMixin, QMainWindow):
             c, w, _name = self.model.display.window()
             self.viewer.set_pixels(s.slice(index), (c, w), fit=self._fit_next)
             # only this view's map: the other planes' slices, when they change, are redrawn on "crosshair"
-            self._refresh_main_overlay()
+            self.slice_info.refresh_main_overlay()
         elif getattr(self.viewer, "_drawn", None) != (self.model.plane, self.model.view_index()) or self._fit_next:
             self.planes.draw(self.viewer, fit=self._fit_next)
         self._fit_next = False
-        self._refresh_slice_info()
+        self.slice_info.refresh()
         self.ranking.set_current(index)
         self.tray.set_current(self.session.reference_set.find(s.uid, index))
         self.sliceShown.emit(index)
@@ -353,7 +354,7 @@ class MainWindow(SliceDisplayMixin, ChromeMixin, QMainWindow):
         ov = self.analysis.overlay_state()
         self.act_overlay.setChecked(ov["visible"])
         self.model.set_view("overlay", ov)
-        self._refresh_overlay()
+        self.slice_info.refresh_overlays()
 
     def _flag_threshold_changed(self, pct: float) -> None:
         self.model.set_view("flag_pct", pct)
@@ -409,7 +410,7 @@ class MainWindow(SliceDisplayMixin, ChromeMixin, QMainWindow):
         if self.series is not None and key[0] == self.series.uid:
             self._update_ranking_decisions()
             if key[1] == self.index:
-                self._refresh_slice_info()
+                self.slice_info.refresh()
             if self.model.layout == "1x3" or not self.planes.main_is_acquired():
                 self.planes.draw_sides(force=True)
                 if not self.planes.main_is_acquired():
@@ -503,15 +504,15 @@ class MainWindow(SliceDisplayMixin, ChromeMixin, QMainWindow):
             self.ranking.set_scores({i: (r.score, r.percentile) for i, r in res.results.items()})
         elif self.model.run is not None and self.model.run.running:
             self.ranking.clear_scores("Scoring…")
-        self._refresh_overlay()
-        self._refresh_slice_info()
+        self.slice_info.refresh_overlays()
+        self.slice_info.refresh()
 
     def _slice_scored(self, r) -> None:
         if self.series is not None and self.model.run is not None and self.series.uid == self.model.run.series_uid:
             self.ranking.add_score(r.index, r.score, r.percentile)
             if r.index == self.index:
-                self._refresh_overlay()
-                self._refresh_slice_info()
+                self.slice_info.refresh_overlays()
+                self.slice_info.refresh()
             elif self.model.layout == "1x3" or not self.planes.main_is_acquired():
                 self.planes.overlays_soon()
 

@@ -56,7 +56,7 @@ class MeasureController:
         self.viewer.set_measurements([(m, label(r, "\n", mm)) for _k, m, r in self.model.review.measured_here()])
 
     def _changed(self, _event) -> None:
-        self.window._refresh_slice_info()  # the Undo / Redo buttons and what they would undo
+        self.window.slice_info.refresh()  # the Undo / Redo buttons and what they would undo
         self.refresh()
 
     def _crosshair_moved(self, _event) -> None:

@@ -29,7 +29,7 @@ class PlanesController:
 
     def _build(self) -> QWidget:
         """The central widget: the main viewer, and two more for the 1×3 layout (hidden in 1×1)."""
-        from .slice_display import probe_html
+        from .slice_info_controller import probe_html
 
         box = QWidget()
         lay = QHBoxLayout(box)
@@ -122,7 +122,7 @@ class PlanesController:
             self.window._slice_shown(self.model.index)
         else:
             self.draw(self.viewer, fit=True)
-            self.window._refresh_slice_info()
+            self.window.slice_info.refresh()
             self.window._fit_next = False
         self.draw_sides(force=True)
 

@@ -36,7 +36,7 @@ class ReferencesController:
         tray.loadNamedRequested.connect(self.load_named)
         tray.loadFileRequested.connect(self.load_file)
         tray.clearRequested.connect(lambda: self.model.references.replace(ReferenceSet()))
-        self.model.references.events.changed.connect(lambda _e: (self.refresh(), window._refresh_slice_info()))
+        self.model.references.events.changed.connect(lambda _e: (self.refresh(), window.slice_info.refresh()))
 
     # ---------------------------------------------------------------------------------------------- gestures
     def add(self, kind: str = "normal") -> None:
