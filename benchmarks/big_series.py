@@ -247,7 +247,7 @@ def main() -> int:
         win.scoringFinished.connect(done.append)
         win.scoringFailed.connect(done.append)
         t = time.monotonic()
-        win.run_scoring()
+        win.scoring.run()
         wait(lambda: bool(done), 7200)
         scored = len(win.results[s.uid]) if s.uid in win.results else 0
         out["scored"] = scored

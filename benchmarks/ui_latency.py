@@ -64,7 +64,7 @@ def main() -> int:
     if args.method:
         win.app_settings.set("method", args.method)
     if args.threads is not None:
-        win.job_threads = args.threads
+        win.scoring.job_threads = args.threads
     win.show()
 
     opened = []
@@ -147,7 +147,7 @@ def main() -> int:
         win.model.display.toggle("cine")
     if args.probe:
         prober.start()
-    win.run_scoring()
+    win.scoring.run()
     if win.job is not None:
         win.job.progress.connect(lambda f, m: stage["log"].append((time.perf_counter(), m)))
     while state["done"] is None and time.monotonic() - start < args.timeout:
@@ -160,7 +160,7 @@ def main() -> int:
     if win.model.display.cine:
         win.model.display.toggle("cine")
     if state["done"] is None:
-        win.cancel_job()
+        win.scoring.cancel()
     gaps = np.diff(np.array(ticks)) * 1000.0
     stalls = np.maximum(gaps - 10.0, 0.0) if gaps.size else np.zeros(1)
     res = win.results.get(win.series.uid)
@@ -180,7 +180,7 @@ def main() -> int:
         "total_s": round(total, 1),
         "outcome": state["done"] or "timeout",
         "ticks": int(gaps.size),
-        "job_threads": win.job_threads,
+        "job_threads": win.scoring.job_threads,
         "settings": win.app_settings.detector_settings(win.series.modality),
         "detector": win.detector_info,
         "scroll": args.scroll,

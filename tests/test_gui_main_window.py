@@ -42,7 +42,7 @@ def ct_study(sample_data, tmp_path):
 
 def make_window(qtbot, tmp_path, settings_name="settings.ini", **tiny) -> MainWindow:
     w = MainWindow(QSettings(str(tmp_path / settings_name), QSettings.Format.IniFormat))
-    w.settings_hook = lambda d: DetectorSettings(modality=d["modality"], method=d["method"], **(tiny or TINY))
+    w.scoring.settings_hook = lambda d: DetectorSettings(modality=d["modality"], method=d["method"], **(tiny or TINY))
     qtbot.addWidget(w)
     w.show()
     qtbot.waitExposed(w)
@@ -180,7 +180,7 @@ def test_references_adapt_score_review_and_reopen(qtbot, tmp_path, ct_study, app
 
     # A second run with the same references reuses the adaptation.
     with qtbot.waitSignal(w.scoringFinished, timeout=120_000) as blocker:
-        w.run_scoring()
+        w.scoring.run()
     assert blocker.args[0].from_cache
     qtbot.waitUntil(lambda: w.job is None, timeout=10_000)
     last_index = w.index
@@ -210,14 +210,14 @@ def test_cancel_keeps_app_usable(qtbot, tmp_path, ct_study):
                 adapt=AdaptSettings(max_steps=100_000, time_budget_s=120, val_every=1000, pool_size=32))
     w = make_window(qtbot, tmp_path, **long)
     # Adaptation is the long stage to cancel (the default method trains nothing).
-    w.settings_hook = lambda d: DetectorSettings(modality=d["modality"], method="adapted", **long)
+    w.scoring.settings_hook = lambda d: DetectorSettings(modality=d["modality"], method="adapted", **long)
     open_study(qtbot, w, ct_study)
     for i in (3, 12):
         w.show_slice(i)
         w.references.add("normal")
     stages = []
     w.analysis.stage.setText("")
-    w.run_scoring()
+    w.scoring.run()
     job = w.job
     job.progress.connect(lambda f, m: stages.append(m))
     qtbot.waitUntil(lambda: any(m.startswith("Adapting") for m in stages), timeout=60_000)
@@ -235,13 +235,13 @@ def test_cancel_keeps_app_usable(qtbot, tmp_path, ct_study):
     w.show_slice(7)
     key(qtbot, w, Qt.Key.Key_D)
     assert w.session.review.get(w.series.uid, 7).decision == Decision.DISMISSED
-    w.settings_hook = lambda d: DetectorSettings(modality=d["modality"], method="memory", input_size=128)
+    w.scoring.settings_hook = lambda d: DetectorSettings(modality=d["modality"], method="memory", input_size=128)
     got = []
-    w.run_scoring()
+    w.scoring.run()
     w.job.partial.connect(lambda message: got.append(message) if isinstance(message, SliceScored) else None)
     qtbot.waitUntil(lambda: len(got) >= 2, timeout=60_000)
     with qtbot.waitSignal(w.scoringCancelled, timeout=10_000):
-        w.cancel_job()
+        w.scoring.cancel()
     qtbot.waitUntil(lambda: w.job is None, timeout=10_000)
     res = w.results[w.series.uid]
     assert 2 <= len(res) < 20  # slices already scored keep their maps
@@ -253,12 +253,12 @@ def test_close_during_job_cancels_and_keeps_session(qtbot, tmp_path, ct_study):
     long = dict(input_size=128,
                 adapt=AdaptSettings(max_steps=100_000, time_budget_s=120, val_every=1000, pool_size=32))
     w = make_window(qtbot, tmp_path, **long)
-    w.settings_hook = lambda d: DetectorSettings(modality=d["modality"], method="adapted", **long)
+    w.scoring.settings_hook = lambda d: DetectorSettings(modality=d["modality"], method="adapted", **long)
     open_study(qtbot, w, ct_study)
     w.show_slice(4)
     w.references.add("normal")
     key(qtbot, w, Qt.Key.Key_A)
-    w.run_scoring()
+    w.scoring.run()
     qtbot.waitUntil(lambda: w.analysis.progress.value() > 0, timeout=60_000)
     job = w.job
     t0 = time.monotonic()
@@ -287,7 +287,7 @@ def test_bad_input_reports_without_crashing(qtbot, tmp_path, ct_study):
     w.browser.errors.dismiss.click()
     assert not w.browser.errors.isVisible()
     # Nothing open: the actions explain instead of failing.
-    w.run_scoring()
+    w.scoring.run()
     assert "Open a study" in w.analysis.stage.text()
     key(qtbot, w, Qt.Key.Key_R)
     key(qtbot, w, Qt.Key.Key_A)
@@ -302,7 +302,7 @@ def test_bad_input_reports_without_crashing(qtbot, tmp_path, ct_study):
 def test_scoring_without_references_explains(qtbot, tmp_path, ct_study):
     w = make_window(qtbot, tmp_path)
     open_study(qtbot, w, ct_study)
-    w.run_scoring()
+    w.scoring.run()
     assert w.job is None
     assert "normal reference" in w.analysis.stage.text()
     close_window(qtbot, w)
@@ -359,11 +359,11 @@ def test_typing_a_note_does_not_trigger_review_keys(qtbot, tmp_path, ct_study):
 
 def test_missing_weights_is_a_clear_message(qtbot, tmp_path, ct_study):
     w = make_window(qtbot, tmp_path)
-    w.settings_hook = lambda d: DetectorSettings(modality=d["modality"], weights=str(tmp_path / "nope.pt"), **TINY)
+    w.scoring.settings_hook = lambda d: DetectorSettings(modality=d["modality"], weights=str(tmp_path / "nope.pt"), **TINY)
     open_study(qtbot, w, ct_study)
     w.references.add("normal")
     with qtbot.waitSignal(w.scoringFailed, timeout=60_000) as b:
-        w.run_scoring()
+        w.scoring.run()
     assert "nope.pt" in b.args[0] and "not found" in b.args[0]
     assert w._message_box is not None and w._message_box.isVisible()
     w._message_box.close()
@@ -510,7 +510,7 @@ def test_scores_that_cannot_be_saved_are_said_and_kept(qtbot, tmp_path, ct_study
     w.store._folder = None
     w.store.places = [blocked / "sessions", blocked / "spare"]
     with qtbot.waitSignal(w.scoringFinished, timeout=120_000):
-        w.run_scoring()
+        w.scoring.run()
     uid = w.series.uid
     assert len(w.results[uid]) == 20  # kept in memory
     assert uid in w.model.saving.unsaved_scores
@@ -530,7 +530,7 @@ def test_out_of_memory_while_scoring_is_said_and_keeps_the_earlier_results(qtbot
 
     w = _ct_with_references(qtbot, tmp_path, ct_study)
     with qtbot.waitSignal(w.scoringFinished, timeout=120_000):
-        w.run_scoring()
+        w.scoring.run()
     uid = w.series.uid
     before = {i: r.score for i, r in w.results[uid].results.items()}
     assert len(before) == 20
@@ -543,7 +543,7 @@ def test_out_of_memory_while_scoring_is_said_and_keeps_the_earlier_results(qtbot
     w.show_slice(9)
     key(qtbot, w, Qt.Key.Key_R)  # other references: a new adaptation, then scoring runs out of memory
     with qtbot.waitSignal(w.scoringFailed, timeout=120_000) as failed:
-        w.run_scoring()
+        w.scoring.run()
     message = failed.args[0]
     assert message.startswith("Out of memory") and "earlier results" in message and "Settings" in message
     assert w._message_box is not None and w._message_box.text() == message
@@ -552,7 +552,7 @@ def test_out_of_memory_while_scoring_is_said_and_keeps_the_earlier_results(qtbot
     assert w.ranking.list.count() == 20
     monkeypatch.undo()
     with qtbot.waitSignal(w.scoringFinished, timeout=120_000):  # and the app goes on working
-        w.run_scoring()
+        w.scoring.run()
     close_window(qtbot, w)
 
 
@@ -664,9 +664,9 @@ def test_a_flair_series_reaches_the_engine_as_flair(qtbot, tmp_path, sample_data
     w = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
     qtbot.addWidget(w)
     open_study(qtbot, w, flair)
-    d = w.detector_settings()
+    d = w.scoring.detector_settings()
     assert d["modality"] == "MR" and d["sequence"] == "FLAIR"
     assert DetectorSettings.from_dict(d).sequence == "FLAIR"
     open_study(qtbot, w, sample_data / "mr-brain" / "brain2_image.nrrd")
-    assert w.detector_settings()["sequence"] is None
+    assert w.scoring.detector_settings()["sequence"] is None
     close_window(qtbot, w)

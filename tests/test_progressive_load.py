@@ -245,7 +245,7 @@ def window(qtbot, tmp_path, monkeypatch):
 
     monkeypatch.setenv("MEDAD_VIEWER_DATA_DIR", str(tmp_path / "appdata"))
     w = MainWindow(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    w.settings_hook = lambda d: DetectorSettings(modality=d["modality"], method="memory", input_size=64)
+    w.scoring.settings_hook = lambda d: DetectorSettings(modality=d["modality"], method="memory", input_size=64)
     qtbot.addWidget(w)
     w.show()
     qtbot.waitExposed(w)

@@ -19,7 +19,7 @@ from test_gui_main_window import TINY, app_data  # noqa: F401 - the tiny adaptat
 
 def make_window(qtbot, tmp_path) -> MainWindow:
     w = MainWindow(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    w.settings_hook = lambda d: DetectorSettings(modality=d["modality"], method="adapted", **TINY)
+    w.scoring.settings_hook = lambda d: DetectorSettings(modality=d["modality"], method="adapted", **TINY)
     qtbot.addWidget(w)
     w.show()
     qtbot.waitExposed(w)
@@ -66,7 +66,7 @@ def test_click_explains_the_point_as_the_engine_does(qtbot, tmp_path):
     assert refused.args[0] == SCORE_FIRST and "Score the series first" in why.panel.message.text()
 
     with qtbot.waitSignal(w.scoringFinished, timeout=120_000) as blocker:
-        w.run_scoring()
+        w.scoring.run()
     outcome = blocker.args[0]
     qtbot.waitUntil(lambda: w.job is None, timeout=10_000)
     top, r, c = hottest(w)

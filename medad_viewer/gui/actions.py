@@ -131,8 +131,8 @@ def build_actions(win) -> None:
                  "The drawn ellipses/strokes become its mask", m_review)
 
     m_an = mb.addMenu("&Analysis")
-    self.act_run = _action("Adapt && score", self.run_scoring, "Ctrl+Return", "", m_an)
-    self.act_cancel = _action("Cancel", self.cancel_job, "Esc", "", m_an)
+    self.act_run = _action("Adapt && score", lambda: self.scoring.run(), "Ctrl+Return", "", m_an)
+    self.act_cancel = _action("Cancel", lambda: self.scoring.cancel(), "Esc", "", m_an)
 
     m_help = mb.addMenu("&Help")
     _action("Keyboard shortcuts", self._show_shortcuts, "F1", "", m_help)

@@ -65,8 +65,8 @@ class ChromeMixin:
         self.browser.seriesSelected.connect(self.select_series)
         self.ranking.sliceClicked.connect(self._jump_from_panel)
         self.ranking.flagThresholdChanged.connect(self._flag_threshold_changed)
-        self.analysis.runRequested.connect(self.run_scoring)
-        self.analysis.cancelRequested.connect(self.cancel_job)
+        self.analysis.runRequested.connect(lambda: self.scoring.run())
+        self.analysis.cancelRequested.connect(lambda: self.scoring.cancel())
         self.analysis.overlayChanged.connect(self._overlay_changed)
         rp = self.review_panel
         rp.decisionRequested.connect(lambda d: self.set_decision(Decision(d)))

@@ -9,20 +9,13 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from PySide6.QtCore import QSettings, QTimer, Signal
 from PySide6.QtWidgets import QMainWindow, QMessageBox, QWidget
 
-from ..io import series_sequence
-from ..engine.defaults import KIND_WORDS
 from ..paths import DEMO_REFERENCES, DEMO_STUDY
-from ..review.adaptation_cache import AdaptationCache
-from ..review.events import DetectorReady, DeviceNamed, ScoresNotSaved, SliceScored
 from ..review.references import ReferenceSet
-from ..review.scoring import ScoreJob, run_score_job
 from ..review.state import Decision
-from ..review.runs import CANCELLED, DONE, FAILED
 from ..review.viewer import ViewerModel
 from .actions import build_actions
 from .chrome import ChromeMixin
@@ -30,6 +23,7 @@ from .export_controller import ExportController
 from .measure_controller import MeasureController
 from .jobs import device_guess, device_probe_job, freeze_heap, load_study_job
 from .references_controller import ReferencesController
+from .scoring_controller import ScoringController
 from .settings import AppSettings
 from .slice_info_controller import SliceInfoController, probe_html
 from .study_browser import pixmap_from_gray
@@ -53,6 +47,7 @@ class MainWindow(ChromeMixin, QMainWindow):
     study = _model_field("study")
     study_path = _model_field("study_path")
     store = property(lambda self: self.model.saving.store)
+    job = property(lambda self: self.scoring.job)  # the Adapt & score job while it runs
     session = _model_field("session")
     series = _model_field("series")
     index = _model_field("index")
@@ -65,11 +60,6 @@ class MainWindow(ChromeMixin, QMainWindow):
         self.setAcceptDrops(True)
         self.app_settings = AppSettings(settings)
         self.model = ViewerModel(seconds_per_slice=self.app_settings.seconds_per_slice())
-        # Tests and scripts: turns the settings dict into the DetectorSettings (or dict) the job uses.
-        self.settings_hook = None
-        # Torch threads for engine jobs: on a small CPU leave a core to the UI.
-        self.job_threads: int | None = max(1, (os.cpu_count() or 2) - 1) if (os.cpu_count() or 2) <= 4 else None
-        self.job: Worker | None = None
         self._loaders: list[Worker] = []
         self._study_loader: Worker | None = None  # the one study load whose result will be shown
         self._message_box: QMessageBox | None = None
@@ -79,6 +69,7 @@ class MainWindow(ChromeMixin, QMainWindow):
         build_actions(self)
         self.why = attach_why_panel(self, self.act_why)  # the "Why is this hot?" dock (View menu, Y)
         self._build_status_bar()
+        self.scoring = ScoringController(self)
         self._save_timer = QTimer(self)
         self._save_timer.setSingleShot(True)
         self._save_timer.timeout.connect(self.save_session)
@@ -108,11 +99,6 @@ class MainWindow(ChromeMixin, QMainWindow):
         ev.series.connect(lambda e: self._series_shown(e.series))
         ev.slice.connect(lambda e: self._slice_shown(e.index))
         self.model.review.events.changed.connect(lambda e: self._review_changed(e.key))
-        scoring = self.model.scoring.events
-        scoring.scores.connect(lambda e: self._scores_changed(e.series_uid))
-        scoring.slice_score.connect(lambda e: self._slice_scored(e.result))
-        scoring.scoring.connect(lambda e: self._scoring_changed(e.run))
-        scoring.device.connect(lambda e: self.device_label.setText(f"Device: {e.text}"))
         saving = self.model.saving.events
         saving.due.connect(lambda e: self._save_timer.isActive() or self._save_timer.start(int(e.delay_s * 1000)))
         saving.problem.connect(lambda e: self._save_problem(e.message))
@@ -145,8 +131,8 @@ class MainWindow(ChromeMixin, QMainWindow):
         saved session already has references. The latest request wins: an older load still running is cancelled,
         and its result dropped if it comes."""
         path = str(Path(path).expanduser().resolve())
-        if self.job is not None and self.job.is_running:
-            self.cancel_job()  # scoring belongs to the open series; the job saves the slices it finished
+        if self.scoring.running:
+            self.scoring.cancel()  # scoring belongs to the open series; the job saves the slices it finished
         pending = None
         if reference_set is not None:
             try:
@@ -178,7 +164,7 @@ class MainWindow(ChromeMixin, QMainWindow):
                 self._filler = w
                 if self._study_loader is w:
                     self._study_loader = None
-                self._update_run_state()
+                self.scoring.update_run_state()
         elif kind == "slices":
             self.model.load_progress(token, *payload)
 
@@ -186,7 +172,7 @@ class MainWindow(ChromeMixin, QMainWindow):
         if payload.get("complete"):
             self.model.load_complete(token)
         elif self.model.load_finished(token, payload):
-            self._update_run_state()
+            self.scoring.update_run_state()
         if self._filler is w:
             self._filler = None
 
@@ -251,7 +237,7 @@ class MainWindow(ChromeMixin, QMainWindow):
     def _loading_progress(self, progress: tuple[int, int]) -> None:
         done, total = progress
         self.statusBar().showMessage(f"Reading slices: {done} / {total}", 2000)
-        self._update_run_state()
+        self.scoring.update_run_state()
         if (self.model.layout == "1x3" or not self.planes.main_is_acquired()) and time.monotonic() - self._planes_drawn > 0.5:
             # the reformatted views show the slices read so far: redrawn twice a second while the rest arrive
             self._planes_drawn = time.monotonic()
@@ -263,7 +249,7 @@ class MainWindow(ChromeMixin, QMainWindow):
 
     def _loading_done(self, _payload=None) -> None:
         self.statusBar().showMessage("All slices read", 3000)
-        self._update_run_state()
+        self.scoring.update_run_state()
         self.references.refresh()
         if self.series is not None:
             self.planes.draw_sides(force=True)
@@ -288,12 +274,6 @@ class MainWindow(ChromeMixin, QMainWindow):
         if not study.series:
             self.viewer.clear()
             self.ranking.set_series(0, None)
-
-    def _update_run_state(self) -> None:
-        """While slices are read the panel says that Adapt & score will wait for the whole series (the job does)."""
-        running = self.job is not None and self.job.is_running
-        self.act_run.setEnabled(not running)
-        self.analysis.set_waiting("" if running else self.model.loading_reason())
 
     # ============================================================================================ series/slices
     def select_series(self, row: int) -> None:
@@ -444,109 +424,6 @@ class MainWindow(ChromeMixin, QMainWindow):
             self.statusBar().showMessage(f"⚠ {message}", 15000)
             self._error(message, title="Review not saved" if "could not be saved (" in message else "MedAD Viewer")
 
-    # ============================================================================================ scoring
-    def detector_settings(self) -> Any:
-        s = self.series
-        d = self.app_settings.detector_settings(s.modality if s else "OT", series_sequence(s) if s else None)
-        return self.settings_hook(d) if self.settings_hook is not None else d
-
-    def run_scoring(self) -> None:
-        if self.job is not None and self.job.is_running:
-            return
-        settings = self.detector_settings() if self.series is not None else {"method": ""}
-        method = settings.get("method") if isinstance(settings, dict) else settings.method
-        run = self.model.start_scoring(method)
-        if isinstance(run, str):
-            if run:
-                self._say(run)
-            return
-        s, rs, store = self.series, self.session.reference_set, self.store
-        if rs.modality and rs.modality != s.modality:
-            self.statusBar().showMessage(f"⚠ References are {rs.modality}, this series is {s.modality}", 10000)
-        job = ScoreJob(rs.copy(), s, settings, device=self.app_settings.get("device"),
-                       studies=dict(self.model.studies), cache=AdaptationCache(), threads=self.job_threads,
-                       save=store.save_scores if store is not None else None)
-
-        def work(progress, cancel, emit):
-            job.on_save_error = lambda message: emit(ScoresNotSaved(message))
-            return run_score_job(job, progress, cancel, on_result=lambda r: emit(SliceScored(r)),
-                                 on_detector=lambda info: emit(DetectorReady(info)),
-                                 on_device=lambda text: emit(DeviceNamed(text)))
-
-        freeze_heap()  # what exists now (the open study, thumbnails) need not be scanned during the job
-        w = self.job = Worker(work, "adapt-score", self)
-        w.progress.connect(self._job_progress)
-        w.partial.connect(self.model.scoring.partial)
-        w.finished.connect(self.model.scoring.finished)
-        w.failed.connect(self.model.scoring.failed)
-        w.cancelled.connect(self.model.scoring.cancelled)
-        w.done.connect(self._job_done)
-        self.analysis.set_running(True)
-        self.analysis.show_progress(0.0, "Starting", None)
-        self.act_run.setEnabled(False)
-        w.start()
-
-    def cancel_job(self) -> None:
-        if self.job is not None and self.job.is_running and not self.job.is_cancelling:
-            self.job.cancel()
-            self.analysis.set_cancelling()
-            self.analysis.show_message("Cancelling… (slices already scored are kept)")
-
-    def _job_progress(self, fraction: float, message: str) -> None:
-        if self.job is None or not self.job.is_cancelling:
-            self.analysis.show_progress(fraction, message, self.model.scoring.time_remaining(fraction))
-
-    def _scores_changed(self, uid: str) -> None:
-        if self.series is None or self.series.uid != uid:
-            return
-        res = self.results.get(uid)
-        if res is not None and len(res):
-            self.ranking.set_scores({i: (r.score, r.percentile) for i, r in res.results.items()})
-        elif self.model.run is not None and self.model.run.running:
-            self.ranking.clear_scores("Scoring…")
-        self.slice_info.refresh_overlays()
-        self.slice_info.refresh()
-
-    def _slice_scored(self, r) -> None:
-        if self.series is not None and self.model.run is not None and self.series.uid == self.model.run.series_uid:
-            self.ranking.add_score(r.index, r.score, r.percentile)
-            if r.index == self.index:
-                self.slice_info.refresh_overlays()
-                self.slice_info.refresh()
-            elif self.model.layout == "1x3" or not self.planes.main_is_acquired():
-                self.planes.overlays_soon()
-
-    def _scoring_changed(self, run) -> None:
-        self._update_backbone_label()
-        if run.state == DONE:
-            outcome = run.outcome
-            self.session.settings = dict(outcome.detector)  # describe(): with the settings as they ran
-            self.save_session()
-            self.app_settings.set_seconds_per_slice(self.model.scoring.seconds_per_slice)
-            res = outcome.results
-            how = "reused the cached adaptation" if outcome.from_cache else f"adaptation {outcome.fit_seconds:.0f} s"
-            kind = KIND_WORDS.get(outcome.detector.get("kind") or "", "")
-            msg = (f"Scored {len(res)} slices in {time.monotonic() - run.started:.0f} s ({how})"
-                   + (f", as {kind}." if kind else "."))
-            if not outcome.detector.get("pretrained", True):
-                msg += " ⚠ The backbone has UNTRAINED weights: these scores are meaningless."
-            self.analysis.show_progress(1.0, msg, None)
-            self.scoringFinished.emit(outcome)
-        elif run.state == FAILED:
-            self.analysis.show_message(f"⚠ {run.message}")
-            self._error(run.message, title="Adapt & score failed")
-            self.scoringFailed.emit(run.message)
-        elif run.state == CANCELLED:
-            n = len(run.results) if run.results is not None else 0
-            self.analysis.show_message(f"Cancelled. {n} of {run.num_slices} slices were scored; their maps are kept.")
-            self.analysis.progress.setValue(0)
-            self.scoringCancelled.emit()
-
-    def _job_done(self) -> None:
-        self.job = None
-        self.analysis.set_running(False)
-        self._update_run_state()
-
     # ============================================================================================ misc UI
     # ============================================================================================ drag & drop
     # ============================================================================================ shutdown
@@ -555,7 +432,7 @@ class MainWindow(ChromeMixin, QMainWindow):
         busy (inside a long read or a training step) is detached and ends on its own, saving what it finished.
         The session is saved before and after."""
         self.model.save()
-        running = [w for w in [self.job, *self._loaders] if w is not None and w.is_running]
+        running = [w for w in [self.scoring.job, *self._loaders] if w is not None and w.is_running]
         for w in running:
             w.cancel()  # an unfinished export leaves no file; a cancelled scoring job saves the slices it scored
         deadline = time.monotonic() + self.CLOSE_WAIT_S
