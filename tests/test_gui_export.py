@@ -114,7 +114,7 @@ def test_real_pdf_is_deidentified_by_default(qtbot, tmp_path, identified_study, 
     open_study(qtbot, w, identified_study)
     assert str(w.series.identifiers.get("PatientName", "")).strip() == PATIENT["PatientName"]
     _give_scores(w)
-    w.set_decision(Decision.CONFIRMED)  # slice 1 (index 0): a confirmed slice below the threshold
+    w.review.set_decision(Decision.CONFIRMED)  # slice 1 (index 0): a confirmed slice below the threshold
     out = tmp_path / "report.pdf"
     save_as.append(str(out))
     w.export_actions["export_pdf_report"].trigger()

@@ -352,7 +352,7 @@ def test_typing_a_note_does_not_trigger_review_keys(qtbot, tmp_path, ct_study):
     assert rev.note == "adu rnp" and rev.decision == Decision.UNREVIEWED
     assert len(w.session.reference_set) == 0
     # The whole burst of typing is one undo step.
-    w.undo()
+    w.review.undo()
     assert w.session.review.get(w.series.uid, w.index).note == ""
     close_window(qtbot, w)
 
@@ -436,7 +436,7 @@ def test_exports_run_in_the_background(qtbot, tmp_path, ct_study):
         pass
     assert seen == [(w.series.uid, 3, (CT_PRESETS[1].center, CT_PRESETS[1].width), str(tmp_path / "x.pdf"))]
     ctx = w.exports.context().snapshot()
-    w.set_decision(Decision.DISMISSED)
+    w.review.set_decision(Decision.DISMISSED)
     assert ctx.review.get(w.series.uid, 3).decision == Decision.CONFIRMED  # a snapshot, not the live state
     assert set(w.export_actions) == {name for _, name, _ in EXPORTS}
     close_window(qtbot, w)
@@ -616,12 +616,12 @@ def test_invert_flips_cine_and_reset_from_the_keyboard(qtbot, tmp_path, ct_study
     # Cine: K plays at 10 slices a second, ] doubles it, K stops; it loops past the last slice.
     w.show_slice(17)
     key(qtbot, w, Qt.Key.Key_K)
-    assert w._cine_timer.isActive() and w._cine_timer.interval() == 100
+    assert w.display.cine_timer.isActive() and w.display.cine_timer.interval() == 100
     key(qtbot, w, Qt.Key.Key_BracketRight)
-    assert w.model.display.cine_fps == 20 and w._cine_timer.interval() == 50
+    assert w.model.display.cine_fps == 20 and w.display.cine_timer.interval() == 50
     qtbot.waitUntil(lambda: w.index < 17, timeout=5000)  # went past 19 back to 0
     key(qtbot, w, Qt.Key.Key_K)
-    assert not w._cine_timer.isActive()
+    assert not w.display.cine_timer.isActive()
     stopped = w.index
     qtbot.wait(200)
     assert w.index == stopped

@@ -179,10 +179,10 @@ def test_cine_runs_through_the_main_views_plane(qtbot, tmp_path):
     key(qtbot, w, Qt.Key.Key_2, Qt.KeyboardModifier.ControlModifier)
     acquired, k = w.index, m.view_index()
     key(qtbot, w, Qt.Key.Key_K)
-    assert m.display.cine and w._cine_timer.isActive()
+    assert m.display.cine and w.display.cine_timer.isActive()
     qtbot.waitUntil(lambda: m.view_index() >= k + 3, timeout=5_000)  # 10 slices a second
     assert w.index == acquired  # coronal slices advance; the acquired slice stays
     np.testing.assert_array_equal(shown(w.viewer), m.view_series().slice(m.view_index()))
     key(qtbot, w, Qt.Key.Key_K)
-    assert not w._cine_timer.isActive()
+    assert not w.display.cine_timer.isActive()
     close_window(qtbot, w)

@@ -322,7 +322,7 @@ def test_a_slice_that_cannot_be_read_in_the_window(qtbot, window, ct, slow_reads
         w.open_path(str(ct))
     s = w.series
     w.show_slice(30)
-    w.set_decision(Decision.CONFIRMED)  # reviewing while the rest arrive
+    w.review.set_decision(Decision.CONFIRMED)  # reviewing while the rest arrive
     qtbot.waitUntil(lambda: w.model.complete, timeout=30_000)
     assert w.series is s and s.num_slices == N and w.index == 30
     np.testing.assert_array_equal(shown_pixels(w), slice_values(30))

@@ -57,9 +57,7 @@ class ChromeMixin:
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
 
         self.viewer.scrollRequested.connect(self.planes.step)
-        self.viewer.windowChanged.connect(self._window_dragged)
         self.viewer.contextMenuRequested.connect(self._viewer_context_menu)
-        self.viewer.annotationDrawn.connect(lambda shape: self.model.review.add_annotation(shape))
         self.browser.openFolderRequested.connect(self.open_folder_dialog)
         self.browser.openFileRequested.connect(self.open_file_dialog)
         self.browser.seriesSelected.connect(self.select_series)
@@ -68,16 +66,6 @@ class ChromeMixin:
         self.analysis.runRequested.connect(lambda: self.scoring.run())
         self.analysis.cancelRequested.connect(lambda: self.scoring.cancel())
         self.analysis.overlayChanged.connect(self._overlay_changed)
-        rp = self.review_panel
-        rp.decisionRequested.connect(lambda d: self.set_decision(Decision(d)))
-        rp.noteEdited.connect(lambda text: self.model.review.set_note(text))
-        rp.toolChanged.connect(self.set_tool)
-        rp.brushSizeChanged.connect(lambda v: setattr(self.viewer, "brush_width", float(v)))
-        rp.clearAnnotationsRequested.connect(lambda: self.model.review.clear_annotations())
-        rp.undoRequested.connect(self.undo)
-        rp.redoRequested.connect(self.redo)
-        rp.nextFlaggedRequested.connect(lambda: self.goto_flagged(+1))
-        rp.previousFlaggedRequested.connect(lambda: self.goto_flagged(-1))
 
     def _build_status_bar(self) -> None:
         sb = self.statusBar()
@@ -150,9 +138,9 @@ class ChromeMixin:
         if pos_in_set is not None:
             m.addAction("Remove from references", lambda: self.references.remove(pos_in_set))
         m.addSeparator()
-        m.addAction("Confirm finding (A)", lambda: self.set_decision(Decision.CONFIRMED))
-        m.addAction("Dismiss (D)", lambda: self.set_decision(Decision.DISMISSED))
-        m.addAction("Mark unreviewed (U)", lambda: self.set_decision(Decision.UNREVIEWED))
+        m.addAction("Confirm finding (A)", lambda: self.review.set_decision(Decision.CONFIRMED))
+        m.addAction("Dismiss (D)", lambda: self.review.set_decision(Decision.DISMISSED))
+        m.addAction("Mark unreviewed (U)", lambda: self.review.set_decision(Decision.UNREVIEWED))
         m.addSeparator()
         wm = m.addMenu("Window preset")
         for k, p in enumerate(presets_for(self.series)[:5]):

@@ -15,14 +15,15 @@ from PySide6.QtWidgets import QMainWindow, QMessageBox, QWidget
 
 from ..paths import DEMO_REFERENCES, DEMO_STUDY
 from ..review.references import ReferenceSet
-from ..review.state import Decision
 from ..review.viewer import ViewerModel
 from .actions import build_actions
 from .chrome import ChromeMixin
+from .display_controller import DisplayController
 from .export_controller import ExportController
 from .measure_controller import MeasureController
 from .jobs import device_guess, device_probe_job, freeze_heap, load_study_job
 from .references_controller import ReferencesController
+from .review_controller import ReviewController
 from .scoring_controller import ScoringController
 from .settings import AppSettings
 from .slice_info_controller import SliceInfoController, probe_html
@@ -66,6 +67,8 @@ class MainWindow(ChromeMixin, QMainWindow):
 
         self._build_widgets()
         self.slice_info = SliceInfoController(self)
+        self.display = DisplayController(self)
+        self.review = ReviewController(self)
         build_actions(self)
         self.why = attach_why_panel(self, self.act_why)  # the "Why is this hot?" dock (View menu, Y)
         self._build_status_bar()
@@ -73,8 +76,6 @@ class MainWindow(ChromeMixin, QMainWindow):
         self._save_timer = QTimer(self)
         self._save_timer.setSingleShot(True)
         self._save_timer.timeout.connect(self.save_session)
-        self._cine_timer = QTimer(self)
-        self._cine_timer.timeout.connect(self.model.cine_step)
         self._mem_timer = QTimer(self)
         self._mem_timer.setInterval(2000)
         self._mem_timer.timeout.connect(self._update_memory)
@@ -98,13 +99,10 @@ class MainWindow(ChromeMixin, QMainWindow):
         ev.study.connect(lambda e: self._study_shown(e.load))
         ev.series.connect(lambda e: self._series_shown(e.series))
         ev.slice.connect(lambda e: self._slice_shown(e.index))
-        self.model.review.events.changed.connect(lambda e: self._review_changed(e.key))
         saving = self.model.saving.events
         saving.due.connect(lambda e: self._save_timer.isActive() or self._save_timer.start(int(e.delay_s * 1000)))
         saving.problem.connect(lambda e: self._save_problem(e.message))
         ev.say.connect(lambda e: self._say(e.text))
-        self.model.display.events.window.connect(lambda e: self._window_shown((e.centre, e.width, e.name)))
-        self.model.display.events.changed.connect(lambda e: self._display_changed(e.display))
         ev.loading.connect(lambda e: self._loading_progress((e.done, e.total)))
         ev.loaded.connect(lambda _e: self._loading_done(None))
         ev.study_changed.connect(lambda e: self._study_changed(e.study))
@@ -298,7 +296,7 @@ class MainWindow(ChromeMixin, QMainWindow):
                                        f"Showing the saved scores ({res.detector.get('backbone', '')})")
         self._update_backbone_label()
         self.ranking.set_threshold(float(self.session.view.get("flag_pct", self.ranking.threshold_pct)))
-        self._update_ranking_decisions()
+        self.review.update_ranking_decisions()
         self.viewer.set_window(*self.model.display.window())
         self._fit_next = True
 
@@ -341,77 +339,6 @@ class MainWindow(ChromeMixin, QMainWindow):
 
     def toggle_overlay(self) -> None:
         self.analysis.show_overlay.toggle()
-
-    # ============================================================================================ window/level
-    def _set_window(self, c: float, w: float, name: str) -> None:
-        self.model.display.set_window(c, w, name)
-
-    def _window_dragged(self, c: float, w: float) -> None:
-        self.model.display.set_window(c, w, "", shown=True)
-        self.viewer.set_window(c, w, "")
-        self.planes.windows_to_sides(c, w)
-
-    def _window_shown(self, w) -> None:
-        self.viewer.set_window(*w)
-        self.planes.windows_to_sides(*w)
-
-    def _display_changed(self, d) -> None:
-        self.viewer.set_display(d.inverted, d.flip_h, d.flip_v)
-        self.viewer.set_rotation(d.rotation)
-        for v in self.planes.side_viewers:  # the other planes share the grey scale, not the main view's flips
-            v.set_display(d.inverted, False, False)
-        if d.cine:
-            self._cine_timer.start(int(round(1000 / d.cine_fps)))
-        else:
-            self._cine_timer.stop()
-
-    def _cine_speed(self, factor: float) -> None:
-        self.statusBar().showMessage(f"Cine: {self.model.display.cine_speed(factor):g} slices a second", 3000)
-
-    def reset_view(self) -> None:
-        self.model.display.reset()
-        self.viewer.fit()
-
-    # ============================================================================================ review
-    def set_decision(self, decision: Decision) -> None:
-        self.model.review.set_decision(decision)
-
-    def set_tool(self, tool: str) -> None:
-        self.viewer.set_tool(tool)
-        self.review_panel.set_tool(tool)
-
-    def undo(self) -> None:
-        self.model.review.undo()
-
-    def redo(self) -> None:
-        self.model.review.redo()
-
-    def _review_changed(self, key) -> None:
-        if self.series is not None and key[0] == self.series.uid:
-            self._update_ranking_decisions()
-            if key[1] == self.index:
-                self.slice_info.refresh()
-            if self.model.layout == "1x3" or not self.planes.main_is_acquired():
-                self.planes.draw_sides(force=True)
-                if not self.planes.main_is_acquired():
-                    self.planes.draw(self.viewer)
-        self.act_undo.setEnabled(self.model.review.can_undo)
-        self.act_redo.setEnabled(self.model.review.can_redo)
-
-    def _update_ranking_decisions(self) -> None:
-        if self.series is not None:
-            self.ranking.set_decisions({i: r.decision for (_u, i), r in self.session.review.items(self.series.uid)})
-
-    def goto_flagged(self, step: int) -> None:
-        pct = self.ranking.threshold_pct
-        nxt = self.model.flagged(step, pct)
-        if nxt == "no-scores":
-            self.statusBar().showMessage("No scores yet: run Adapt & score first", 4000)
-        elif nxt is None:
-            self.statusBar().showMessage(f"No slice is flagged at the {pct:g}th percentile of normal slices; lower "
-                                         "'Flag at' in the Slice ranking panel", 6000)
-        else:
-            self.show_slice(nxt)
 
     # ============================================================================================ session
     def save_session(self) -> None:

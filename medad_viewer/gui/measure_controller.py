@@ -32,7 +32,7 @@ class MeasureController:
 
     def choose(self, tool: str) -> None:
         """Choose the "length" or "roi" tool, saying how it works."""
-        self.window.set_tool(tool)
+        self.window.review.set_tool(tool)
         self.window.statusBar().showMessage(HINTS[tool], 6000)
 
     def delete_last(self) -> None:

@@ -44,7 +44,7 @@ class PlanesController:
             v.colorbar_enabled = False  # one colour bar, the main view's, for all three
             v.setMinimumSize(180, 200)
             v.scrollRequested.connect(lambda d, v=v: self.scroll(v, d))
-            v.windowChanged.connect(self.window._window_dragged)
+            v.windowChanged.connect(lambda c, w: self.window.display.window_dragged(c, w))
             v.crosshairMoved.connect(lambda r, c, v=v: self.crosshair_from(v, r, c))
             v.probe_text = lambda row, col, v=v: probe_html(self.model.probe(row, col, plane=v.plane))
         self.viewer.crosshairMoved.connect(lambda r, c: self.crosshair_from(self.viewer, r, c))

@@ -91,12 +91,12 @@ class SliceInfoController:
             self.window.statusBar().showMessage(f"No preset {k + 1} for {self.model.series.modality}", 3000)
             return
         p = presets[k]
-        self.window._set_window(p.center, p.width, p.name)
+        self.window.display.set_window(p.center, p.width, p.name)
 
     def reset_window(self) -> None:
         if self.model.series is not None:
             w = default_window(self.model.series)
-            self.window._set_window(w.center, w.width, w.name)
+            self.window.display.set_window(w.center, w.width, w.name)
 
 
 def _esc(text: str) -> str:
