@@ -194,7 +194,7 @@ def main() -> int:
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
     timer.start()
     t0 = time.monotonic()
-    win.open_path(str(folder))
+    win.opening.open_path(str(folder))
     wait(lambda: win.series is not None and win.index >= 0 and drawn(win.index), 300)
     first = time.monotonic() - t0
     s = win.series

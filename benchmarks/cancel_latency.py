@@ -109,7 +109,7 @@ def main() -> int:
         """Open `path` and wait until every slice is read."""
         opened = []
         win.studyOpened.connect(opened.append)
-        win.open_path(str(path), reference_set=refs)
+        win.opening.open_path(str(path), reference_set=refs)
         ok = wait(lambda: bool(opened), 120)
         win.studyOpened.disconnect(opened.append)
         if not ok:
@@ -136,7 +136,7 @@ def main() -> int:
         load_s = time.monotonic() - t  # the cancel moment: anywhere in a whole load (headers, then the slices)
         while next_trial("load"):
             before = study_loads()
-            win.open_path(str(folder))
+            win.opening.open_path(str(folder))
             new = study_loads() - before
             if len(new) != 1:
                 raise RuntimeError(f"open_path started {len(new)} study loads, not one")

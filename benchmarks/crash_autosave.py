@@ -73,6 +73,7 @@ def child(args: argparse.Namespace) -> int:
 
     from medad_viewer.gui.app import create_app
     from medad_viewer.gui.main_window import MainWindow
+    from medad_viewer.gui.status_controller import StatusController
     from medad_viewer.review.session import SessionStore
     from medad_viewer.review.state import Ellipse, Stroke
 
@@ -92,7 +93,7 @@ def child(args: argparse.Namespace) -> int:
         return out
 
     SessionStore.save = logged_save
-    MainWindow._probe_device = lambda self: None  # keep the child lean: no torch import
+    StatusController.probe_device = lambda self: None  # keep the child lean: no torch import
 
     app = create_app()
     win = MainWindow(QSettings(os.path.join(os.environ["MEDAD_VIEWER_DATA_DIR"], "settings.ini"),
@@ -100,7 +101,7 @@ def child(args: argparse.Namespace) -> int:
     win.show()
     opened: list[str] = []
     win.studyOpened.connect(opened.append)
-    win.open_path(args.study)
+    win.opening.open_path(args.study)
     deadline = time.monotonic() + START_TIMEOUT_S
     while not opened:
         if time.monotonic() > deadline:

@@ -179,7 +179,7 @@ def main() -> None:
           f"(x{m['ratio_score_to_forward']:.2f} forward), k=16 {score_mem16 * 1000:6.1f} ms/slice "
           f"(x{m['ratio_k16_to_k4']:.2f} k=4); bank {out['bank_patches_k4']} / {out['bank_patches_k16']} patches")
     print(f"           without the slice's mirror {score_plain * 1000:6.1f} ms/slice (x{m['ratio_no_mirror_to_forward']:.2f} "
-          f"forward); FLAIR (intensity term) {score_flair * 1000:6.1f} ms/slice (x{m['ratio_flair_to_forward']:.2f})")
+          f"forward); FLAIR (hyperintensity gate) {score_flair * 1000:6.1f} ms/slice (x{m['ratio_flair_to_forward']:.2f})")
     print(f"           mirror from the features {score_feat * 1000:6.1f} ms/slice "
           f"(x{m['ratio_mirror_features_to_forward']:.2f} forward); a volume through score_series "
           f"{series_on * 1000:6.1f} ms/slice with the through-plane step, {series_off * 1000:6.1f} without "

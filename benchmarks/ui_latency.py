@@ -69,7 +69,7 @@ def main() -> int:
 
     opened = []
     win.studyOpened.connect(opened.append)
-    win.open_demo()
+    win.opening.open_demo()
     t0 = time.monotonic()
     while not opened and time.monotonic() - t0 < 60:
         app.processEvents()

@@ -52,7 +52,7 @@ def make_window(qtbot, tmp_path, settings_name="settings.ini", **tiny) -> MainWi
 
 def open_study(qtbot, w: MainWindow, path) -> None:
     with qtbot.waitSignal(w.studyOpened, timeout=30_000):
-        w.open_path(str(path))
+        w.opening.open_path(str(path))
 
 
 def key(qtbot, w: MainWindow, k, modifier=Qt.KeyboardModifier.NoModifier) -> None:
@@ -132,7 +132,7 @@ def test_references_adapt_score_review_and_reopen(qtbot, tmp_path, ct_study, app
     scores = [res.results[i].score for i in ranked]
     assert sorted(ranked) == list(range(20)) and scores == sorted(scores, reverse=True)
     assert len(partials) >= 20  # rows arrived one by one while scoring
-    assert "efficientnet-lite2" in w.backbone_label.text()
+    assert "efficientnet-lite2" in w.status.backbone_label.text()
     qtbot.waitUntil(lambda: w.job is None, timeout=10_000)
     assert w.analysis.run_button.isEnabled()
 
@@ -311,7 +311,7 @@ def test_scoring_without_references_explains(qtbot, tmp_path, ct_study):
 def test_demo_opens_with_references_ready(qtbot, tmp_path, app_data):
     w = make_window(qtbot, tmp_path)
     with qtbot.waitSignal(w.studyOpened, timeout=30_000):
-        w.open_demo()
+        w.opening.open_demo()
     assert w.series.modality == "MR" and w.series.num_slices == 25
     rs = w.session.reference_set
     assert len(rs.normals()) >= 3 and w.tray.card_count() == len(rs)
@@ -376,8 +376,8 @@ def test_untrained_vision_language_weights_warn(qtbot, tmp_path):
     w = make_window(qtbot, tmp_path)
     w.model.scoring.detector_info = {"backbone": "open_clip:tiny", "weights": "random initialisation (UNTRAINED)",
                        "pretrained": False, "method": "adapted"}
-    w._update_backbone_label()
-    assert "UNTRAINED" in w.backbone_label.text() and "meaningless" in w.backbone_label.text()
+    w.status.update_backbone()
+    assert "UNTRAINED" in w.status.backbone_label.text() and "meaningless" in w.status.backbone_label.text()
     close_window(qtbot, w)
 
 
@@ -457,8 +457,8 @@ def test_the_latest_open_wins_over_a_slower_earlier_one(qtbot, tmp_path, ct_stud
 
     monkeypatch.setattr(mw, "load_study", load)
     w = make_window(qtbot, tmp_path)
-    w.open_path(str(slow))
-    first = w._study_loader
+    w.opening.open_path(str(slow))
+    first = w.opening.loader
     open_study(qtbot, w, ct_study)
     assert first.token.cancelled
     qtbot.waitUntil(lambda: not first.is_running, timeout=10_000)
@@ -647,7 +647,7 @@ def test_the_window_fits_a_laptop_screen_with_every_panel(qtbot, tmp_path):
     the 1x3 layout and the Why is this hot? panel shown (the reference tray's row once needed 1,573 px)."""
     w = make_window(qtbot, tmp_path)
     with qtbot.waitSignal(w.studyOpened, timeout=30_000):
-        w.open_demo()
+        w.opening.open_demo()
     w.model.set_layout("1x3")
     w.why.toggle()
     qtbot.wait(50)

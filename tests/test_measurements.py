@@ -339,7 +339,7 @@ def test_the_m_and_o_tools_on_the_real_window(qtbot, tmp_path, sample_data):
     w.show()
     qtbot.waitExposed(w)
     with qtbot.waitSignal(w.studyOpened, timeout=30_000):
-        w.open_path(str(path))
+        w.opening.open_path(str(path))
     w.show_slice(10)
 
     def drag(p0, p1):

@@ -263,7 +263,7 @@ def test_the_window_shows_the_first_slice_before_the_rest_are_read(qtbot, window
     delay, _order = slow_reads
     delay[0] = 0.05  # the fill takes about a second: time to look at it
     with qtbot.waitSignal(w.studyOpened, timeout=30_000):
-        w.open_path(str(ct))
+        w.opening.open_path(str(ct))
     s = w.series
     assert s.loaded_count() < N and not w.model.complete  # the study is on screen while slices are still read
     assert w.index == N // 2 and not w.viewer.is_loading
@@ -296,7 +296,7 @@ def test_adapt_and_score_pressed_while_loading_waits_for_every_slice(qtbot, wind
     w = window
     slow_reads[0][0] = 0.05
     with qtbot.waitSignal(w.studyOpened, timeout=30_000):
-        w.open_path(str(ct))
+        w.opening.open_path(str(ct))
     s = w.series
     for z in (5, 10):
         w.show_slice(z)
@@ -312,14 +312,14 @@ def test_adapt_and_score_pressed_while_loading_waits_for_every_slice(qtbot, wind
     assert any(m.startswith("Waiting for the series to load") and not c for m, c in stages)  # said why it waits
     assert complete_at_first_score == [True]  # no slice scored before every slice was read
     assert len(done.args[0].results) == N and s.complete
-    assert w.device_label.text().startswith("Device: CPU (")  # what the job (which imported torch) says it uses
+    assert w.status.device_label.text().startswith("Device: CPU (")  # what the job (which imported torch) says it uses
 
 
 def test_a_slice_that_cannot_be_read_in_the_window(qtbot, window, ct, slow_reads, damaged_slice):
     """The numbers stay (a review may be under way): the slice is shown empty, the browser says which file."""
     w = window
     with qtbot.waitSignal(w.studyOpened, timeout=30_000):
-        w.open_path(str(ct))
+        w.opening.open_path(str(ct))
     s = w.series
     w.show_slice(30)
     w.review.set_decision(Decision.CONFIRMED)  # reviewing while the rest arrive
@@ -336,7 +336,7 @@ def test_a_slice_that_cannot_be_read_in_the_window(qtbot, window, ct, slow_reads
 def test_reformatted_views_and_probe_while_loading(qtbot, window, ct, slow_reads):
     w = window
     with qtbot.waitSignal(w.studyOpened, timeout=30_000):
-        w.open_path(str(ct))
+        w.opening.open_path(str(ct))
     w.model.set_layout("1x3")  # coronal and sagittal beside: cut across slices not all read yet
     qtbot.wait(50)
     assert any("loading" in v.top_left.text() for v in w.planes.side_viewers)
@@ -357,13 +357,13 @@ def test_opening_another_study_during_the_fill_is_safe(qtbot, window, ct, sample
     w = window
     slow_reads[0][:] = [0.1, "ct"]  # the first study's slices come slowly, the second's at once
     with qtbot.waitSignal(w.studyOpened, timeout=30_000):
-        w.open_path(str(ct))
-    first = w._filler
+        w.opening.open_path(str(ct))
+    first = w.opening.filler
     assert first is not None and first.is_running and not w.model.complete
     ct2 = tmp_path / "ct2"
     shutil.copytree(sample_data / "ct-dicom", ct2)
     with qtbot.waitSignal(w.studyOpened, timeout=30_000):
-        w.open_path(str(ct2))
+        w.opening.open_path(str(ct2))
     assert first.token.cancelled
     qtbot.waitUntil(lambda: not first.is_running, timeout=10_000)
     qtbot.wait(100)  # anything the first job still had on its way is delivered (and dropped)
@@ -387,10 +387,10 @@ def test_a_failed_open_during_the_fill_leaves_the_study_on_screen_completing(qtb
     monkeypatch.setattr(jobs, "load_study", load)
     w = window
     with qtbot.waitSignal(w.studyOpened, timeout=30_000):
-        w.open_path(str(ct))
+        w.opening.open_path(str(ct))
     s = w.series
     (tmp_path / "broken").mkdir()
-    w.open_path(str(tmp_path / "broken"))
+    w.opening.open_path(str(tmp_path / "broken"))
     qtbot.waitUntil(lambda: "Could not be opened" in w.browser.study_label.text(), timeout=10_000)
     assert not s.complete and w.series is s
     qtbot.waitUntil(lambda: w.model.complete, timeout=30_000)

@@ -25,7 +25,7 @@ def make_window(qtbot, tmp_path) -> MainWindow:
     qtbot.waitExposed(w)
     w.activateWindow()
     with qtbot.waitSignal(w.studyOpened, timeout=30_000):
-        w.open_demo()
+        w.opening.open_demo()
     return w
 
 

@@ -66,14 +66,14 @@ def main() -> int:
     shot("empty.png")
     opened: list[str] = []
     win.studyOpened.connect(opened.append)
-    win.open_path(args.ct)
+    win.opening.open_path(args.ct)
     wait(lambda: opened)
     win.apply_preset(1)
     pump(0.5)
     shot("study-open.png")
 
     opened.clear()
-    win.open_demo()
+    win.opening.open_demo()
     wait(lambda: opened)
     win.show_slice(8)
     shot("references.png")

@@ -39,13 +39,13 @@ def build_actions(win) -> None:
     _action = lambda *a, **k: make_action(win, *a, **k)  # noqa: E731
     mb = self.menuBar()
     m_file = mb.addMenu("&File")
-    self.act_open_folder = _action("Open folder…", self.open_folder_dialog, QKeySequence.StandardKey.Open,
+    self.act_open_folder = _action("Open folder…", lambda: self.opening.open_folder_dialog(), QKeySequence.StandardKey.Open,
                                         "Open a folder of DICOM files or images", m_file)
-    self.act_open_file = _action("Open file…", self.open_file_dialog, "Ctrl+Shift+O",
+    self.act_open_file = _action("Open file…", lambda: self.opening.open_file_dialog(), "Ctrl+Shift+O",
                                       "Open a NIfTI, NRRD, MetaImage, DICOM or image file", m_file)
     self.recent_menu = m_file.addMenu("Open recent")
-    self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
-    _action("Open the demo study", self.open_demo, None, "Brain MR with a tumour and saved references",
+    self.recent_menu.aboutToShow.connect(lambda: self.opening.fill_recent_menu())
+    _action("Open the demo study", lambda: self.opening.open_demo(), None, "Brain MR with a tumour and saved references",
                  m_file)
     m_file.addSeparator()
     _action("Save session", self.save_session, QKeySequence.StandardKey.Save,

@@ -11,7 +11,8 @@ import time
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
-from .main_window import DEMO_STUDY, MainWindow
+from ..paths import DEMO_STUDY
+from .main_window import MainWindow
 from .worker import wait_for_detached
 
 
@@ -61,9 +62,9 @@ def run_app(path: str | None = None, demo: bool = False) -> int:
         if not DEMO_STUDY.is_file():
             win.browser.errors.add_messages([f"The demo study is missing: {DEMO_STUDY}"])
         else:
-            QTimer.singleShot(0, win.open_demo)
+            QTimer.singleShot(0, win.opening.open_demo)
     elif path:
-        QTimer.singleShot(0, lambda: win.open_path(path))
+        QTimer.singleShot(0, lambda: win.opening.open_path(path))
     code = app.exec()
     # The window closed at once; a job it cancelled may still be reaching its next check. Wait a little for it (a
     # scoring job saves its slices on the way out), then leave without it: the session was saved on close.

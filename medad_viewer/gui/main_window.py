@@ -1,33 +1,39 @@
-"""MainWindow: study browser, slice viewer, ranking, reference tray and review around the Qt-free viewer model
-(`review/viewer.py`). The window forwards gestures to the model and redraws on the model's events; long work runs
-in the one background worker (gui/worker.py) through the jobs of gui/jobs.py. Menus and keys: gui/actions.py;
-File → Export: gui/export_controller.py; the reference tray: gui/references_controller.py; measuring: gui/measure_controller.py."""
+"""MainWindow: lays out the study browser, the slice viewers, the ranking, the reference tray and the panels around the
+Qt-free viewer model (`review/viewer.py`), and wires one controller per concern, each listening to its own model's
+events: opening studies (gui/opening_controller.py), the planes (planes_controller.py), the slice's lines and
+overlays (slice_info_controller.py), the display (display_controller.py), the review (review_controller.py),
+measuring (measure_controller.py), the references (references_controller.py), Adapt & score
+(scoring_controller.py), File → Export (export_controller.py) and the status bar (status_controller.py). Long work
+runs in the one background worker (gui/worker.py) through the jobs of gui/jobs.py. Menus and keys: gui/actions.py."""
 
 from __future__ import annotations
 
-import os
-import sys
 import time
-from pathlib import Path
 
-from PySide6.QtCore import QSettings, QTimer, Signal
-from PySide6.QtWidgets import QMainWindow, QMessageBox, QWidget
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
+from PySide6.QtWidgets import QDockWidget, QMainWindow, QMenu, QMessageBox, QWidget
 
-from ..paths import DEMO_REFERENCES, DEMO_STUDY
-from ..review.references import ReferenceSet
+from ..io.windowing import presets_for
+from ..review.state import Decision
 from ..review.viewer import ViewerModel
-from .actions import build_actions
-from .chrome import ChromeMixin
+from .actions import build_actions, shortcuts_html
 from .display_controller import DisplayController
 from .export_controller import ExportController
 from .measure_controller import MeasureController
-from .jobs import device_guess, device_probe_job, freeze_heap, load_study_job
+from .jobs import freeze_heap
+from .panels import AnalysisPanel, ReviewPanel
+from .planes_controller import PlanesController
+from .ranking import RankingPanel
+from .reference_tray import ReferenceTray
+from .opening_controller import OpeningController
 from .references_controller import ReferencesController
 from .review_controller import ReviewController
 from .scoring_controller import ScoringController
-from .settings import AppSettings
+from .settings import AppSettings, SettingsDialog
 from .slice_info_controller import SliceInfoController, probe_html
-from .study_browser import pixmap_from_gray
+from .slice_viewer import SliceViewer
+from .status_controller import StatusController
+from .study_browser import StudyBrowser
 from .why_panel import attach_why_panel
 from .worker import Worker
 
@@ -37,7 +43,7 @@ def _model_field(name: str) -> property:
     return property(lambda self: getattr(self.model, name), lambda self, v: setattr(self.model, name, v))
 
 
-class MainWindow(ChromeMixin, QMainWindow):
+class MainWindow(QMainWindow):
     studyOpened = Signal(str)
     sliceShown = Signal(int)
     scoringFinished = Signal(object)
@@ -71,22 +77,18 @@ class MainWindow(ChromeMixin, QMainWindow):
         self.review = ReviewController(self)
         build_actions(self)
         self.why = attach_why_panel(self, self.act_why)  # the "Why is this hot?" dock (View menu, Y)
-        self._build_status_bar()
+        self.status = StatusController(self)
         self.scoring = ScoringController(self)
         self._save_timer = QTimer(self)
         self._save_timer.setSingleShot(True)
         self._save_timer.timeout.connect(self.save_session)
-        self._mem_timer = QTimer(self)
-        self._mem_timer.setInterval(2000)
-        self._mem_timer.timeout.connect(self._update_memory)
-        self._mem_timer.start()
         self._connect_model()
+        self.opening = OpeningController(self)
         self.references = ReferencesController(self)
         self.exports = ExportController(self)
         self.measure = MeasureController(self)
         self.viewer.probe_text = lambda row, column: probe_html(self.model.probe(row, column))
-        self._update_memory()
-        self._probe_device()
+        self.status.probe_device()
         QTimer.singleShot(0, freeze_heap)  # what start-up made need not be scanned by the collector again
         self.references.refresh()
         self.review_panel.setEnabled(False)
@@ -96,91 +98,12 @@ class MainWindow(ChromeMixin, QMainWindow):
     def _connect_model(self) -> None:
         """The window's handlers of the model's typed events (review/events.py)."""
         ev = self.model.events
-        ev.study.connect(lambda e: self._study_shown(e.load))
         ev.series.connect(lambda e: self._series_shown(e.series))
         ev.slice.connect(lambda e: self._slice_shown(e.index))
         saving = self.model.saving.events
         saving.due.connect(lambda e: self._save_timer.isActive() or self._save_timer.start(int(e.delay_s * 1000)))
         saving.problem.connect(lambda e: self._save_problem(e.message))
         ev.say.connect(lambda e: self._say(e.text))
-        ev.loading.connect(lambda e: self._loading_progress((e.done, e.total)))
-        ev.loaded.connect(lambda _e: self._loading_done(None))
-        ev.study_changed.connect(lambda e: self._study_changed(e.study))
-
-    # ============================================================================================ status bar
-    def _probe_device(self) -> None:
-        """The status bar's device. Before the first Adapt & score torch is not imported (the window starts without
-        it: issue 20), so the device is told from what the machine has; the first job says what it really uses."""
-        preference = self.app_settings.get("device")
-        if "torch" not in sys.modules:
-            self.device_label.setText(f"Device: {device_guess(preference)}")
-            return
-        w = Worker(device_probe_job(preference), "device-probe", self)
-        w.finished.connect(lambda text: self.device_label.setText(f"Device: {text}"))
-        w.failed.connect(lambda msg: self.device_label.setText(f"Device: ⚠ {msg}"))
-        self._start_loader(w)
-
-    # ============================================================================================ opening
-    def open_demo(self) -> None:
-        self.open_path(str(DEMO_STUDY), reference_set=DEMO_REFERENCES)
-
-    def open_path(self, path: str, reference_set: str | os.PathLike | None = None) -> None:
-        """Open a study in the background. `reference_set`: a set file loaded into the tray unless the study's
-        saved session already has references. The latest request wins: an older load still running is cancelled,
-        and its result dropped if it comes."""
-        path = str(Path(path).expanduser().resolve())
-        if self.scoring.running:
-            self.scoring.cancel()  # scoring belongs to the open series; the job saves the slices it finished
-        pending = None
-        if reference_set is not None:
-            try:
-                pending = ReferenceSet.load(reference_set)
-            except ValueError as exc:
-                self.browser.errors.add_messages([str(exc)])
-        token = self.model.begin_load(pending)
-        self.browser.set_loading(path)
-        self.statusBar().showMessage(f"Loading {path} …")
-        if self._study_loader is not None:
-            self._study_loader.cancel()
-        # A study shown while its slices are still read (the load job goes on filling them in) keeps filling until
-        # this one is shown: if this open fails, the study on screen still completes.
-        w = self._study_loader = Worker(load_study_job(path), "load-study", self)
-        w.partial.connect(lambda item: self._load_partial(w, token, item))
-        w.finished.connect(lambda payload: self._load_finished(w, token, payload))
-        w.failed.connect(lambda msg: self._load_failed(w, token, path, msg))
-        w.done.connect(lambda: setattr(self, "_study_loader", None) if w is self._study_loader else None)
-        self._start_loader(w)
-
-    _filler: Worker | None = None  # the load job still reading the slices of the study shown
-
-    def _load_partial(self, w: Worker, token: int, item: tuple) -> None:
-        kind, payload = item
-        if kind == "study":
-            if self.model.load_finished(token, payload):
-                # shown: from now on this job only fills in the slices (a later open does not cancel it until that
-                # study is shown)
-                self._filler = w
-                if self._study_loader is w:
-                    self._study_loader = None
-                self.scoring.update_run_state()
-        elif kind == "slices":
-            self.model.load_progress(token, *payload)
-
-    def _load_finished(self, w: Worker, token: int, payload: dict) -> None:
-        if payload.get("complete"):
-            self.model.load_complete(token)
-        elif self.model.load_finished(token, payload):
-            self.scoring.update_run_state()
-        if self._filler is w:
-            self._filler = None
-
-    def _load_failed(self, w: Worker, token: int, path: str, msg: str) -> None:
-        if self.model.is_current(token) and not self.model.shows(token):
-            self._study_failed(path, msg)
-        elif self.model.shows(token):  # the rest of the slices could not be read
-            self.browser.errors.add_messages([f"{path}: reading the slices stopped: {msg}"])
-        if self._filler is w:
-            self._filler = None
 
     @property
     def settled(self) -> bool:
@@ -192,86 +115,6 @@ class MainWindow(ChromeMixin, QMainWindow):
         self._loaders.append(w)
         w.thread_finished.connect(lambda w=w: self._loaders.remove(w) if w in self._loaders else None)
         w.start()
-
-    def _study_failed(self, path: str, msg: str) -> None:
-        self.browser.study_label.setText(f"<b>{path}</b><br>Could not be opened")
-        self.browser.errors.add_messages([msg])
-        self.statusBar().showMessage(f"Could not open {path}", 8000)
-
-    def _study_shown(self, payload: dict) -> None:
-        study, path = payload["study"], payload["path"]
-        # The study shown before this one may still be filling in its slices: no longer needed.
-        if self._filler is not None and self._filler is not self._study_loader:
-            self._filler.cancel()
-            self._filler = None
-        self.browser.errors.clear()
-        self.browser.errors.add_messages([e.full for e in study.errors] + list(payload.get("notes") or []))
-        if "overlay" in self.session.view:
-            self.analysis.restore_overlay_state(self.session.view["overlay"])
-        entries = [{"pixmap": pixmap_from_gray(t), "modality": s.modality, "description": s.description,
-                    "num_slices": s.num_slices, "rows": s.rows, "columns": s.columns, "warnings": s.warnings}
-                   for s, t in zip(study.series, payload["thumbs"])]
-        row = self.model.saved_series_row()
-        self.browser.set_study(path, entries, row if entries else None)
-        self.setWindowTitle(f"MedAD Viewer — {Path(path).name}")
-        self.app_settings.add_recent(path)
-        if study.series:
-            self.select_series(row)
-            restored = " — previous review session restored" if payload["session"] is not None else ""
-            self.statusBar().showMessage(f"Opened {Path(path).name}: {len(study.series)} series{restored}", 8000)
-        else:
-            self.viewer.clear()
-            self.viewer.placeholder.setText(f"No images could be read from\n{path}\n\nSupported: "
-                                            "DICOM, NIfTI, NRRD, MetaImage, PNG, JPEG, TIFF, BMP.")
-            self.ranking.set_series(0, None)
-            if not study.errors:
-                self.browser.errors.add_messages([f"{path}: no images found (empty folder?)"])
-            self.statusBar().showMessage(f"No images in {path}", 8000)
-        self.references.refresh()
-        self.references.load_sources()
-        self.studyOpened.emit(path)
-
-    # ============================================================================================ loading
-    def _loading_progress(self, progress: tuple[int, int]) -> None:
-        done, total = progress
-        self.statusBar().showMessage(f"Reading slices: {done} / {total}", 2000)
-        self.scoring.update_run_state()
-        if (self.model.layout == "1x3" or not self.planes.main_is_acquired()) and time.monotonic() - self._planes_drawn > 0.5:
-            # the reformatted views show the slices read so far: redrawn twice a second while the rest arrive
-            self._planes_drawn = time.monotonic()
-            self.planes.draw_sides(force=True)
-            if not self.planes.main_is_acquired():
-                self.planes.draw(self.viewer)
-
-    _planes_drawn = 0.0
-
-    def _loading_done(self, _payload=None) -> None:
-        self.statusBar().showMessage("All slices read", 3000)
-        self.scoring.update_run_state()
-        self.references.refresh()
-        if self.series is not None:
-            self.planes.draw_sides(force=True)
-            if not self.planes.main_is_acquired():
-                self.planes.draw(self.viewer)
-
-    def _study_changed(self, study) -> None:
-        """Once every slice was read: some could not be (their warnings), or a series had none readable (dropped).
-        The list of series is drawn anew."""
-        from .imaging import thumbnail
-        from ..io.windowing import default_window
-
-        entries = []
-        for s in study.series:
-            w = default_window(s)
-            pm = pixmap_from_gray(thumbnail(s.slice(s.num_slices // 2), (w.center, w.width), 64))
-            entries.append({"pixmap": pm, "modality": s.modality, "description": s.description,
-                            "num_slices": s.num_slices, "rows": s.rows, "columns": s.columns, "warnings": s.warnings})
-        self.browser.set_study(self.study_path, entries, max(self.model.series_row, 0) if entries else None)
-        self.browser.errors.clear()
-        self.browser.errors.add_messages([e.full for e in study.errors])
-        if not study.series:
-            self.viewer.clear()
-            self.ranking.set_series(0, None)
 
     # ============================================================================================ series/slices
     def select_series(self, row: int) -> None:
@@ -294,7 +137,7 @@ class MainWindow(ChromeMixin, QMainWindow):
             n, tot = len(res), s.num_slices
             self.analysis.show_message(f"Showing the saved scores of {n} of {tot} slices" if n < tot else
                                        f"Showing the saved scores ({res.detector.get('backbone', '')})")
-        self._update_backbone_label()
+        self.status.update_backbone()
         self.ranking.set_threshold(float(self.session.view.get("flag_pct", self.ranking.threshold_pct)))
         self.review.update_ranking_decisions()
         self.viewer.set_window(*self.model.display.window())
@@ -351,6 +194,108 @@ class MainWindow(ChromeMixin, QMainWindow):
             self.statusBar().showMessage(f"⚠ {message}", 15000)
             self._error(message, title="Review not saved" if "could not be saved (" in message else "MedAD Viewer")
 
+    # ============================================================================================ layout, dialogs
+    def _build_widgets(self) -> None:
+        self.viewer = SliceViewer()
+        self.planes = PlanesController(self)
+        self.setCentralWidget(self.planes.widget)
+        self.browser = StudyBrowser()
+        self.ranking = RankingPanel()
+        self.tray = ReferenceTray()
+        self.analysis = AnalysisPanel()
+        self.review_panel = ReviewPanel()
+
+        def dock(title: str, widget: QWidget, area: Qt.DockWidgetArea, name: str) -> QDockWidget:
+            d = QDockWidget(title, self)
+            d.setObjectName(name)
+            d.setWidget(widget)
+            d.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
+                          | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+            self.addDockWidget(area, d)
+            return d
+
+        self.browser_dock = dock("Study", self.browser, Qt.DockWidgetArea.LeftDockWidgetArea, "study")
+        self.tray_dock = dock("Reference tray", self.tray, Qt.DockWidgetArea.BottomDockWidgetArea, "tray")
+        self.analysis_dock = dock("Adapt && score", self.analysis, Qt.DockWidgetArea.RightDockWidgetArea, "analysis")
+        self.ranking_dock = dock("Slice ranking", self.ranking, Qt.DockWidgetArea.RightDockWidgetArea, "ranking")
+        self.review_dock = dock("Review", self.review_panel, Qt.DockWidgetArea.LeftDockWidgetArea, "review")
+        self.browser_dock.setMinimumWidth(270)
+        self.analysis_dock.setMinimumWidth(330)
+        # The ranking list deserves the height; the Adapt & score panel needs only its controls.
+        self.resizeDocks([self.analysis_dock, self.ranking_dock], [250, 650], Qt.Orientation.Vertical)
+        self.resizeDocks([self.browser_dock, self.review_dock], [430, 400], Qt.Orientation.Vertical)
+        self.setCorner(Qt.Corner.BottomLeftCorner, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
+
+        self.viewer.scrollRequested.connect(self.planes.step)
+        self.viewer.contextMenuRequested.connect(self._viewer_context_menu)
+        self.browser.seriesSelected.connect(self.select_series)
+        self.ranking.sliceClicked.connect(self._jump_from_panel)
+        self.ranking.flagThresholdChanged.connect(self._flag_threshold_changed)
+        self.analysis.runRequested.connect(lambda: self.scoring.run())
+        self.analysis.cancelRequested.connect(lambda: self.scoring.cancel())
+        self.analysis.overlayChanged.connect(self._overlay_changed)
+
+    def open_settings(self) -> None:
+        dlg = SettingsDialog(self.app_settings, self)
+        if dlg.exec():
+            self.status.update_backbone()
+            self.status.probe_device()
+
+    def _viewer_context_menu(self, pos) -> None:
+        if self.series is None:
+            return
+        m = QMenu(self)
+        m.addAction("Add as normal reference (R)", lambda: self.references.add("normal"))
+        m.addAction("Add as abnormal example (uses the drawing as mask)", lambda: self.references.add("abnormal"))
+        pos_in_set = self.session.reference_set.find(self.series.uid, self.index)
+        if pos_in_set is not None:
+            m.addAction("Remove from references", lambda: self.references.remove(pos_in_set))
+        m.addSeparator()
+        m.addAction("Confirm finding (A)", lambda: self.review.set_decision(Decision.CONFIRMED))
+        m.addAction("Dismiss (D)", lambda: self.review.set_decision(Decision.DISMISSED))
+        m.addAction("Mark unreviewed (U)", lambda: self.review.set_decision(Decision.UNREVIEWED))
+        m.addSeparator()
+        wm = m.addMenu("Window preset")
+        for k, p in enumerate(presets_for(self.series)[:5]):
+            wm.addAction(f"{k + 1}: {p.name}", lambda k=k: self.slice_info.apply_preset(k))
+        m.addAction("Fit to window", self.viewer.fit)
+        m.popup(pos)
+
+    def _say(self, text: str) -> None:
+        """A hint in the Adapt & score panel and the status bar: no dialog to dismiss."""
+        self.analysis.show_message(text)
+        self.statusBar().showMessage(text, 8000)
+
+    def _error(self, text: str, title: str = "MedAD Viewer") -> None:
+        """A window-modal message that does not block the event loop (a running job keeps reporting)."""
+        if self._message_box is not None:
+            self._message_box.close()
+        box = QMessageBox(QMessageBox.Icon.Warning, title, text, QMessageBox.StandardButton.Ok, self)
+        box.setWindowModality(Qt.WindowModality.WindowModal)
+        box.open()
+        self._message_box = box
+
+    def _show_shortcuts(self) -> None:
+        QMessageBox.information(self, "Keyboard shortcuts", shortcuts_html(self))
+
+    def _about(self) -> None:
+        from .. import __version__
+        QMessageBox.about(self, "About MedAD Viewer",
+                          f"<b>MedAD Viewer {__version__}</b><br>Few-shot anomaly detection for medical images. "
+                          "A review aid for clinicians: it ranks slices that differ from the normal references you "
+                          "pick. It does not make a diagnosis.")
+
+    def dragEnterEvent(self, ev) -> None:
+        if ev.mimeData().hasUrls() and any(u.isLocalFile() for u in ev.mimeData().urls()):
+            ev.acceptProposedAction()
+
+    def dropEvent(self, ev) -> None:
+        paths = [u.toLocalFile() for u in ev.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            ev.acceptProposedAction()
+            self.opening.open_path(paths[0])
+
     # ============================================================================================ misc UI
     # ============================================================================================ drag & drop
     # ============================================================================================ shutdown
@@ -369,7 +314,7 @@ class MainWindow(ChromeMixin, QMainWindow):
             if w.is_running:
                 w.detach()
         self.model.save()
-        self._mem_timer.stop()
+        self.status.memory_timer.stop()
         self._save_timer.stop()
         super().closeEvent(ev)
 

@@ -120,7 +120,7 @@ class ReferencesController:
             self.window._error(str(exc))
 
     def load_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self.window, "Load reference set", self.window._last_dir(),
+        path, _ = QFileDialog.getOpenFileName(self.window, "Load reference set", self.window.opening.last_dir(),
                                               "JSON (*.json)")
         if path:
             try:

@@ -33,7 +33,7 @@ class ScoringController:
         ev.scores.connect(lambda e: self._scores_replaced(e.series_uid))
         ev.slice_score.connect(lambda e: self._slice_scored(e.result))
         ev.scoring.connect(lambda e: self._state_changed(e.run))
-        ev.device.connect(lambda e: window.device_label.setText(f"Device: {e.text}"))
+        ev.device.connect(lambda e: window.status.device_label.setText(f"Device: {e.text}"))
 
     @property
     def running(self) -> bool:
@@ -114,7 +114,7 @@ class ScoringController:
                 self.window.planes.overlays_soon()
 
     def _state_changed(self, run) -> None:
-        self.window._update_backbone_label()
+        self.window.status.update_backbone()
         if run.state == DONE:
             outcome = run.outcome
             self.model.session.settings = dict(outcome.detector)  # describe(): with the settings as they ran
