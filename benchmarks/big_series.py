@@ -182,7 +182,7 @@ def main() -> int:
     win.model.load_finished = load_finished
 
     def drawn(i: int) -> bool:
-        return win.series is not None and win.index == i and win.viewer._pixels is not None \
+        return win.model.series is not None and win.model.index == i and win.viewer._pixels is not None \
             and not win.viewer.is_loading
 
     from PySide6.QtCore import QTimer, Qt
@@ -195,13 +195,13 @@ def main() -> int:
     timer.start()
     t0 = time.monotonic()
     win.opening.open_path(str(folder))
-    wait(lambda: win.series is not None and win.index >= 0 and drawn(win.index), 300)
+    wait(lambda: win.model.series is not None and win.model.index >= 0 and drawn(win.model.index), 300)
     first = time.monotonic() - t0
-    s = win.series
+    s = win.model.series
     out.update(first_slice_s=round(first, 3), study_shown_s=round(marks.get("study", t0) - t0, 3),
                first_draw_ms=round(1000 * (t0 + first - marks.get("study", t0 + first)), 1))
     # While the rest arrive: jump to a slice far from the first one, not read yet if the fill has not got there.
-    far = 1 if win.index > s.num_slices // 4 else s.num_slices - 2
+    far = 1 if win.model.index > s.num_slices // 4 else s.num_slices - 2
     out["unread_slice_s"] = None
     if not s.is_loaded(far):
         t = time.monotonic()
@@ -214,7 +214,7 @@ def main() -> int:
     timer.stop()
     gaps = [b - a for a, b in zip(ticks, ticks[1:])]
     out["loading_max_stall_ms"] = round(max(0.0, 1000 * max(gaps) - 10), 1) if gaps else None
-    s = win.series
+    s = win.model.series
     out["volume_mb"] = round(s.num_slices * s.rows * s.columns * 2 / 2**20, 1)
     # Browse: every 10th slice, then back, as a user scrolling through.
     t = time.monotonic()
@@ -233,7 +233,7 @@ def main() -> int:
             win.show_slice(i)
             win.references.add("normal")
         if args.score_slices:
-            import medad_viewer.review.scoring as scoring
+            import medad_viewer.review.score_job as scoring
             orig = scoring.ScoreJob.__init__
 
             def limited(self, *a, **kw):
@@ -243,13 +243,13 @@ def main() -> int:
         done = []
         first_scored: list[bool] = []
         win.model.scoring.events.slice_score.connect(lambda _e: not first_scored
-                                             and first_scored.append(bool(win.series.complete)))
+                                             and first_scored.append(bool(win.model.series.complete)))
         win.scoringFinished.connect(done.append)
         win.scoringFailed.connect(done.append)
         t = time.monotonic()
         win.scoring.run()
         wait(lambda: bool(done), 7200)
-        scored = len(win.results[s.uid]) if s.uid in win.results else 0
+        scored = len(win.model.results[s.uid]) if s.uid in win.model.results else 0
         out["scored"] = scored
         out["scored_complete"] = first_scored[0] if first_scored else None
         out["score_s_per_slice"] = round((time.monotonic() - t) / max(scored, 1), 3)
@@ -259,7 +259,7 @@ def main() -> int:
     out["peak_rss_mb"] = round(hwm_mb(), 1)
     out["peak_over_start_mb"] = round(hwm_mb() - base_rss, 1)
     win.close()
-    wait(lambda: not win._loaders and win.job is None, 30)
+    wait(lambda: not win._loaders and win.scoring.job is None, 30)
     if not args.no_phases:
         out["phases"] = phases(folder)
     print(json.dumps(out))

@@ -160,7 +160,7 @@ def main() -> int:
             # A job that ran to its end cached its adaptation; the next would reuse it and never adapt.
             shutil.rmtree(cache, ignore_errors=True)
             win.act_run.trigger()  # Adapt & score (Ctrl+Return)
-            w = win.job
+            w = win.scoring.job
             if w is None:
                 raise RuntimeError("Adapt & score started no job")
             stage = {"message": ""}
@@ -170,10 +170,10 @@ def main() -> int:
             pump(rng.uniform(0.0, 2.0))
             if not w.is_running or not in_stage(stage["message"]):
                 redraws[kind] += 1
-                settle("Adapt & score did not end", lambda: win.job is None, 900)
+                settle("Adapt & score did not end", lambda: win.scoring.job is None, 900)
                 continue
             times[kind].append(cancel_and_time(w, win.act_cancel.trigger))  # Cancel (Esc)
-            settle("the window did not take the cancelled job back", lambda: win.job is None, 10)
+            settle("the window did not take the cancelled job back", lambda: win.scoring.job is None, 10)
         spent[kind] = time.monotonic() - t0
 
     if "adapt" in kinds or "score" in kinds:

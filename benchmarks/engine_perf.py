@@ -91,7 +91,7 @@ def _series_time(det: AnomalyDetector, slices: int, batch: int, repeats: int = 2
     with the through-plane step and without it."""
     from dataclasses import replace
 
-    from medad_viewer.engine.score import score_series
+    from medad_viewer.engine.series_scores import score_series
 
     series = load_study(str(REPO / "resources" / "demo" / "brain1_image.nrrd")).series[0]
     idx = [i % series.num_slices for i in range(slices)]

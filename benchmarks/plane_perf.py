@@ -45,7 +45,7 @@ def main() -> int:
     from medad_viewer.engine.records import SliceScore
     from medad_viewer.review.results import ScoreResults
     from medad_viewer.review.state import Ellipse
-    from medad_viewer.review.viewer import ViewerModel
+    from medad_viewer.review.viewer_model import ViewerModel
 
     rng = np.random.default_rng(0)
     n, size = args.slices, args.size

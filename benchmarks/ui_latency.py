@@ -74,7 +74,7 @@ def main() -> int:
     while not opened and time.monotonic() - t0 < 60:
         app.processEvents()
         time.sleep(0.005)
-    if not win.series:
+    if not win.model.series:
         print(json.dumps({"error": "the demo study did not open"}))
         return 1
     # As a user would: the window has settled (the start-up device probe, which imports torch, is done) before
@@ -99,9 +99,9 @@ def main() -> int:
     step = [1]
 
     def scroll() -> None:
-        if win.index in (0, win.series.num_slices - 1):
+        if win.model.index in (0, win.model.series.num_slices - 1):
             step[0] = -step[0]
-        win.show_slice(win.index + step[0])
+        win.show_slice(win.model.index + step[0])
 
     scroller.timeout.connect(scroll)
     prober = QTimer()
@@ -148,8 +148,8 @@ def main() -> int:
     if args.probe:
         prober.start()
     win.scoring.run()
-    if win.job is not None:
-        win.job.progress.connect(lambda f, m: stage["log"].append((time.perf_counter(), m)))
+    if win.scoring.job is not None:
+        win.scoring.job.progress.connect(lambda f, m: stage["log"].append((time.perf_counter(), m)))
     while state["done"] is None and time.monotonic() - start < args.timeout:
         app.processEvents()
         time.sleep(0.001)  # the event loop is what's measured; this only yields the GIL between rounds
@@ -163,7 +163,7 @@ def main() -> int:
         win.scoring.cancel()
     gaps = np.diff(np.array(ticks)) * 1000.0
     stalls = np.maximum(gaps - 10.0, 0.0) if gaps.size else np.zeros(1)
-    res = win.results.get(win.series.uid)
+    res = win.model.results.get(win.model.series.uid)
     worst = []
     if gaps.size:
         log = stage["log"]
@@ -176,13 +176,13 @@ def main() -> int:
         "max_stall_ms": round(float(stalls.max()), 1),
         "p99_stall_ms": round(float(np.percentile(stalls, 99)), 1),
         "scored_slices": len(res) if res is not None else 0,
-        "total_slices": win.series.num_slices,
+        "total_slices": win.model.series.num_slices,
         "total_s": round(total, 1),
         "outcome": state["done"] or "timeout",
         "ticks": int(gaps.size),
         "job_threads": win.scoring.job_threads,
-        "settings": win.app_settings.detector_settings(win.series.modality),
-        "detector": win.detector_info,
+        "settings": win.app_settings.detector_settings(win.model.series.modality),
+        "detector": win.model.detector_info,
         "scroll": args.scroll,
         "cine": args.cine,
         "probe": args.probe,

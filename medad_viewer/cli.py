@@ -177,7 +177,7 @@ def cmd_score(args) -> int:
     from .engine.backbones import WeightsUnavailable, describe_device, load_backbone, resolve_device
     from .engine.detector import DetectorSettings
     from .engine.pipeline import SliceRef, fit_and_score
-    from .engine.score import parse_slices, split_reference_spec
+    from .engine.series_scores import parse_slices, split_reference_spec
     from .io import load_study, series_sequence
     from .report.score_dir import ScoreRun, series_record, write_score_dir
 

@@ -336,7 +336,7 @@ def _index_series(n, volume=True):
 
 
 def test_through_plane_neighbour_and_score():
-    from medad_viewer.engine.score import through_plane_neighbour, through_plane_score
+    from medad_viewer.engine.series_scores import through_plane_neighbour, through_plane_score
     wanted = {0, 1, 2, 3, 7, 8}
     status = {0: "scored", 1: "scored", 2: "reference", 3: "scored", 7: "scored"}
     assert through_plane_neighbour(1, -1, wanted, status, 2) == 0
@@ -351,7 +351,7 @@ def test_through_plane_neighbour_and_score():
 
 @pytest.mark.parametrize("batch", [1, 3, 8])
 def test_a_volume_caps_each_slice_by_its_neighbours_and_delivers_each_once(batch):
-    from medad_viewer.engine.score import score_series
+    from medad_viewer.engine.series_scores import score_series
     scores = [10.0, 99.0, 12.0, 80.0, 85.0, 97.0, 11.0]  # a spike at 1; a lesion over 3-5
     series = _index_series(len(scores))
     got = []
@@ -373,7 +373,7 @@ def test_a_volume_caps_each_slice_by_its_neighbours_and_delivers_each_once(batch
 
 def test_reference_slices_are_not_a_neighbours_evidence():
     """A reference slice matches itself in the bank: its low score must not bring its neighbours down."""
-    from medad_viewer.engine.score import score_series
+    from medad_viewer.engine.series_scores import score_series
     scores = [10.0, 99.0, -5.0, 97.0, 12.0]  # 2 is a reference; 1 and 3 are a lesion on either side of it
     det = _ScriptedDetector(scores, references=[2])
     out = score_series(det, _index_series(5), normalizer=lambda x: x, batch_size=2)
@@ -384,7 +384,7 @@ def test_reference_slices_are_not_a_neighbours_evidence():
 
 def test_a_cancelled_volume_delivers_what_it_held():
     from medad_viewer.engine.jobs import CancelToken, Cancelled
-    from medad_viewer.engine.score import score_series
+    from medad_viewer.engine.series_scores import score_series
     scores = [10.0, 99.0, 12.0, 80.0, 85.0, 97.0, 11.0]
     token = CancelToken()
     got = []
@@ -403,7 +403,7 @@ def test_a_cancelled_volume_delivers_what_it_held():
 def test_the_demo_volume_keeps_its_tumour_slices_flagged_through_the_slices(sample_data, effnet):
     """Real data: the bundled whole-head MR with its tumour; a slice's score never rises, the tumour's slices,
     which confirm each other, keep theirs."""
-    from medad_viewer.engine.score import score_series
+    from medad_viewer.engine.series_scores import score_series
     series = load_study(str(sample_data / "mr-brain" / "brain1_image.nrrd")).series[0]  # the demo study
     labels = load_study(str(sample_data / "mr-brain" / "brain1_label.nrrd")).series[0]
     tumour = [z for z in range(labels.num_slices) if np.asarray(labels.slice(z)).any()]

@@ -23,12 +23,12 @@ from test_report_pdf import CT_HOT, PATIENT, SECRETS, _pdftext, copy_identified_
 
 def _give_scores(w, hot=CT_HOT) -> None:
     """Synthetic scores for the open series (no engine run: fast)."""
-    s = w.series
+    s = w.model.series
     run = synthetic_run(s, hot)
     res = ScoreResults(s.uid, s.num_slices, {"backbone": "efficientnet-lite2"}, complete=True)
     for k, i in enumerate(run.indices):
         res.add(int(i), float(run.scores[k]), float(run.percentiles[k]), run.maps[k])
-    w.results[s.uid] = res
+    w.model.results[s.uid] = res
 
 
 @pytest.fixture
@@ -112,7 +112,7 @@ def test_pdf_dialog_options_reach_the_export(qtbot, tmp_path, ct_study, monkeypa
 def test_real_pdf_is_deidentified_by_default(qtbot, tmp_path, identified_study, save_as, opened):
     w = make_window(qtbot, tmp_path)
     open_study(qtbot, w, identified_study)
-    assert str(w.series.identifiers.get("PatientName", "")).strip() == PATIENT["PatientName"]
+    assert str(w.model.series.identifiers.get("PatientName", "")).strip() == PATIENT["PatientName"]
     _give_scores(w)
     w.review.set_decision(Decision.CONFIRMED)  # slice 1 (index 0): a confirmed slice below the threshold
     out = tmp_path / "report.pdf"

@@ -70,29 +70,29 @@ def wheel(w: MainWindow, notches: int) -> None:
 
 def close_window(qtbot, w: MainWindow) -> None:
     w.close()
-    qtbot.waitUntil(lambda: not w._loaders and w.job is None, timeout=30_000)
+    qtbot.waitUntil(lambda: not w._loaders and w.scoring.job is None, timeout=30_000)
 
 
 def test_open_scroll_and_presets(qtbot, tmp_path, ct_study):
     w = make_window(qtbot, tmp_path)
     open_study(qtbot, w, ct_study)
     assert w.browser.series_count() == 1
-    assert w.series.modality == "CT" and w.series.num_slices == 20
-    start = w.index
+    assert w.model.series.modality == "CT" and w.model.series.num_slices == 20
+    start = w.model.index
     assert start == 10
     wheel(w, -1)  # towards the user: next slice
-    assert w.index == start + 1
+    assert w.model.index == start + 1
     wheel(w, 2)
-    assert w.index == start - 1
+    assert w.model.index == start - 1
     key(qtbot, w, Qt.Key.Key_Down)
     key(qtbot, w, Qt.Key.Key_Down)
-    assert w.index == start + 1
+    assert w.model.index == start + 1
     key(qtbot, w, Qt.Key.Key_Up)
-    assert w.index == start
+    assert w.model.index == start
     key(qtbot, w, Qt.Key.Key_End)
-    assert w.index == 19
+    assert w.model.index == 19
     key(qtbot, w, Qt.Key.Key_Down)  # stays on the last slice
-    assert w.index == 19
+    assert w.model.index == 19
     key(qtbot, w, Qt.Key.Key_3)
     lung = CT_PRESETS[2]
     assert w.viewer.window == (lung.center, lung.width)
@@ -112,7 +112,7 @@ def test_references_adapt_score_review_and_reopen(qtbot, tmp_path, ct_study, app
     for i in (2, 5, 15):
         w.show_slice(i)
         key(qtbot, w, Qt.Key.Key_R)
-    assert [r.index for r in w.session.reference_set] == [2, 5, 15]
+    assert [r.index for r in w.model.session.reference_set] == [2, 5, 15]
     assert w.tray.card_count() == 3
     key(qtbot, w, Qt.Key.Key_R)  # the same slice twice is still one reference
     assert w.tray.card_count() == 3
@@ -125,7 +125,7 @@ def test_references_adapt_score_review_and_reopen(qtbot, tmp_path, ct_study, app
     outcome = blocker.args[0]
     assert not outcome.from_cache
     assert "as cross-sections" in w.analysis.stage.text()  # the user is told how the study was scored
-    res = w.results[w.series.uid]
+    res = w.model.results[w.model.series.uid]
     assert sorted(res.results) == list(range(20))
     assert all(r.map.shape == (512, 512) for r in res.results.values())
     ranked = w.ranking.ranked_indices()
@@ -133,7 +133,7 @@ def test_references_adapt_score_review_and_reopen(qtbot, tmp_path, ct_study, app
     assert sorted(ranked) == list(range(20)) and scores == sorted(scores, reverse=True)
     assert len(partials) >= 20  # rows arrived one by one while scoring
     assert "efficientnet-lite2" in w.status.backbone_label.text()
-    qtbot.waitUntil(lambda: w.job is None, timeout=10_000)
+    qtbot.waitUntil(lambda: w.scoring.job is None, timeout=10_000)
     assert w.analysis.run_button.isEnabled()
 
     # The overlay shows on a scored slice with its colour bar; H hides it.
@@ -148,59 +148,59 @@ def test_references_adapt_score_review_and_reopen(qtbot, tmp_path, ct_study, app
 
     # Review with keys, undo / redo.
     key(qtbot, w, Qt.Key.Key_A)
-    assert w.session.review.get(w.series.uid, top).decision == Decision.CONFIRMED
+    assert w.model.session.review.get(w.model.series.uid, top).decision == Decision.CONFIRMED
     w.show_slice(ranked[1])
     key(qtbot, w, Qt.Key.Key_D)
-    assert w.session.review.get(w.series.uid, ranked[1]).decision == Decision.DISMISSED
+    assert w.model.session.review.get(w.model.series.uid, ranked[1]).decision == Decision.DISMISSED
     key(qtbot, w, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
-    assert w.session.review.get(w.series.uid, ranked[1]).decision == Decision.UNREVIEWED
+    assert w.model.session.review.get(w.model.series.uid, ranked[1]).decision == Decision.UNREVIEWED
     key(qtbot, w, Qt.Key.Key_Y, Qt.KeyboardModifier.ControlModifier)
-    assert w.session.review.get(w.series.uid, ranked[1]).decision == Decision.DISMISSED
+    assert w.model.session.review.get(w.model.series.uid, ranked[1]).decision == Decision.DISMISSED
     w.show_slice(ranked[2])
     key(qtbot, w, Qt.Key.Key_A)
     key(qtbot, w, Qt.Key.Key_U)
-    assert w.session.review.get(w.series.uid, ranked[2]).decision == Decision.UNREVIEWED
+    assert w.model.session.review.get(w.model.series.uid, ranked[2]).decision == Decision.UNREVIEWED
     w.viewer.annotationDrawn.emit(Ellipse(100, 120, 20, 10))
     w.review_panel.note.setPlainText("nodule?")
-    assert w.session.review.get(w.series.uid, ranked[2]).note == "nodule?"
+    assert w.model.session.review.get(w.model.series.uid, ranked[2]).note == "nodule?"
 
     # Next / previous flagged slice, at a threshold where some slices are flagged.
     pct = res.percentiles()
     w.ranking.flag_spin.setValue(1.0)
-    assert w.session.view["flag_pct"] == 1.0
+    assert w.model.session.view["flag_pct"] == 1.0
     flagged = sorted(i for i, p in pct.items() if p >= 1.0)
     assert len(flagged) >= 2
     w.show_slice(flagged[0])
     key(qtbot, w, Qt.Key.Key_N)
-    assert w.index == flagged[1]
+    assert w.model.index == flagged[1]
     key(qtbot, w, Qt.Key.Key_P)
-    assert w.index == flagged[0]
+    assert w.model.index == flagged[0]
     key(qtbot, w, Qt.Key.Key_P)  # wraps round
-    assert w.index == flagged[-1]
+    assert w.model.index == flagged[-1]
 
     # A second run with the same references reuses the adaptation.
     with qtbot.waitSignal(w.scoringFinished, timeout=120_000) as blocker:
         w.scoring.run()
     assert blocker.args[0].from_cache
-    qtbot.waitUntil(lambda: w.job is None, timeout=10_000)
-    last_index = w.index
+    qtbot.waitUntil(lambda: w.scoring.job is None, timeout=10_000)
+    last_index = w.model.index
     close_window(qtbot, w)
 
     # Reopening finds references, review, scores and the slice again.
     w2 = make_window(qtbot, tmp_path)
     open_study(qtbot, w2, ct_study)
-    uid = w2.series.uid
-    assert w2.index == last_index
-    assert [r.index for r in w2.session.reference_set] == [2, 5, 15]
-    assert w2.session.review.get(uid, top).decision == Decision.CONFIRMED
-    assert w2.session.review.get(uid, ranked[1]).decision == Decision.DISMISSED
-    assert w2.session.review.get(uid, ranked[2]).annotations == (Ellipse(100, 120, 20, 10),)
-    assert w2.session.review.get(uid, ranked[2]).note == "nodule?"
-    assert len(w2.results[uid]) == 20
+    uid = w2.model.series.uid
+    assert w2.model.index == last_index
+    assert [r.index for r in w2.model.session.reference_set] == [2, 5, 15]
+    assert w2.model.session.review.get(uid, top).decision == Decision.CONFIRMED
+    assert w2.model.session.review.get(uid, ranked[1]).decision == Decision.DISMISSED
+    assert w2.model.session.review.get(uid, ranked[2]).annotations == (Ellipse(100, 120, 20, 10),)
+    assert w2.model.session.review.get(uid, ranked[2]).note == "nodule?"
+    assert len(w2.model.results[uid]) == 20
     assert w2.ranking.list.count() == 20
-    assert w2.session.scores_summary[uid]["complete"]
+    assert w2.model.session.scores_summary[uid]["complete"]
     # The session is in the app data folder: nothing was written into the study's folder.
-    assert w2.store.session_file.is_file() and w2.store.session_file.is_relative_to(app_data)
+    assert w2.model.saving.store.session_file.is_file() and w2.model.saving.store.session_file.is_relative_to(app_data)
     assert not list(ct_study.glob(".*"))
     close_window(qtbot, w2)
 
@@ -218,7 +218,7 @@ def test_cancel_keeps_app_usable(qtbot, tmp_path, ct_study):
     stages = []
     w.analysis.stage.setText("")
     w.scoring.run()
-    job = w.job
+    job = w.scoring.job
     job.progress.connect(lambda f, m: stages.append(m))
     qtbot.waitUntil(lambda: any(m.startswith("Adapting") for m in stages), timeout=60_000)
     t0 = time.monotonic()
@@ -228,22 +228,22 @@ def test_cancel_keeps_app_usable(qtbot, tmp_path, ct_study):
     with qtbot.waitSignal(w.scoringCancelled, timeout=10_000):
         pass
     assert time.monotonic() - t0 < 5.0
-    qtbot.waitUntil(lambda: w.job is None, timeout=10_000)
+    qtbot.waitUntil(lambda: w.scoring.job is None, timeout=10_000)
     assert w.analysis.run_button.isEnabled()
     assert "Cancelled" in w.analysis.stage.text()
     # Still usable: scroll, review, and score again with a fast method, then cancel that during scoring.
     w.show_slice(7)
     key(qtbot, w, Qt.Key.Key_D)
-    assert w.session.review.get(w.series.uid, 7).decision == Decision.DISMISSED
+    assert w.model.session.review.get(w.model.series.uid, 7).decision == Decision.DISMISSED
     w.scoring.settings_hook = lambda d: DetectorSettings(modality=d["modality"], method="memory", input_size=128)
     got = []
     w.scoring.run()
-    w.job.partial.connect(lambda message: got.append(message) if isinstance(message, SliceScored) else None)
+    w.scoring.job.partial.connect(lambda message: got.append(message) if isinstance(message, SliceScored) else None)
     qtbot.waitUntil(lambda: len(got) >= 2, timeout=60_000)
     with qtbot.waitSignal(w.scoringCancelled, timeout=10_000):
         w.scoring.cancel()
-    qtbot.waitUntil(lambda: w.job is None, timeout=10_000)
-    res = w.results[w.series.uid]
+    qtbot.waitUntil(lambda: w.scoring.job is None, timeout=10_000)
+    res = w.model.results[w.model.series.uid]
     assert 2 <= len(res) < 20  # slices already scored keep their maps
     assert w.ranking.list.count() == len(res)
     close_window(qtbot, w)
@@ -260,15 +260,15 @@ def test_close_during_job_cancels_and_keeps_session(qtbot, tmp_path, ct_study):
     key(qtbot, w, Qt.Key.Key_A)
     w.scoring.run()
     qtbot.waitUntil(lambda: w.analysis.progress.value() > 0, timeout=60_000)
-    job = w.job
+    job = w.scoring.job
     t0 = time.monotonic()
     w.close()
     assert time.monotonic() - t0 < 10.0
     assert not job.is_running
     w2 = make_window(qtbot, tmp_path)
     open_study(qtbot, w2, ct_study)
-    assert w2.session.review.get(w2.series.uid, 4).decision == Decision.CONFIRMED
-    assert len(w2.session.reference_set) == 1
+    assert w2.model.session.review.get(w2.model.series.uid, 4).decision == Decision.CONFIRMED
+    assert len(w2.model.session.reference_set) == 1
     close_window(qtbot, w2)
 
 
@@ -277,7 +277,7 @@ def test_bad_input_reports_without_crashing(qtbot, tmp_path, ct_study):
     empty = tmp_path / "empty"
     empty.mkdir()
     open_study(qtbot, w, empty)
-    assert w.series is None
+    assert w.model.series is None
     assert w.browser.errors.isVisible() and w.browser.errors.messages()
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -292,10 +292,10 @@ def test_bad_input_reports_without_crashing(qtbot, tmp_path, ct_study):
     key(qtbot, w, Qt.Key.Key_R)
     key(qtbot, w, Qt.Key.Key_A)
     # ... and change nothing: no reference, no decision, no job, the window still answers.
-    assert len(w.session.reference_set) == 0 and not w.session.review.to_dict()["reviews"]
-    assert w.job is None and w.isVisible()
+    assert len(w.model.session.reference_set) == 0 and not w.model.session.review.to_dict()["reviews"]
+    assert w.scoring.job is None and w.isVisible()
     open_study(qtbot, w, ct_study)
-    assert w.series is not None and not w.browser.errors.messages()
+    assert w.model.series is not None and not w.browser.errors.messages()
     close_window(qtbot, w)
 
 
@@ -303,7 +303,7 @@ def test_scoring_without_references_explains(qtbot, tmp_path, ct_study):
     w = make_window(qtbot, tmp_path)
     open_study(qtbot, w, ct_study)
     w.scoring.run()
-    assert w.job is None
+    assert w.scoring.job is None
     assert "normal reference" in w.analysis.stage.text()
     close_window(qtbot, w)
 
@@ -312,15 +312,15 @@ def test_demo_opens_with_references_ready(qtbot, tmp_path, app_data):
     w = make_window(qtbot, tmp_path)
     with qtbot.waitSignal(w.studyOpened, timeout=30_000):
         w.opening.open_demo()
-    assert w.series.modality == "MR" and w.series.num_slices == 25
-    rs = w.session.reference_set
+    assert w.model.series.modality == "MR" and w.model.series.num_slices == 25
+    rs = w.model.session.reference_set
     assert len(rs.normals()) >= 3 and w.tray.card_count() == len(rs)
     assert not set(r.index for r in rs) & set(range(11, 18))
     assert w.analysis.run_button.isEnabled()
     close_window(qtbot, w)
     # Sessions go to the app data folder, never beside the study (here: inside the checkout).
-    assert str(w.store.session_file).startswith(str(app_data))
-    assert w.store.session_file.is_file()
+    assert str(w.model.saving.store.session_file).startswith(str(app_data))
+    assert w.model.saving.store.session_file.is_file()
 
 
 def test_abnormal_example_uses_the_drawing(qtbot, tmp_path, ct_study):
@@ -328,18 +328,18 @@ def test_abnormal_example_uses_the_drawing(qtbot, tmp_path, ct_study):
     open_study(qtbot, w, ct_study)
     w.show_slice(9)
     w.references.add("abnormal")
-    assert len(w.session.reference_set) == 0  # nothing drawn yet: explained, not added
+    assert len(w.model.session.reference_set) == 0  # nothing drawn yet: explained, not added
     assert "draw" in w.analysis.stage.text().lower()
     key(qtbot, w, Qt.Key.Key_E)
     assert w.viewer.vb.tool == "ellipse"
     w.viewer.annotationDrawn.emit(Ellipse(200, 220, 30, 20))
     w.references.add("abnormal")
-    ref = w.session.reference_set.references[0]
+    ref = w.model.session.reference_set.references[0]
     assert ref.kind == "abnormal" and ref.mask is not None and ref.mask.shape == (512, 512)
     assert ref.mask[220, 200] and not ref.mask[0, 0]
     assert w.tray.card_count() == 1
     w.tray.removeRequested.emit(0)
-    assert len(w.session.reference_set) == 0
+    assert len(w.model.session.reference_set) == 0
     close_window(qtbot, w)
 
 
@@ -348,12 +348,12 @@ def test_typing_a_note_does_not_trigger_review_keys(qtbot, tmp_path, ct_study):
     open_study(qtbot, w, ct_study)
     w.review_panel.note.setFocus()
     qtbot.keyClicks(w.review_panel.note, "adu rnp")
-    rev = w.session.review.get(w.series.uid, w.index)
+    rev = w.model.session.review.get(w.model.series.uid, w.model.index)
     assert rev.note == "adu rnp" and rev.decision == Decision.UNREVIEWED
-    assert len(w.session.reference_set) == 0
+    assert len(w.model.session.reference_set) == 0
     # The whole burst of typing is one undo step.
     w.review.undo()
-    assert w.session.review.get(w.series.uid, w.index).note == ""
+    assert w.model.session.review.get(w.model.series.uid, w.model.index).note == ""
     close_window(qtbot, w)
 
 
@@ -367,8 +367,8 @@ def test_missing_weights_is_a_clear_message(qtbot, tmp_path, ct_study):
     assert "nope.pt" in b.args[0] and "not found" in b.args[0]
     assert w._message_box is not None and w._message_box.isVisible()
     w._message_box.close()
-    qtbot.waitUntil(lambda: w.job is None, timeout=10_000)
-    assert w.analysis.run_button.isEnabled() and len(w.session.reference_set) == 1
+    qtbot.waitUntil(lambda: w.scoring.job is None, timeout=10_000)
+    assert w.analysis.run_button.isEnabled() and len(w.model.session.reference_set) == 1
     close_window(qtbot, w)
 
 
@@ -411,7 +411,7 @@ def test_drop_a_folder_opens_it(qtbot, tmp_path, ct_study):
                     Qt.KeyboardModifier.NoModifier)
     with qtbot.waitSignal(w.studyOpened, timeout=30_000):
         w.dropEvent(ev)
-    assert w.series is not None and w.series.num_slices == 20
+    assert w.model.series is not None and w.model.series.num_slices == 20
     assert str(ct_study.resolve()) in w.app_settings.recent()
     close_window(qtbot, w)
 
@@ -434,17 +434,17 @@ def test_exports_run_in_the_background(qtbot, tmp_path, ct_study):
     job = w.exports.run(fake_export, str(tmp_path / "x.pdf"))
     with qtbot.waitSignal(job.finished, timeout=10_000):
         pass
-    assert seen == [(w.series.uid, 3, (CT_PRESETS[1].center, CT_PRESETS[1].width), str(tmp_path / "x.pdf"))]
+    assert seen == [(w.model.series.uid, 3, (CT_PRESETS[1].center, CT_PRESETS[1].width), str(tmp_path / "x.pdf"))]
     ctx = w.exports.context().snapshot()
     w.review.set_decision(Decision.DISMISSED)
-    assert ctx.review.get(w.series.uid, 3).decision == Decision.CONFIRMED  # a snapshot, not the live state
+    assert ctx.review.get(w.model.series.uid, 3).decision == Decision.CONFIRMED  # a snapshot, not the live state
     assert set(w.export_actions) == {name for _, name, _ in EXPORTS}
     close_window(qtbot, w)
 
 
 def test_the_latest_open_wins_over_a_slower_earlier_one(qtbot, tmp_path, ct_study, monkeypatch):
     """Open A (slow to read), then B: B is shown, A's load is cancelled and its late result dropped."""
-    import medad_viewer.gui.jobs as mw
+    import medad_viewer.gui.background_jobs as mw
 
     slow = REPO / "resources" / "demo" / "brain1_label.nrrd"
     real = mw.load_study
@@ -463,7 +463,7 @@ def test_the_latest_open_wins_over_a_slower_earlier_one(qtbot, tmp_path, ct_stud
     assert first.token.cancelled
     qtbot.waitUntil(lambda: not first.is_running, timeout=10_000)
     qtbot.wait(100)  # the late result's signals are delivered
-    assert w.study_path == str(ct_study.resolve()) and w.series.modality == "CT"
+    assert w.model.study_path == str(ct_study.resolve()) and w.model.series.modality == "CT"
     assert "ct" in w.windowTitle()
     close_window(qtbot, w)
 
@@ -482,7 +482,7 @@ def test_close_returns_at_once_while_a_job_cannot_stop(qtbot, tmp_path, ct_study
     w.close()
     assert time.monotonic() - t0 < 1.0
     assert detached_jobs() == 1
-    uid = w.series.uid
+    uid = w.model.series.uid
     from medad_viewer.review.session import SessionStore
     from medad_viewer.io import load_study
     saved = SessionStore.for_study(load_study(ct_study), ct_study).load()
@@ -507,21 +507,21 @@ def test_scores_that_cannot_be_saved_are_said_and_kept(qtbot, tmp_path, ct_study
     blocked.write_text("")
     monkeypatch.setattr(session_mod, "sessions_root", lambda: blocked / "sessions")
     monkeypatch.setattr(session_mod, "spare_root", lambda: blocked / "spare")
-    w.store._folder = None
-    w.store.places = [blocked / "sessions", blocked / "spare"]
+    w.model.saving.store._folder = None
+    w.model.saving.store.places = [blocked / "sessions", blocked / "spare"]
     with qtbot.waitSignal(w.scoringFinished, timeout=120_000):
         w.scoring.run()
-    uid = w.series.uid
-    assert len(w.results[uid]) == 20  # kept in memory
+    uid = w.model.series.uid
+    assert len(w.model.results[uid]) == 20  # kept in memory
     assert uid in w.model.saving.unsaved_scores
     box = w._message_box
     assert box is not None and "could not be saved" in box.text() and "Ctrl+S" in box.text()
     # The disk has room again: the next save writes the scores too.
     good = tmp_path / "appdata2" / "sessions"
-    w.store.places = [good / w.store.key, blocked / "spare"]
-    w.store._folder = None
+    w.model.saving.store.places = [good / w.model.saving.store.key, blocked / "spare"]
+    w.model.saving.store._folder = None
     w.save_session()
-    assert not w.model.saving.unsaved_scores and len(w.store.load_scores(uid)) == 20
+    assert not w.model.saving.unsaved_scores and len(w.model.saving.store.load_scores(uid)) == 20
     close_window(qtbot, w)
 
 
@@ -531,8 +531,8 @@ def test_out_of_memory_while_scoring_is_said_and_keeps_the_earlier_results(qtbot
     w = _ct_with_references(qtbot, tmp_path, ct_study)
     with qtbot.waitSignal(w.scoringFinished, timeout=120_000):
         w.scoring.run()
-    uid = w.series.uid
-    before = {i: r.score for i, r in w.results[uid].results.items()}
+    uid = w.model.series.uid
+    before = {i: r.score for i, r in w.model.results[uid].results.items()}
     assert len(before) == 20
 
     def oom(self, *a, **kw):  # what torch says on a CPU that has no memory left
@@ -547,8 +547,8 @@ def test_out_of_memory_while_scoring_is_said_and_keeps_the_earlier_results(qtbot
     message = failed.args[0]
     assert message.startswith("Out of memory") and "earlier results" in message and "Settings" in message
     assert w._message_box is not None and w._message_box.text() == message
-    qtbot.waitUntil(lambda: w.job is None, timeout=10_000)
-    assert {i: r.score for i, r in w.results[uid].results.items()} == before  # the earlier scores are back
+    qtbot.waitUntil(lambda: w.scoring.job is None, timeout=10_000)
+    assert {i: r.score for i, r in w.model.results[uid].results.items()} == before  # the earlier scores are back
     assert w.ranking.list.count() == 20
     monkeypatch.undo()
     with qtbot.waitSignal(w.scoringFinished, timeout=120_000):  # and the app goes on working
@@ -612,19 +612,19 @@ def test_invert_flips_cine_and_reset_from_the_keyboard(qtbot, tmp_path, ct_study
     key(qtbot, w, Qt.Key.Key_H, Qt.KeyboardModifier.ShiftModifier)
     assert w.model.display.flip_v and w.model.display.flip_h
     assert w.viewer.vb.state["xInverted"] and not w.viewer.vb.state["yInverted"]
-    assert w.session.review.get(w.series.uid, 5).decision == Decision.UNREVIEWED  # keys changed only the view
+    assert w.model.session.review.get(w.model.series.uid, 5).decision == Decision.UNREVIEWED  # keys changed only the view
     # Cine: K plays at 10 slices a second, ] doubles it, K stops; it loops past the last slice.
     w.show_slice(17)
     key(qtbot, w, Qt.Key.Key_K)
     assert w.display.cine_timer.isActive() and w.display.cine_timer.interval() == 100
     key(qtbot, w, Qt.Key.Key_BracketRight)
     assert w.model.display.cine_fps == 20 and w.display.cine_timer.interval() == 50
-    qtbot.waitUntil(lambda: w.index < 17, timeout=5000)  # went past 19 back to 0
+    qtbot.waitUntil(lambda: w.model.index < 17, timeout=5000)  # went past 19 back to 0
     key(qtbot, w, Qt.Key.Key_K)
     assert not w.display.cine_timer.isActive()
-    stopped = w.index
+    stopped = w.model.index
     qtbot.wait(200)
-    assert w.index == stopped
+    assert w.model.index == stopped
     key(qtbot, w, Qt.Key.Key_Space)
     d = w.model.display
     assert not (d.inverted or d.flip_h or d.flip_v or d.cine) and d.cine_fps == 20

@@ -32,7 +32,7 @@ def test_plane_keys_show_the_reformatted_slice_and_scroll_it(qtbot, tmp_path):
     w = make_window(qtbot, tmp_path)
     open_study(qtbot, w, DEMO)
     m = w.model
-    acquired = w.index
+    acquired = w.model.index
     key(qtbot, w, Qt.Key.Key_2, Qt.KeyboardModifier.ControlModifier)
     assert m.plane == "coronal" and w.plane_actions["coronal"].isChecked()
     np.testing.assert_array_equal(shown(w.viewer), m.view_series().slice(m.view_index()))
@@ -40,7 +40,7 @@ def test_plane_keys_show_the_reformatted_slice_and_scroll_it(qtbot, tmp_path):
     assert "Coronal" in w.viewer.top_left.text()
     k = m.view_index()
     wheel(w, -1)  # next coronal slice: the crosshair moves, the acquired slice stays
-    assert m.view_index() == k + 1 and w.index == acquired
+    assert m.view_index() == k + 1 and w.model.index == acquired
     np.testing.assert_array_equal(shown(w.viewer), m.view_series().slice(k + 1))
     key(qtbot, w, Qt.Key.Key_Down, Qt.KeyboardModifier.ShiftModifier)
     assert m.view_index() == k + 11
@@ -52,9 +52,9 @@ def test_plane_keys_show_the_reformatted_slice_and_scroll_it(qtbot, tmp_path):
     assert m.plane == "sagittal" and shown(w.viewer).shape == (m.series.num_slices, m.series.rows)
     key(qtbot, w, Qt.Key.Key_1, Qt.KeyboardModifier.ControlModifier)
     assert m.plane == "axial"
-    np.testing.assert_array_equal(shown(w.viewer), m.series.slice(w.index))
+    np.testing.assert_array_equal(shown(w.viewer), m.series.slice(w.model.index))
     key(qtbot, w, Qt.Key.Key_Up)
-    assert w.index == acquired - 1
+    assert w.model.index == acquired - 1
     close_window(qtbot, w)
 
 
@@ -79,9 +79,9 @@ def test_three_planes_and_the_crosshair_follow_a_shift_move(qtbot, tmp_path):
     else:  # a platform whose test events do not set the modifier state: the signal the move would send
         cor.crosshairMoved.emit(target_row, target_col)
     qtbot.keyRelease(cor, Qt.Key.Key_Shift)
-    assert w.index == m.series.num_slices - 1 - target_row
+    assert w.model.index == m.series.num_slices - 1 - target_row
     assert m.view_index("sagittal") == target_col
-    np.testing.assert_array_equal(shown(w.viewer), m.series.slice(w.index))
+    np.testing.assert_array_equal(shown(w.viewer), m.series.slice(w.model.index))
     np.testing.assert_array_equal(shown(sag), m.view_series("sagittal").slice(target_col))
     # the crosshair lines cross at the point in every view
     assert cor.crosshair_point == (target_row, target_col)
@@ -166,9 +166,9 @@ def test_series_keys_rotation_pan_and_zoom(qtbot, tmp_path, sample_data):
     c = QPointF(vp.width() / 2, vp.height() / 2)
     ev = QWheelEvent(c, QPointF(vp.mapToGlobal(c.toPoint())), QPoint(0, 0), QPoint(0, 240), Qt.MouseButton.NoButton,
                      Qt.KeyboardModifier.ControlModifier, Qt.ScrollPhase.NoScrollPhase, False)
-    index = w.index
+    index = w.model.index
     QApplication.sendEvent(vp, ev)
-    assert vb.viewRect().width() < after.width() * 0.95 and w.index == index
+    assert vb.viewRect().width() < after.width() * 0.95 and w.model.index == index
     close_window(qtbot, w)
 
 
@@ -177,11 +177,11 @@ def test_cine_runs_through_the_main_views_plane(qtbot, tmp_path):
     open_study(qtbot, w, DEMO)
     m = w.model
     key(qtbot, w, Qt.Key.Key_2, Qt.KeyboardModifier.ControlModifier)
-    acquired, k = w.index, m.view_index()
+    acquired, k = w.model.index, m.view_index()
     key(qtbot, w, Qt.Key.Key_K)
     assert m.display.cine and w.display.cine_timer.isActive()
     qtbot.waitUntil(lambda: m.view_index() >= k + 3, timeout=5_000)  # 10 slices a second
-    assert w.index == acquired  # coronal slices advance; the acquired slice stays
+    assert w.model.index == acquired  # coronal slices advance; the acquired slice stays
     np.testing.assert_array_equal(shown(w.viewer), m.view_series().slice(m.view_index()))
     key(qtbot, w, Qt.Key.Key_K)
     assert not w.display.cine_timer.isActive()

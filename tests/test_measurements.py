@@ -23,7 +23,7 @@ from medad_viewer.engine.records import SliceScore
 from medad_viewer.review.results import ScoreResults
 from medad_viewer.review.session import SessionStore
 from medad_viewer.review.state import Decision, Ellipse, ReviewState
-from medad_viewer.review.viewer import ViewerModel
+from medad_viewer.review.viewer_model import ViewerModel
 
 
 @pytest.fixture(autouse=True)
@@ -365,7 +365,7 @@ def test_the_m_and_o_tools_on_the_real_window(qtbot, tmp_path, sample_data):
     roi = w.model.review.measurements_here()[1][1]
     assert isinstance(roi, EllipseROI)
     assert (roi.cx, roi.cy, roi.rx, roi.ry) == pytest.approx((256.0, 256.0, 40.0, 30.0))
-    r = measure_on(roi, w.series)
+    r = measure_on(roi, w.model.series)
     label = w.viewer.measure_labels[1].toPlainText()
     assert label.splitlines()[0] == f"{r.mean:.0f} ± {r.sd:.0f} HU"
     assert "map" not in label  # not scored
@@ -384,9 +384,9 @@ def test_the_m_and_o_tools_on_the_real_window(qtbot, tmp_path, sample_data):
     qtbot.keyClick(w.viewer, Qt.Key.Key_E)
     drag((50.0, 50.0), (90.0, 80.0))
     assert w.model.review.measurements_here() == []
-    assert isinstance(w.session.review.get(w.series.uid, 11).annotations[0], Ellipse)
+    assert isinstance(w.model.session.review.get(w.model.series.uid, 11).annotations[0], Ellipse)
     w.close()
-    qtbot.waitUntil(lambda: not w._loaders and w.job is None, timeout=30_000)
+    qtbot.waitUntil(lambda: not w._loaders and w.scoring.job is None, timeout=30_000)
 
 
 def test_sizes_on_a_plain_image_are_in_pixels(sample_data):

@@ -15,7 +15,7 @@ from medad_viewer.engine.records import SliceScore
 from medad_viewer.review.events import CrosshairMoved, PlaneChanged
 from medad_viewer.review.results import ScoreResults
 from medad_viewer.review.state import Ellipse
-from medad_viewer.review.viewer import ViewerModel
+from medad_viewer.review.viewer_model import ViewerModel
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "resources" / "demo" / "brain1_image.nrrd"

@@ -251,7 +251,7 @@ def window(qtbot, tmp_path, monkeypatch):
     qtbot.waitExposed(w)
     yield w
     w.close()
-    qtbot.waitUntil(lambda: not w._loaders and w.job is None, timeout=30_000)
+    qtbot.waitUntil(lambda: not w._loaders and w.scoring.job is None, timeout=30_000)
 
 
 def shown_pixels(w) -> np.ndarray | None:
@@ -264,9 +264,9 @@ def test_the_window_shows_the_first_slice_before_the_rest_are_read(qtbot, window
     delay[0] = 0.05  # the fill takes about a second: time to look at it
     with qtbot.waitSignal(w.studyOpened, timeout=30_000):
         w.opening.open_path(str(ct))
-    s = w.series
+    s = w.model.series
     assert s.loaded_count() < N and not w.model.complete  # the study is on screen while slices are still read
-    assert w.index == N // 2 and not w.viewer.is_loading
+    assert w.model.index == N // 2 and not w.viewer.is_loading
     np.testing.assert_array_equal(shown_pixels(w), slice_values(N // 2))
     volume_address = s.volume().__array_interface__["data"][0]
 
@@ -278,7 +278,7 @@ def test_the_window_shows_the_first_slice_before_the_rest_are_read(qtbot, window
     far = N - 2
     assert not s.is_loaded(far)
     w.show_slice(far)
-    assert w.index == far and w.viewer.is_loading and shown_pixels(w) is None
+    assert w.model.index == far and w.viewer.is_loading and shown_pixels(w) is None
     assert f"slice {far + 1}" in w.viewer.loading_label.text()
     qtbot.waitUntil(lambda: not w.viewer.is_loading, timeout=10_000)
     np.testing.assert_array_equal(shown_pixels(w), slice_values(far))
@@ -286,7 +286,7 @@ def test_the_window_shows_the_first_slice_before_the_rest_are_read(qtbot, window
 
     qtbot.waitUntil(lambda: w.model.complete, timeout=30_000)
     assert "still loading" not in w.analysis.stage.text() and "waits" not in w.analysis.run_button.toolTip()
-    assert w.series is s and s.volume().__array_interface__["data"][0] == volume_address  # filled in place
+    assert w.model.series is s and s.volume().__array_interface__["data"][0] == volume_address  # filled in place
     for z in (0, 7, N - 1):
         w.show_slice(z)
         np.testing.assert_array_equal(shown_pixels(w), slice_values(z))
@@ -297,7 +297,7 @@ def test_adapt_and_score_pressed_while_loading_waits_for_every_slice(qtbot, wind
     slow_reads[0][0] = 0.05
     with qtbot.waitSignal(w.studyOpened, timeout=30_000):
         w.opening.open_path(str(ct))
-    s = w.series
+    s = w.model.series
     for z in (5, 10):
         w.show_slice(z)
         w.references.add("normal")
@@ -307,8 +307,8 @@ def test_adapt_and_score_pressed_while_loading_waits_for_every_slice(qtbot, wind
                                         and complete_at_first_score.append(s.complete))
     with qtbot.waitSignal(w.scoringFinished, timeout=120_000) as done:
         w.act_run.trigger()  # Ctrl+Return while slices are still read
-        assert w.job is not None and not s.complete
-        w.job.progress.connect(lambda _f, m: stages.append((m, s.complete)))
+        assert w.scoring.job is not None and not s.complete
+        w.scoring.job.progress.connect(lambda _f, m: stages.append((m, s.complete)))
     assert any(m.startswith("Waiting for the series to load") and not c for m, c in stages)  # said why it waits
     assert complete_at_first_score == [True]  # no slice scored before every slice was read
     assert len(done.args[0].results) == N and s.complete
@@ -320,13 +320,13 @@ def test_a_slice_that_cannot_be_read_in_the_window(qtbot, window, ct, slow_reads
     w = window
     with qtbot.waitSignal(w.studyOpened, timeout=30_000):
         w.opening.open_path(str(ct))
-    s = w.series
+    s = w.model.series
     w.show_slice(30)
     w.review.set_decision(Decision.CONFIRMED)  # reviewing while the rest arrive
     qtbot.waitUntil(lambda: w.model.complete, timeout=30_000)
-    assert w.series is s and s.num_slices == N and w.index == 30
+    assert w.model.series is s and s.num_slices == N and w.model.index == 30
     np.testing.assert_array_equal(shown_pixels(w), slice_values(30))
-    assert w.session.review.get(s.uid, 30).decision == Decision.CONFIRMED
+    assert w.model.session.review.get(s.uid, 30).decision == Decision.CONFIRMED
     assert any(damaged_slice in warn for warn in s.warnings)
     w.show_slice(7)
     np.testing.assert_array_equal(shown_pixels(w), 0)
@@ -344,7 +344,7 @@ def test_reformatted_views_and_probe_while_loading(qtbot, window, ct, slow_reads
     qtbot.wait(50)
     far = 1
     w.show_slice(far)
-    assert w.model.probe(10, 10, plane="axial") is None or w.series.is_loaded(far)
+    assert w.model.probe(10, 10, plane="axial") is None or w.model.series.is_loaded(far)
     qtbot.waitUntil(lambda: w.model.complete, timeout=30_000)
     qtbot.wait(50)
     assert not any("loading" in v.top_left.text() for v in w.planes.side_viewers)
@@ -367,15 +367,15 @@ def test_opening_another_study_during_the_fill_is_safe(qtbot, window, ct, sample
     assert first.token.cancelled
     qtbot.waitUntil(lambda: not first.is_running, timeout=10_000)
     qtbot.wait(100)  # anything the first job still had on its way is delivered (and dropped)
-    assert w.study_path == str(ct2.resolve()) and w.series.num_slices == 20
+    assert w.model.study_path == str(ct2.resolve()) and w.model.series.num_slices == 20
     qtbot.waitUntil(lambda: w.model.complete, timeout=30_000)
-    assert w.series.complete and w.act_run.isEnabled()
+    assert w.model.series.complete and w.act_run.isEnabled()
 
 
 def test_a_failed_open_during_the_fill_leaves_the_study_on_screen_completing(qtbot, window, ct, tmp_path,
                                                                              slow_reads, monkeypatch):
     """An open that fails (an unexpected error in its job) does not stop the study on screen filling in."""
-    import medad_viewer.gui.jobs as jobs
+    import medad_viewer.gui.background_jobs as jobs
 
     real = jobs.load_study
 
@@ -388,10 +388,10 @@ def test_a_failed_open_during_the_fill_leaves_the_study_on_screen_completing(qtb
     w = window
     with qtbot.waitSignal(w.studyOpened, timeout=30_000):
         w.opening.open_path(str(ct))
-    s = w.series
+    s = w.model.series
     (tmp_path / "broken").mkdir()
     w.opening.open_path(str(tmp_path / "broken"))
     qtbot.waitUntil(lambda: "Could not be opened" in w.browser.study_label.text(), timeout=10_000)
-    assert not s.complete and w.series is s
+    assert not s.complete and w.model.series is s
     qtbot.waitUntil(lambda: w.model.complete, timeout=30_000)
-    assert w.series is s and s.complete and s.loaded_count() == N and w.act_run.isEnabled()
+    assert w.model.series is s and s.complete and s.loaded_count() == N and w.act_run.isEnabled()

@@ -18,7 +18,7 @@ from medad_viewer.review.state import Decision
 from medad_viewer.review.events import (DetectorReady, DisplayChanged, SaveDue, SaveProblem, ScoresNotSaved,
                                          SliceScored, SliceShown)
 from medad_viewer.review.runs import ADAPTING, CANCELLED, DONE, FAILED, SCORING
-from medad_viewer.review.viewer import ViewerModel
+from medad_viewer.review.viewer_model import ViewerModel
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "resources" / "demo" / "brain1_image.nrrd"
@@ -38,7 +38,7 @@ class Clock:
 
 
 def payload(path) -> dict:
-    """What gui/jobs.load_study_job returns (the thumbnails aside)."""
+    """What gui/background_jobs.load_study_job returns (the thumbnails aside)."""
     study = load_study(path)
     store = SessionStore.for_study(study, path)
     return {"path": str(path), "study": study, "thumbs": [], "store": store, "session": store.load(study),
@@ -57,7 +57,7 @@ def opened(path=DEMO, clock=None) -> tuple[ViewerModel, list]:
 
 
 def test_the_model_needs_no_qt():
-    code = ("import sys, medad_viewer.review.viewer\n"
+    code = ("import sys, medad_viewer.review.viewer_model\n"
             "assert not [m for m in sys.modules if m.startswith(('PySide6', 'pyqtgraph', 'torch'))]")
     subprocess.run([sys.executable, "-c", code], check=True)
 

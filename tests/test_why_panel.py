@@ -31,7 +31,7 @@ def make_window(qtbot, tmp_path) -> MainWindow:
 
 def close_window(qtbot, w: MainWindow) -> None:
     w.close()
-    qtbot.waitUntil(lambda: not w._loaders and w.job is None, timeout=30_000)
+    qtbot.waitUntil(lambda: not w._loaders and w.scoring.job is None, timeout=30_000)
 
 
 def click_pixel(qtbot, w: MainWindow, row: int, column: int) -> None:
@@ -45,7 +45,7 @@ def click_pixel(qtbot, w: MainWindow, row: int, column: int) -> None:
 
 
 def hottest(w: MainWindow) -> tuple[int, int, int]:
-    res = w.results[w.series.uid]
+    res = w.model.results[w.model.series.uid]
     top = res.ranked()[0].index
     m = res.get(top).map
     r, c = np.unravel_index(int(np.argmax(m)), m.shape)
@@ -68,7 +68,7 @@ def test_click_explains_the_point_as_the_engine_does(qtbot, tmp_path):
     with qtbot.waitSignal(w.scoringFinished, timeout=120_000) as blocker:
         w.scoring.run()
     outcome = blocker.args[0]
-    qtbot.waitUntil(lambda: w.job is None, timeout=10_000)
+    qtbot.waitUntil(lambda: w.scoring.job is None, timeout=10_000)
     top, r, c = hottest(w)
     w.show_slice(top)
     with qtbot.waitSignal(why.explained, timeout=30_000) as got:
@@ -77,7 +77,7 @@ def test_click_explains_the_point_as_the_engine_does(qtbot, tmp_path):
     assert (ans.index, ans.row, ans.column) == (top, r, c)
 
     # The same point through the engine, with the run's own detector and references.
-    s = w.series
+    s = w.model.series
     e = explain_point(outcome.fitted, normalizer_for_series(s)(s.slice(top)), r, c)
     ref = outcome.normals[e.reference]
     assert ans.explanation.entry == e.entry and ans.reference_slice_number == ref.index + 1
@@ -88,7 +88,7 @@ def test_click_explains_the_point_as_the_engine_does(qtbot, tmp_path):
     # Adapted: the head's share beside the bank's, adding up to the map value shown.
     assert "Memory bank" in p.components.text() and "Learned head" in p.components.text()
     assert f"{e.map_value:+.2f}" in p.components.text()
-    assert abs(e.map_value - float(w.results[s.uid].get(top).map[r, c])) < 0.05  # the map kept is float16
+    assert abs(e.map_value - float(w.model.results[s.uid].get(top).map[r, c])) < 0.05  # the map kept is float16
     for img in (p.query_image, p.reference_image):
         assert img.pixmap() is not None and img.pixmap().width() >= 160
     # The point is marked on the viewer, with the patch's box; another slice hides the mark.
@@ -140,7 +140,7 @@ def test_click_explains_the_point_as_the_engine_does(qtbot, tmp_path):
 
     # Reopened: the scores come from disk, the detector from the adaptation cache (nothing is fitted again).
     w2 = make_window(qtbot, tmp_path)
-    assert w2.model.run is None and len(w2.results[w2.series.uid]) == s.num_slices
+    assert w2.model.run is None and len(w2.model.results[w2.model.series.uid]) == s.num_slices
     w2.show_slice(top)
     w2.why.toggle()
     with qtbot.waitSignal(w2.why.explained, timeout=60_000) as got:

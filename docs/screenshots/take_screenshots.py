@@ -81,7 +81,7 @@ def main() -> int:
     done: list[object] = []
     win.scoringFinished.connect(done.append)
     win.run_scoring()
-    wait(lambda: (res := win.results.get(win.series.uid)) is not None and len(res) >= 9, 900)
+    wait(lambda: (res := win.model.results.get(win.model.series.uid)) is not None and len(res) >= 9, 900)
     win.show_slice(12)
     shot("scoring.png")
     wait(lambda: done, 900)
@@ -108,8 +108,8 @@ def reading_room(win, pump, shot, wait) -> None:
     from medad_viewer.review.measurements import EllipseROI, Length
 
     m = win.model
-    s = win.series
-    res = win.results[s.uid]
+    s = win.model.series
+    res = win.model.results[s.uid]
     label_path = HERE.parent.parent / "resources" / "demo" / "brain1_label.nrrd"  # the demo study's label
     label = load_study(label_path).series[0].volume() > 0 if label_path.is_file() else None
     scored = [r.index for r in res.ranked()]

@@ -116,7 +116,7 @@ class DetectorSettings:
     # (`resolved_settings`): FLAIR_HYPERINTENSITY_GATE on FLAIR, else 0 (off).
     hyperintensity_gate: float | None = None
     hyperintensity_floor: float = 0.25
-    # Across the slices of a volume (`engine.score.score_series`): "neighbours", a slice's score is at most the
+    # Across the slices of a volume (`engine.series_scores.score_series`): "neighbours", a slice's score is at most the
     # higher of its two neighbours' (within `through_plane_gap` slices), so only what an adjacent slice confirms
     # keeps its height (a lesion is three-dimensional; a one-slice spike of the map is not); "off"; "auto": by
     # the image kind (`resolved_settings`). The maps are not changed.
@@ -178,7 +178,7 @@ def resolved_settings(settings: DetectorSettings, kind: str | None = None) -> De
 
 def pixels_hash(pixels: np.ndarray) -> str:
     """A slice's identity by its pixels as given to `fit` / `score` ([0, 1] float32): `reference_hashes`, which slices
-    of a series are the references (`engine.score.score_series`), the adaptation cache's key."""
+    of a series are the references (`engine.series_scores.score_series`), the adaptation cache's key."""
     return hashlib.sha1(np.ascontiguousarray(pixels, dtype=np.float32).tobytes()).hexdigest()[:16]
 
 

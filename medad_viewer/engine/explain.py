@@ -120,7 +120,7 @@ def cell_box(cell: tuple[int, int], shape: tuple[int, int], grid: int, mirrored:
 @torch.no_grad()
 def explain_point(detector: AnomalyDetector, image: np.ndarray, row: int, column: int) -> Explanation:
     """Explain the map at slice pixel (row, column). `image`: the slice in [0, 1] as given to `detector.score` (the
-    series' intensity normaliser applied, see engine.score.score_series)."""
+    series' intensity normaliser applied, see engine.series_scores.score_series)."""
     image = np.asarray(image, dtype=np.float32)
     shape = (int(image.shape[0]), int(image.shape[1]))
     if not (0 <= row < shape[0] and 0 <= column < shape[1]):

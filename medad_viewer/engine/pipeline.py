@@ -5,9 +5,9 @@ job and the benchmarks:
       -> read: every slice through its own series' intensity normaliser, the one place where a study's pixels
          become the engine's [0, 1]
       -> fit: an AnomalyDetector on the normal references (or a fitted one the caller has cached for these pixels)
-      -> score: slice by slice, batch by batch (`engine.score.score_series`: through-plane step on volumes, partial
+      -> score: slice by slice, batch by batch (`engine.series_scores.score_series`: through-plane step on volumes, partial
          results as they come, cancel between batches)
-      -> FitAndScore: the detector, the scores (engine.score.SliceScore, one record type), and the timings.
+      -> FitAndScore: the detector, the scores (engine.series_scores.SliceScore, one record type), and the timings.
 
 Progress runs 0 .. `fit_share` while fitting and on to 1 while scoring; a cancel token is checked between stages.
 """
@@ -25,7 +25,7 @@ from .backbones import Backbone, load_backbone
 from .detector import AnomalyDetector, DetectorSettings
 from .jobs import CancelToken, no_progress, sub_progress
 from .preprocess import normalizer_for_series
-from .score import SeriesScores, SliceScore, score_series
+from .series_scores import SeriesScores, SliceScore, score_series
 
 Progress = Callable[[float, str], None]
 

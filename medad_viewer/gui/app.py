@@ -43,10 +43,10 @@ def _startup_log(win: MainWindow) -> None:
     shown: list[str] = []
 
     def first_slice(_index: int) -> None:
-        uid = win.series.uid if win.series is not None else ""
+        uid = win.model.series.uid if win.model.series is not None else ""
         if uid not in shown:  # once per series opened
             shown.append(uid)
-            log(f"first-slice {time.time():.3f} {win.series.num_slices if win.series else 0}")
+            log(f"first-slice {time.time():.3f} {win.model.series.num_slices if win.model.series else 0}")
 
     win.sliceShown.connect(first_slice)
 

@@ -1,10 +1,10 @@
 """MainWindow: lays out the study browser, the slice viewers, the ranking, the reference tray and the panels around the
-Qt-free viewer model (`review/viewer.py`), and wires one controller per concern, each listening to its own model's
+Qt-free viewer model (`review/viewer_model.py`), and wires one controller per concern, each listening to its own model's
 events: opening studies (gui/opening_controller.py), the planes (planes_controller.py), the slice's lines and
 overlays (slice_info_controller.py), the display (display_controller.py), the review (review_controller.py),
 measuring (measure_controller.py), the references (references_controller.py), Adapt & score
 (scoring_controller.py), File → Export (export_controller.py) and the status bar (status_controller.py). Long work
-runs in the one background worker (gui/worker.py) through the jobs of gui/jobs.py. Menus and keys: gui/actions.py."""
+runs in the one background worker (gui/worker.py) through the jobs of gui/background_jobs.py. Menus and keys: gui/actions.py."""
 
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ from PySide6.QtWidgets import QDockWidget, QMainWindow, QMenu, QMessageBox, QWid
 
 from ..io.windowing import presets_for
 from ..review.state import Decision
-from ..review.viewer import ViewerModel
+from ..review.viewer_model import ViewerModel
 from .actions import build_actions, shortcuts_html
 from .display_controller import DisplayController
 from .export_controller import ExportController
 from .measure_controller import MeasureController
-from .jobs import freeze_heap
+from .background_jobs import freeze_heap
 from .panels import AnalysisPanel, ReviewPanel
 from .planes_controller import PlanesController
 from .ranking import RankingPanel
@@ -38,11 +38,6 @@ from .why_panel import attach_why_panel
 from .worker import Worker
 
 
-def _model_field(name: str) -> property:
-    """The window shows the model's state; scripts and tests read it through the window as before."""
-    return property(lambda self: getattr(self.model, name), lambda self, v: setattr(self.model, name, v))
-
-
 class MainWindow(QMainWindow):
     studyOpened = Signal(str)
     sliceShown = Signal(int)
@@ -51,15 +46,6 @@ class MainWindow(QMainWindow):
     scoringCancelled = Signal()
     CLOSE_WAIT_S = 0.5
 
-    study = _model_field("study")
-    study_path = _model_field("study_path")
-    store = property(lambda self: self.model.saving.store)
-    job = property(lambda self: self.scoring.job)  # the Adapt & score job while it runs
-    session = _model_field("session")
-    series = _model_field("series")
-    index = _model_field("index")
-    results = property(lambda self: self.model.scoring.results)
-    detector_info = property(lambda self: self.model.scoring.detector_info)
 
     def __init__(self, settings: QSettings | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -131,14 +117,14 @@ class MainWindow(QMainWindow):
         self.viewer.units = s.units
         self.slice_info.fill_presets_menu()
         self.ranking.set_series(s.num_slices, self.slice_info.ranking_thumbnail)
-        res = self.results.get(s.uid)
+        res = self.model.results.get(s.uid)
         if res is not None and len(res):
             self.ranking.set_scores({i: (r.score, r.percentile) for i, r in res.results.items()})
             n, tot = len(res), s.num_slices
             self.analysis.show_message(f"Showing the saved scores of {n} of {tot} slices" if n < tot else
                                        f"Showing the saved scores ({res.detector.get('backbone', '')})")
         self.status.update_backbone()
-        self.ranking.set_threshold(float(self.session.view.get("flag_pct", self.ranking.threshold_pct)))
+        self.ranking.set_threshold(float(self.model.session.view.get("flag_pct", self.ranking.threshold_pct)))
         self.review.update_ranking_decisions()
         self.viewer.set_window(*self.model.display.window())
         self._fit_next = True
@@ -150,7 +136,7 @@ class MainWindow(QMainWindow):
     _fit_next = False
 
     def _slice_shown(self, index: int) -> None:
-        s = self.series
+        s = self.model.series
         if self.planes.main_is_acquired() and not s.is_loaded(index):
             # not read yet: said so (never the previous slice's pixels); drawn when it arrives (model "slice" again)
             self.viewer.show_loading(f"Loading slice {index + 1} of {s.num_slices}…")
@@ -164,7 +150,7 @@ class MainWindow(QMainWindow):
         self._fit_next = False
         self.slice_info.refresh()
         self.ranking.set_current(index)
-        self.tray.set_current(self.session.reference_set.find(s.uid, index))
+        self.tray.set_current(self.model.session.reference_set.find(s.uid, index))
         self.sliceShown.emit(index)
 
     def _jump_from_panel(self, index: int) -> None:
@@ -243,12 +229,12 @@ class MainWindow(QMainWindow):
             self.status.probe_device()
 
     def _viewer_context_menu(self, pos) -> None:
-        if self.series is None:
+        if self.model.series is None:
             return
         m = QMenu(self)
         m.addAction("Add as normal reference (R)", lambda: self.references.add("normal"))
         m.addAction("Add as abnormal example (uses the drawing as mask)", lambda: self.references.add("abnormal"))
-        pos_in_set = self.session.reference_set.find(self.series.uid, self.index)
+        pos_in_set = self.model.session.reference_set.find(self.model.series.uid, self.model.index)
         if pos_in_set is not None:
             m.addAction("Remove from references", lambda: self.references.remove(pos_in_set))
         m.addSeparator()
@@ -257,7 +243,7 @@ class MainWindow(QMainWindow):
         m.addAction("Mark unreviewed (U)", lambda: self.review.set_decision(Decision.UNREVIEWED))
         m.addSeparator()
         wm = m.addMenu("Window preset")
-        for k, p in enumerate(presets_for(self.series)[:5]):
+        for k, p in enumerate(presets_for(self.model.series)[:5]):
             wm.addAction(f"{k + 1}: {p.name}", lambda k=k: self.slice_info.apply_preset(k))
         m.addAction("Fit to window", self.viewer.fit)
         m.popup(pos)

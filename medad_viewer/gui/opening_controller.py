@@ -12,7 +12,7 @@ from PySide6.QtWidgets import QFileDialog
 
 from ..paths import DEMO_REFERENCES, DEMO_STUDY
 from ..review.references import ReferenceSet
-from .jobs import load_study_job
+from .background_jobs import load_study_job
 from .study_browser import pixmap_from_gray
 from .worker import Worker
 
@@ -154,7 +154,7 @@ class OpeningController:
     def _study_changed(self, study) -> None:
         """Once every slice was read: some could not be (their warnings), or a series had none readable (dropped).
         The list of series is drawn anew."""
-        from .imaging import thumbnail
+        from .thumbnails import thumbnail
         from ..io.windowing import default_window
 
         entries = []

@@ -1,6 +1,6 @@
 """The planes' controller: the main view in any plane, the 1×3 layout (the other two planes beside it, whose
 viewers it owns), the crosshair that links them (Shift+move), scrolling each plane, and drawing each plane's
-slice and map. The state (plane, layout, crosshair) lives in the viewer model (review/viewer.py); this controller
+slice and map. The state (plane, layout, crosshair) lives in the viewer model (review/viewer_model.py); this controller
 draws it when the model's plane, layout and crosshair events say so."""
 
 from __future__ import annotations

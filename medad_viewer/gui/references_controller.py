@@ -12,8 +12,8 @@ from PySide6.QtWidgets import QFileDialog, QInputDialog
 from ..io.imaging import letterbox
 from ..io.windowing import default_window
 from ..review.references import ReferenceSet, list_named, load_named, save_named
-from .imaging import thumbnail
-from .jobs import load_studies_job
+from .thumbnails import thumbnail
+from .background_jobs import load_studies_job
 from .study_browser import pixmap_from_gray
 from .worker import Worker
 

@@ -13,8 +13,8 @@ from ..io import series_sequence
 from ..review.adaptation_cache import AdaptationCache
 from ..review.events import DetectorReady, DeviceNamed, ScoresNotSaved, SliceScored
 from ..review.runs import CANCELLED, DONE, FAILED
-from ..review.scoring import ScoreJob, run_score_job
-from .jobs import freeze_heap
+from ..review.score_job import ScoreJob, run_score_job
+from .background_jobs import freeze_heap
 from .worker import Worker
 
 

@@ -7,7 +7,7 @@ from PySide6.QtGui import QPixmap
 
 from ..io.windowing import default_window, presets_for
 from ..review.state import Decision
-from .imaging import thumbnail
+from .thumbnails import thumbnail
 from .study_browser import pixmap_from_gray
 
 
@@ -104,7 +104,7 @@ def _esc(text: str) -> str:
 
 
 def probe_html(p) -> str:
-    """The corner readout of a review.viewer.Probe: voxel and position, value, and the map there."""
+    """The corner readout of a review.viewer_model.Probe: voxel and position, value, and the map there."""
     if p is None:
         return ""
     x, y, z = p.position_mm

@@ -8,7 +8,7 @@ import sys
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QLabel
 
-from .jobs import device_guess, device_probe_job, resident_bytes
+from .background_jobs import device_guess, device_probe_job, resident_bytes
 from .worker import Worker
 
 

@@ -54,7 +54,7 @@ class EmitterGroup:
 # ---------------------------------------------------------------------------------------------- study, navigation
 @dataclass(frozen=True)
 class StudyOpened:
-    load: dict  # what the load job read (gui/jobs.load_study_job): study, path, store, session, scores
+    load: dict  # what the load job read (gui/background_jobs.load_study_job): study, path, store, session, scores
 
 
 @dataclass(frozen=True)

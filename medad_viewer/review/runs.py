@@ -15,7 +15,7 @@ from ..engine.records import SliceScore
 from .events import (DetectorReady, DeviceNamed, EmitterGroup, ScoresNotSaved, ScoresReplaced, ScoringChanged,
                      SliceScored)
 from .results import ScoreResults
-from .scoring import FIT_END
+from .score_job import FIT_END
 
 # The life of one Adapt & score run.
 QUEUED, ADAPTING, SCORING, DONE, CANCELLED, FAILED = "queued", "adapting", "scoring", "done", "cancelled", "failed"

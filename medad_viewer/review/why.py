@@ -158,7 +158,7 @@ class WhyExplainer:
         return det
 
     def normalizer(self, series) -> Callable[[np.ndarray], np.ndarray]:
-        """The series' intensity mapping, as scoring used it (engine.score.score_series)."""
+        """The series' intensity mapping, as scoring used it (engine.series_scores.score_series)."""
         from ..engine.preprocess import normalizer_for_series
 
         norm = self._normalizers.get(series.uid)

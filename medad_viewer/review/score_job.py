@@ -118,7 +118,7 @@ def import_engine(method: str = "", progress: Progress | None = None) -> None:
     until the import is done, and what the import made is then frozen out of the collector's view (gc.freeze).
     `method` "adapted" also imports what training needs at its first step (torch._dynamo); safetensors is what
     a cached adaptation is read with."""
-    wanted = ["torch", "medad_viewer.engine.detector", "medad_viewer.engine.score", "safetensors.torch"]
+    wanted = ["torch", "medad_viewer.engine.detector", "medad_viewer.engine.series_scores", "safetensors.torch"]
     if method == "adapted":
         wanted.append("torch._dynamo")
     if all(m in sys.modules for m in wanted):
@@ -133,7 +133,7 @@ def import_engine(method: str = "", progress: Progress | None = None) -> None:
         try:
             import torch  # noqa: F401
 
-            from ..engine import detector, score  # noqa: F401
+            from ..engine import detector, series_scores  # noqa: F401
             for name in wanted[3:]:
                 try:
                     __import__(name)

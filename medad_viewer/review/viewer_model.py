@@ -8,7 +8,7 @@ nothing in it needs a QApplication, so every behaviour can be tested alone (test
 Events: `model.events.<name>.connect(fn)`; each emits one typed event of review/events.py: study (StudyOpened),
 study_changed, loading, loaded, series, slice, plane, layout, crosshair, say.
 
-Loading: a large DICOM series is shown before all its slices are read (io/fill.py, gui/jobs.load_study_job).
+Loading: a large DICOM series is shown before all its slices are read (io/fill.py, gui/background_jobs.load_study_job).
 `show_slice` of a slice not read yet asks for it first (Series.request) and the window shows a placeholder; the
 "slice" event comes again when it arrives. Adapt & score started meanwhile waits for the whole series in its job
 (review/scoring.py; `loading_reason` says so beforehand).
@@ -123,7 +123,7 @@ class ViewerModel:
         return token == self._load_request
 
     def load_finished(self, token: int, payload: dict) -> bool:
-        """Show what the load job read (see gui/jobs.load_study_job). False, and nothing changes, when a later
+        """Show what the load job read (see gui/background_jobs.load_study_job). False, and nothing changes, when a later
         open has been asked for since."""
         if not self.is_current(token):
             return False

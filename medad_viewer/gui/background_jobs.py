@@ -13,7 +13,7 @@ import numpy as np
 from ..io import load_study
 from ..io.windowing import default_window
 from ..review.session import SaveFailed, SessionStore
-from .imaging import thumbnail
+from .thumbnails import thumbnail
 
 
 def load_study_job(path: str):
