@@ -180,6 +180,14 @@ def annotation_paths(annotations: Iterable) -> list[tuple[str, QPainterPath, flo
     return out
 
 
+def slice_to_rect(rect: QRectF, shape: tuple[int, int], offset: tuple[float, float] = (0.0, 0.0)) -> QTransform:
+    """Slice pixel coordinates -> an image drawn in `rect` (a slice of `shape` rows x cols, or a crop of it whose
+    top-left pixel is `offset` (x, y))."""
+    rows, cols = shape
+    return (QTransform().translate(rect.left(), rect.top()).scale(rect.width() / cols, rect.height() / rows)
+            .translate(-offset[0], -offset[1]))
+
+
 def draw_annotations(p: QPainter, rect: QRectF, shape: tuple[int, int], annotations: Sequence,
                      outline_width: float, offset: tuple[float, float] = (0.0, 0.0)) -> None:
     """The reviewer's annotations over an image drawn in `rect` (slice of `shape` rows x cols, or a crop of it whose
@@ -187,9 +195,7 @@ def draw_annotations(p: QPainter, rect: QRectF, shape: tuple[int, int], annotati
     round-capped lines."""
     if not annotations:
         return
-    rows, cols = shape
-    sx, sy = rect.width() / cols, rect.height() / rows
-    to_rect = QTransform().translate(rect.left(), rect.top()).scale(sx, sy).translate(-offset[0], -offset[1])
+    to_rect = slice_to_rect(rect, shape, offset)
     p.save()
     p.setRenderHint(QPainter.RenderHint.Antialiasing, True)
     p.setClipRect(rect)
@@ -198,7 +204,8 @@ def draw_annotations(p: QPainter, rect: QRectF, shape: tuple[int, int], annotati
         if kind == "stroke":
             c = QColor(ANNOTATION_COLOR)
             c.setAlpha(140)
-            pen = QPen(c, max(width, 1.0) * (sx + sy) / 2, Qt.PenStyle.SolidLine, Qt.PenCapStyle.RoundCap,
+            pen = QPen(c, max(width, 1.0) * (to_rect.m11() + to_rect.m22()) / 2, Qt.PenStyle.SolidLine,
+                       Qt.PenCapStyle.RoundCap,
                        Qt.PenJoinStyle.RoundJoin)
         else:
             pen = QPen(ANNOTATION_COLOR, outline_width)

@@ -16,8 +16,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 from PySide6.QtCore import QMarginsF, QPointF, QRectF, Qt
-from PySide6.QtGui import (QColor, QFont, QFontMetricsF, QPageSize, QPainter, QPainterPath, QPdfWriter, QPen,
-                           QTransform)
+from PySide6.QtGui import QColor, QFont, QFontMetricsF, QPageSize, QPainter, QPainterPath, QPdfWriter, QPen
 
 from .. import __version__
 from ..engine.jobs import CancelToken, no_progress
@@ -30,7 +29,7 @@ from ..review.state import Decision
 from ..io.atomic import atomic_output
 from .data import DISCLAIMER, MeasurementRow, Progress, ReportData, ReportError, SliceRow, score_threshold
 from .overlay import COLORBAR_LABEL, DEFAULT_COLORMAP, DEFAULT_OPACITY, compose, default_vmax
-from .painting import (draw_annotations, draw_colorbar, draw_image, draw_orientation, ensure_qt_app, fmt_tick, font,
+from .painting import (draw_annotations, draw_colorbar, slice_to_rect, draw_image, draw_orientation, ensure_qt_app, fmt_tick, font,
                        nice_ticks, qimage_gray, qimage_rgb)
 
 RES = 300  # device units per inch
@@ -481,13 +480,8 @@ class _Report:
             cells = [str(r.number), f"{r.position_mm:.1f}", f"{r.score:.4f}", _pct(r.percentile), r.flagged_by or "—",
                      DECISION_WORDS[r.review.decision], self.d.note_of(r),
                      str(self.page_of[r.index]) if r.index in self.page_of else "—"]
-            cx = x
-            for (name, cw, align), text in zip(cols, cells):
-                color = FLAG if (name == "Percentile" and r.above_threshold) else INK
-                cf = font(8.5, bold=(name == "Slice"))
-                pg.text(cx + 1.2, y + 1.2, cw - 2.4, pg.elide(text, cf, cw - 2.4), cf, color, align, wrap=False)
-                cx += cw
-            y += rh
+            flag = "Percentile" if r.above_threshold else None
+            y = self._table_row(pg, x, y, cols, cells, bold="Slice", flagged=flag)
         pg.rule(x, x + w, y)
         return y
 
@@ -530,14 +524,21 @@ class _Report:
                      f"{_raw(r.min, r.units)} / {_raw(r.max, r.units)}" if r.min is not None else "—",
                      mapped[len("map "):].replace("max ", "") if mapped else ("—" if r.kind == "length"
                                                                             else "not scored")]
-            cx = x
-            for (name, cw, align), text in zip(cols, cells):
-                cf = font(8.5, bold=(name == "#"))
-                pg.text(cx + 1.2, y + 1.2, cw - 2.4, pg.elide(text, cf, cw - 2.4), cf, INK, align, wrap=False)
-                cx += cw
-            y += rh
+            y = self._table_row(pg, x, y, cols, cells, bold="#")
         pg.rule(x, x + w, y)
         return y
+
+    def _table_row(self, pg: _Page, x: float, y: float, cols: list, cells: list[str], bold: str,
+                   flagged: str | None = None) -> float:
+        """One row of a table under `_header_row`'s columns: the `bold` column in bold, the `flagged` one in the flag
+        colour; returns the next row's top."""
+        cx = x
+        for (name, cw, align), text in zip(cols, cells):
+            cf = font(8.5, bold=(name == bold))
+            pg.text(cx + 1.2, y + 1.2, cw - 2.4, pg.elide(text, cf, cw - 2.4), cf, FLAG if name == flagged else INK,
+                    align, wrap=False)
+            cx += cw
+        return y + self.row_h
 
     def _size(self, r) -> str:
         if r.kind == "length":
@@ -553,9 +554,7 @@ class _Report:
         here = [mr for mr in self.d.measurements if mr.plane == ACQUIRED and mr.measurement.index == index]
         if not here:
             return
-        rows, cols = shape
-        sx, sy = rect.width() / cols, rect.height() / rows
-        to_rect = QTransform().translate(rect.left(), rect.top()).scale(sx, sy).translate(-offset[0], -offset[1])
+        to_rect = slice_to_rect(rect, shape, offset)
         p.save()
         p.setClipRect(rect)
         p.setBrush(Qt.BrushStyle.NoBrush)

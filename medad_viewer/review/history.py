@@ -58,18 +58,18 @@ class History:
 
     def undo(self) -> tuple[Step, Any] | None:
         """Undo the last step: (the step, what it touched), or None when there is nothing to undo."""
-        if not self._undo:
-            return None
-        step = self._undo.pop()
-        self._redo.append(step)
-        return step, step.apply_undo(step.record)
+        return self._move(self._undo, self._redo, undo=True)
 
     def redo(self) -> tuple[Step, Any] | None:
-        if not self._redo:
+        return self._move(self._redo, self._undo, undo=False)
+
+    @staticmethod
+    def _move(source: list, target: list, undo: bool) -> tuple[Step, Any] | None:
+        if not source:
             return None
-        step = self._redo.pop()
-        self._undo.append(step)
-        return step, step.apply_redo(step.record)
+        step = source.pop()
+        target.append(step)
+        return step, (step.apply_undo if undo else step.apply_redo)(step.record)
 
 
 class UsesHistory:
