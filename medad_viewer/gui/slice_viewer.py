@@ -6,6 +6,7 @@ Scene coordinates are millimetres (each image item is scaled by the pixel spacin
 
 from __future__ import annotations
 
+import functools
 import math
 
 import cv2
@@ -159,8 +160,7 @@ class SliceViewer(QWidget):
         self._draw_start: tuple[float, float] | None = None
         self.brush_width = 6.0  # pixels of the slice
 
-        self._luts: dict[str, tuple[pg.ColorMap, np.ndarray]] = {}
-        self.colorbar = pg.ColorBarItem(values=(1.0, 3.0), width=14, colorMap=self._colormap(DEFAULT_COLORMAP)[0],
+        self.colorbar = pg.ColorBarItem(values=(1.0, 3.0), width=14, colorMap=overlay_colormap(DEFAULT_COLORMAP)[0],
                                         interactive=False, colorMapMenu=False)
         self.colorbar.axis.setTickFont(self.font())
         # The scale's unit: map values are multiples of the normal references' 99th percentile.
@@ -387,7 +387,7 @@ class SliceViewer(QWidget):
             self._place_corners()
             self._update_cursor_text()
             return
-        cmap, lut = self._colormap(colormap)
+        cmap, lut = overlay_colormap(colormap)
         self.overlay.setImage(amap, levels=(float(threshold), vmax), lut=lut, autoLevels=False)
         self.overlay.setOpacity(float(opacity))
         # The colour bar only changes with the colour map or the scale: redrawing it per slice costs.
@@ -424,81 +424,24 @@ class SliceViewer(QWidget):
             layout.layout.setColumnFixedWidth(1, 0)
         self._colorbar_shown = show
 
-    def _colormap(self, name: str):
-        """The colour map and its overlay LUT, whose entry 0 (at or below the threshold) is transparent."""
-        hit = self._luts.get(name)
-        if hit is None:
-            # The overlay part of the map (io.colormaps: its near-black start left out), the report's colours too.
-            rgba = np.empty((256, 4), np.uint8)
-            rgba[:, :3] = overlay_lut(name)
-            rgba[:, 3] = 255
-            cmap = pg.ColorMap(np.linspace(0.0, 1.0, 256), rgba)
-            lut = rgba.copy()
-            lut[:, 3] = 255
-            lut[0, 3] = 0
-            hit = self._luts[name] = (cmap, lut)
-        return hit
-
     def _draw_contour(self, mask: np.ndarray) -> None:
         xs, ys = _outline(mask)
         self.contour.setData(xs, ys, connect="pairs")
 
     def set_annotations(self, annotations) -> None:
-        for child in list(self.annotations.childItems()):
-            child.setParentItem(None)
-            if child.scene() is not None:
-                child.scene().removeItem(child)
+        _clear_children(self.annotations)
         for a in annotations:
-            self._annotation_item(a).setParentItem(self.annotations)
-
-    def _annotation_item(self, a):
-        if isinstance(a, Ellipse):
-            item = QGraphicsEllipseItem(a.cx - a.rx, a.cy - a.ry, 2 * a.rx, 2 * a.ry)
-            pen = QPen(ANNOTATION_COLOR, 2)
-            pen.setCosmetic(True)
-            item.setPen(pen)
-            item.setBrush(QBrush(Qt.BrushStyle.NoBrush))
-            return item
-        path = QPainterPath()
-        pts = a.points
-        path.moveTo(QPointF(*pts[0]))
-        for p in pts[1:]:
-            path.lineTo(QPointF(*p))
-        if len(pts) == 1:
-            path.lineTo(QPointF(pts[0][0] + 0.01, pts[0][1]))
-        item = QGraphicsPathItem(path)
-        c = QColor(ANNOTATION_COLOR)
-        c.setAlpha(120)
-        pen = QPen(c, a.width, Qt.PenStyle.SolidLine, Qt.PenCapStyle.RoundCap, Qt.PenJoinStyle.RoundJoin)
-        item.setPen(pen)
-        return item
+            annotation_item(a).setParentItem(self.annotations)
 
     def set_measurements(self, items) -> None:
         """Draw (measurement, label text) pairs: yellow lines and ellipses, each label on a dark box so it reads on
         any image, upright whatever the view's flips and rotation."""
-        for child in list(self.measurements.childItems()):
-            child.setParentItem(None)
-            if child.scene() is not None:
-                child.scene().removeItem(child)
+        _clear_children(self.measurements)
         self.measure_labels = []
         for m, text in items:
-            self._measure_item(m).setParentItem(self.measurements)
+            measure_item(m).setParentItem(self.measurements)
             if text:
                 self._measure_label(m, text)
-
-    def _measure_item(self, m):
-        pen = QPen(MEASURE_COLOR, 2)
-        pen.setCosmetic(True)
-        if isinstance(m, Length):
-            item = QGraphicsPathItem()
-            path = QPainterPath(QPointF(*m.p0))
-            path.lineTo(QPointF(*m.p1))
-            item.setPath(path)
-        else:
-            item = QGraphicsEllipseItem(m.cx - m.rx, m.cy - m.ry, 2 * m.rx, 2 * m.ry)
-            item.setBrush(QBrush(Qt.BrushStyle.NoBrush))
-        item.setPen(pen)
-        return item
 
     def _measure_label(self, m, text: str) -> pg.TextItem:
         # The label goes on the side of the shape towards the middle of the view, so a finding near an edge (or a
@@ -615,7 +558,7 @@ class SliceViewer(QWidget):
             x0, y0 = self._draw_start
             shape = Ellipse((x0 + x) / 2, (y0 + y) / 2, abs(x - x0) / 2, abs(y - y0) / 2)
         self._remove_live()
-        self._live = self._annotation_item(shape)
+        self._live = annotation_item(shape)
         self._live.setParentItem(self.annotations)
         if phase == "finish":
             self._remove_live()
@@ -637,7 +580,7 @@ class SliceViewer(QWidget):
             text = ""
             big_enough = shape.rx >= 1 and shape.ry >= 1
         self._remove_live()
-        self._live = self._measure_item(shape)
+        self._live = measure_item(shape)
         self._live.setParentItem(self.measurements)
         if text:
             self._live_label = self._measure_label(shape, text)
@@ -679,3 +622,64 @@ def _outline(mask: np.ndarray) -> tuple[np.ndarray | list, np.ndarray | list]:
     if not xs:
         return [], []
     return np.concatenate(xs), np.concatenate(ys)
+
+
+@functools.lru_cache(maxsize=None)
+def overlay_colormap(name: str):
+    """The colour map and its overlay LUT, whose entry 0 (at or below the threshold) is transparent."""
+    # The overlay part of the map (io.colormaps: its near-black start left out), the report's colours too.
+    rgba = np.empty((256, 4), np.uint8)
+    rgba[:, :3] = overlay_lut(name)
+    rgba[:, 3] = 255
+    cmap = pg.ColorMap(np.linspace(0.0, 1.0, 256), rgba)
+    lut = rgba.copy()
+    lut[0, 3] = 0
+    return cmap, lut
+
+
+def annotation_item(a):
+    """A drawn annotation (ellipse outline or translucent brush stroke) as a graphics item in slice pixels."""
+    if isinstance(a, Ellipse):
+        item = QGraphicsEllipseItem(a.cx - a.rx, a.cy - a.ry, 2 * a.rx, 2 * a.ry)
+        pen = QPen(ANNOTATION_COLOR, 2)
+        pen.setCosmetic(True)
+        item.setPen(pen)
+        item.setBrush(QBrush(Qt.BrushStyle.NoBrush))
+        return item
+    path = QPainterPath()
+    pts = a.points
+    path.moveTo(QPointF(*pts[0]))
+    for p in pts[1:]:
+        path.lineTo(QPointF(*p))
+    if len(pts) == 1:
+        path.lineTo(QPointF(pts[0][0] + 0.01, pts[0][1]))
+    item = QGraphicsPathItem(path)
+    c = QColor(ANNOTATION_COLOR)
+    c.setAlpha(120)
+    pen = QPen(c, a.width, Qt.PenStyle.SolidLine, Qt.PenCapStyle.RoundCap, Qt.PenJoinStyle.RoundJoin)
+    item.setPen(pen)
+    return item
+
+
+def measure_item(m):
+    """A measurement (yellow line or ellipse) as a graphics item in slice pixels."""
+    pen = QPen(MEASURE_COLOR, 2)
+    pen.setCosmetic(True)
+    if isinstance(m, Length):
+        item = QGraphicsPathItem()
+        path = QPainterPath(QPointF(*m.p0))
+        path.lineTo(QPointF(*m.p1))
+        item.setPath(path)
+    else:
+        item = QGraphicsEllipseItem(m.cx - m.rx, m.cy - m.ry, 2 * m.rx, 2 * m.ry)
+        item.setBrush(QBrush(Qt.BrushStyle.NoBrush))
+    item.setPen(pen)
+    return item
+
+
+def _clear_children(parent) -> None:
+    """Remove every child item of a graphics item (drawn again from the model)."""
+    for child in list(parent.childItems()):
+        child.setParentItem(None)
+        if child.scene() is not None:
+            child.scene().removeItem(child)
