@@ -68,7 +68,7 @@ def main() -> int:
     win.studyOpened.connect(opened.append)
     win.opening.open_path(args.ct)
     wait(lambda: opened)
-    win.apply_preset(1)
+    win.slice_info.apply_preset(1)
     pump(0.5)
     shot("study-open.png")
 
@@ -80,7 +80,7 @@ def main() -> int:
 
     done: list[object] = []
     win.scoringFinished.connect(done.append)
-    win.run_scoring()
+    win.scoring.run()
     wait(lambda: (res := win.model.results.get(win.model.series.uid)) is not None and len(res) >= 9, 900)
     win.show_slice(12)
     shot("scoring.png")
@@ -124,9 +124,9 @@ def reading_room(win, pump, shot, wait) -> None:
     m.set_layout("1x3")
     m.set_crosshair(m.acquired_plane(), k, int(r), int(c))
     cy, cx = (rows.min() + rows.max()) / 2, (cols.min() + cols.max()) / 2
-    m.add_measurement(EllipseROI(float(cx), float(cy), float(cols.max() - cols.min()) / 2 + 3,
+    m.review.add_measurement(EllipseROI(float(cx), float(cy), float(cols.max() - cols.min()) / 2 + 3,
                                  float(rows.max() - rows.min()) / 2 + 3))
-    m.add_measurement(Length((float(cols.min()), float(cy)), (float(cols.max()), float(cy))))
+    m.review.add_measurement(Length((float(cols.min()), float(cy)), (float(cols.max()), float(cy))))
     win.viewer._cursor = (int(r), int(c))
     win.viewer._update_cursor_text()
     pump(1.0)
