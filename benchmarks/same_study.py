@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 from medad_viewer.engine.metrics import image_auroc, pixel_auroc  # noqa: E402
 
 HEAD_LEVEL, HEAD_MIN_SHARE = 20, 0.15  # as build_devset.py
-FLAG_PERCENTILE, COLOUR_PERCENTILE = 95.0, 99.0  # the window's defaults (gui/ranking.py, review/results.py)
+FLAG_PERCENTILE, COLOUR_PERCENTILE = 95.0, 99.0  # the window's defaults (gui/ranking_panel.py, review/results.py)
 METRICS = ("slice_auroc", "pixel_auroc", "pixel_auroc_head", "lesion_flagged", "normal_flagged",
            "lesion_px_coloured", "normal_head_px_coloured", "normal_slice_px_coloured", "lesion_px_at_2pct",
            "lesion_px_in_region", "normal_top1_near_edge")

@@ -11,7 +11,7 @@ from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QFileDialog
 
 from medad_viewer import report
-from medad_viewer.gui.export_dialog import OPEN_WHEN_DONE_KEY, PdfExportDialog
+from medad_viewer.gui.export_dialogs import OPEN_WHEN_DONE_KEY, PdfExportDialog
 from medad_viewer.report.pdf import PdfOptions, page_count
 from medad_viewer.report.synthetic import synthetic_run
 from medad_viewer.review.results import ScoreResults

@@ -382,7 +382,8 @@ def test_untrained_vision_language_weights_warn(qtbot, tmp_path):
 
 
 def test_settings_dialog_persists(qtbot, tmp_path):
-    from medad_viewer.gui.settings import AppSettings, SettingsDialog
+    from medad_viewer.gui.settings import AppSettings
+    from medad_viewer.gui.settings_dialog import SettingsDialog
 
     q = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
     s = AppSettings(q)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PySide6.QtGui import QPixmap
 
-from medad_viewer.gui.panels import THRESHOLDS, AnalysisPanel, pct_to_slider, slider_to_pct
-from medad_viewer.gui.ranking import RankingPanel
+from medad_viewer.gui.analysis_panel import THRESHOLDS, AnalysisPanel, pct_to_slider, slider_to_pct
+from medad_viewer.gui.ranking_panel import RankingPanel
 from medad_viewer.gui.reference_tray import ReferenceTray
 from medad_viewer.gui.slice_viewer import SliceViewer
 from medad_viewer.gui.worker import Worker

@@ -103,7 +103,7 @@ def reading_room(win, pump, shot, wait) -> None:
     point is chosen inside the sample's tumour label (brain1_label.nrrd), as a reader would click the lesion."""
     import numpy as np
 
-    from medad_viewer.gui.panels import pct_to_slider
+    from medad_viewer.gui.analysis_panel import pct_to_slider
     from medad_viewer.io import load_study
     from medad_viewer.review.measurements import EllipseROI, Length
 

@@ -11,7 +11,7 @@ from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QFileDialog
 
 from ..review.export import ExportContext
-from .export_dialog import DicomExportDialog, ExportProgressDialog, PdfExportDialog
+from .export_dialogs import DicomExportDialog, ExportProgressDialog, PdfExportDialog
 from .worker import Worker
 
 NEEDS_SCORES: set = set()  # the exports that need the series scored first (filled by export_functions)

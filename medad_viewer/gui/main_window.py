@@ -21,15 +21,17 @@ from .display_controller import DisplayController
 from .export_controller import ExportController
 from .measure_controller import MeasureController
 from .background_jobs import freeze_heap
-from .panels import AnalysisPanel, ReviewPanel
+from .analysis_panel import AnalysisPanel
+from .review_panel import ReviewPanel
 from .planes_controller import PlanesController
-from .ranking import RankingPanel
+from .ranking_panel import RankingPanel
 from .reference_tray import ReferenceTray
 from .opening_controller import OpeningController
 from .references_controller import ReferencesController
 from .review_controller import ReviewController
 from .scoring_controller import ScoringController
-from .settings import AppSettings, SettingsDialog
+from .settings import AppSettings
+from .settings_dialog import SettingsDialog
 from .slice_info_controller import SliceInfoController, probe_html
 from .slice_viewer import SliceViewer
 from .status_controller import StatusController

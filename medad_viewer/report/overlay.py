@@ -14,7 +14,7 @@ from ..io.colormaps import COLORMAPS, DEFAULT_COLORMAP, OVERLAY_CMAP_START, over
 __all__ = ["COLORBAR_LABEL", "COLORMAPS", "DEFAULT_COLORMAP", "DEFAULT_OPACITY", "OVERLAY_CMAP_START", "blend",
            "colorbar_rgb", "colorize", "compose", "default_vmax", "overlay_lut"]
 
-# Defaults of the viewer's overlay controls (gui.panels / gui.slice_viewer), so an export looks like the screen.
+# Defaults of the viewer's overlay controls (gui.analysis_panel / gui.slice_viewer), so an export looks like the screen.
 DEFAULT_OPACITY = 0.6
 COLORBAR_LABEL = "anomaly (× normal p99)"
 
