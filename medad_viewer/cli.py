@@ -179,7 +179,7 @@ def cmd_score(args) -> int:
     from .engine.pipeline import SliceRef, fit_and_score
     from .engine.series_scores import parse_slices, split_reference_spec
     from .io import load_study, series_sequence
-    from .report.score_dir import ScoreRun, series_record, write_score_dir
+    from .report.score_dir import ScoreRun, run_record, write_score_dir
 
     t_start = time.monotonic()
     target_study = load_study(args.target)
@@ -231,24 +231,10 @@ def cmd_score(args) -> int:
         raise SystemExit(f"error: {exc}")
     detector, scores = done.detector, done.scores
     ordered = sorted(scores.results)
-    cal = detector.calibration
-    run = {
-        **detector.describe(),
-        "target": series_record(target),
-        "references": ref_records,
-        "threshold_percentile": 99.0,
-        "calibration": None if cal is None else {
-            "pixel_value_at": {str(p): cal.pixel_value_at(p) for p in (90, 95, 99, 99.9)},
-            "image_mean": cal.image_mean, "image_std": cal.image_std},
-        "adapt_report": None if detector.adapt_report is None else {
-            "steps": detector.adapt_report.steps, "best_step": detector.adapt_report.best_step,
-            "stopped_because": detector.adapt_report.stopped_because},
-        "timings": {"load_s": round(t_load - t_start, 3),
-                    "fit_s": round(detector.timings.get("fit_s", 0.0), 3),
-                    "adapt_s": round(detector.timings.get("adapt_s", 0.0), 3),
-                    "score_s": round(done.score_seconds, 3),
-                    "score_s_per_slice": round(done.score_seconds / max(1, len(ordered)), 4)},
-    }
+    run = run_record(detector, target, ref_records, {
+        "load_s": round(t_load - t_start, 3), "fit_s": round(detector.timings.get("fit_s", 0.0), 3),
+        "adapt_s": round(detector.timings.get("adapt_s", 0.0), 3), "score_s": round(done.score_seconds, 3),
+        "score_s_per_slice": round(done.score_seconds / max(1, len(ordered)), 4)})
     out = write_score_dir(args.out, ScoreRun.of(
         [scores.results[i] for i in ordered], [target.slice_position(i) for i in ordered], run))
     top = sorted(ordered, key=lambda i: -scores.results[i].score)[:5]
@@ -333,6 +319,12 @@ def _json_safe(o):
     return str(o)
 
 
+def _add_batch_parser(sub) -> None:
+    from .cli_batch import _add_batch_parser as add
+
+    add(sub)
+
+
 def _add_report_parser(sub) -> None:
     from .cli_report import add_report_parser
     add_report_parser(sub)
@@ -347,6 +339,7 @@ SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "score": _add_score_parser,
     "eval": _add_eval_parser,
     "report": _add_report_parser,
+    "batch": _add_batch_parser,
 }
 
 

@@ -142,13 +142,21 @@ def fit_and_score(references: Sequence[SliceRef], target, settings: DetectorSett
     fit_seconds = time.monotonic() - t0
     if on_fitted is not None:
         on_fitted(detector, from_cache)
+    scores = score_target(detector, target, indices=indices, progress=sub_progress(progress, fit_share, 1.0),
+                          cancel=cancel, batch_size=batch_size, on_result=on_result, keep=keep)
+    return FitAndScore(detector, scores, from_cache, fit_seconds, scores.seconds)
+
+
+def score_target(detector: AnomalyDetector, target, *, indices: Sequence[int] | None = None,
+                 progress: Progress = no_progress, cancel: CancelToken | None = None, batch_size: int = 8,
+                 on_result: Callable[[SliceScore], None] | None = None, keep: bool = True) -> SeriesScores:
+    """The scoring half of `fit_and_score`, for a detector fitted once and used on many series (the batch
+    worklist): `target` an io.Series or a sequence of one-image series."""
     series, normalizer = target, None
     if isinstance(target, (list, tuple)):
         series, normalizer = ImageFolder(target), _as_read
-    scores = score_series(detector, series, indices, normalizer=normalizer, batch_size=batch_size,
-                          progress=sub_progress(progress, fit_share, 1.0), cancel=cancel, on_result=on_result,
-                          keep=keep)
-    return FitAndScore(detector, scores, from_cache, fit_seconds, scores.seconds)
+    return score_series(detector, series, indices, normalizer=normalizer, batch_size=batch_size, progress=progress,
+                        cancel=cancel, on_result=on_result, keep=keep)
 
 
 def _as_read(pixels01: np.ndarray) -> np.ndarray:

@@ -52,6 +52,22 @@ class ScoreRun:
                    np.stack([r.map for r in records]).astype(np.float32), run)
 
 
+def run_record(detector, target: Series, references: list[dict], timings: dict) -> dict:
+    """run.json's content for a series scored by a fitted detector (engine.detector.AnomalyDetector): the detector's
+    description and settings, the target (never identifying data), the references, the normal calibration, the
+    adaptation report and the timings. Written by `score` and by `batch`."""
+    cal = detector.calibration
+    rep = detector.adapt_report
+    return {**detector.describe(), "target": series_record(target), "references": references,
+            "threshold_percentile": 99.0,
+            "calibration": None if cal is None else {
+                "pixel_value_at": {str(p): cal.pixel_value_at(p) for p in (90, 95, 99, 99.9)},
+                "image_mean": cal.image_mean, "image_std": cal.image_std},
+            "adapt_report": None if rep is None else {"steps": rep.steps, "best_step": rep.best_step,
+                                                      "stopped_because": rep.stopped_because},
+            "timings": timings}
+
+
 def write_score_dir(out_dir: str | Path, run: ScoreRun) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
