@@ -49,3 +49,46 @@ def test_batch_scores_a_folder_into_a_worklist_and_resumes(sample_data, tmp_path
     again = json.loads((out / "worklist.json").read_text())["rows"]
     assert [r["status"] for r in again] == [r["status"] for r in rows]
     assert (folder / "maps.npy").stat().st_mtime_ns == written
+
+
+def _dies_once(marker, item, *args):
+    """A task that, the first time, leaves a half-written result folder and kills its worker process, as a SIGKILL
+    in the middle of writing would; its retry (on another worker) scores the series."""
+    import os
+    from pathlib import Path
+
+    from medad_viewer.batch.run import score_on_worker
+
+    if not Path(marker).exists():
+        Path(marker).write_text("died")
+        out = Path(args[3])
+        (out / "series" / ".0000.dead.part").mkdir(parents=True, exist_ok=True)
+        (out / "series" / ".0000.dead.part" / "maps.npy").write_bytes(b"half")
+        os._exit(1)
+    return score_on_worker(item, *args)
+
+
+def test_a_worker_killed_in_the_middle_loses_nothing(sample_data, tmp_path):
+    import functools
+    import sys
+
+    import cloudpickle
+
+    from medad_viewer.batch.run import run_worklist
+    from medad_viewer.cli_batch import fit_groups, reference_groups
+
+    root = tmp_path / "archive"
+    root.mkdir()
+    for name in ("a", "b"):
+        shutil.copy(sample_data / "ct-nifti" / "example_ct_sm.nii.gz", root / f"{name}.nii.gz")
+    out = tmp_path / "results"
+    groups = reference_groups([str(sample_data / "ct-nifti" / "example_ct_sm.nii.gz") + ":3,11,19,26"])
+    args = type("A", (), {"method": "memory", "backbone": "efficientnet-lite2", "weights": None, "input_size": 64})
+    detectors = fit_groups(groups, args)
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
+    rows = run_worklist(str(root), detectors, str(out), workers=2, say=lambda _t: None,
+                        task=functools.partial(_dies_once, str(tmp_path / "died")))
+    assert (tmp_path / "died").exists()  # a worker did die
+    assert [r["status"] for r in rows] == ["scored", "scored"]
+    done = sorted(p.name for p in (out / "series").iterdir())
+    assert len(done) == 2 and not any(n.endswith(".part") for n in done)  # each series once, no partial files

@@ -18,7 +18,7 @@ from .worklist import (SeriesItem, clean_partials, done_row, failed_row, find_se
                        write_worklist)
 
 
-def _score_on_worker(item, detector, detector_key, references, out, include_identifiers, threads):
+def score_on_worker(item, detector, detector_key, references, out, include_identifiers, threads):
     """A task: torch limited to the worker's share of the cores, then one series scored."""
     import torch
 
@@ -29,9 +29,10 @@ def _score_on_worker(item, detector, detector_key, references, out, include_iden
 def run_worklist(root: str, detectors: dict[str, tuple[Any, str, list[dict]]], out: str, *,
                  scheduler: str | None = None, workers: int = 1, threads_per_worker: int = 1, rescore: bool = False,
                  include_identifiers: bool = False, say: Callable[[str], None] = print,
-                 cluster_kwargs: dict | None = None) -> list[dict]:
+                 cluster_kwargs: dict | None = None, task: Callable | None = None) -> list[dict]:
     """Score every series under `root`. `detectors`: modality -> (fitted detector, its key, its references as
-    records); "*" stands for every modality without its own. Returns the worklist's rows (also written to `out`)."""
+    records); "*" stands for every modality without its own. Returns the worklist's rows (also written to `out`).
+    `task`: what runs a series on a worker (default `score_on_worker`; the tests wrap it to kill a worker)."""
     from distributed import Client, LocalCluster, as_completed
 
     out_path = Path(out)
@@ -76,7 +77,7 @@ def run_worklist(root: str, detectors: dict[str, tuple[Any, str, list[dict]]], o
                   if any(mod == m for _, mod in todo)}
         for item, modality in todo:
             det_future, key, refs = shared[modality]
-            f = client.submit(_score_on_worker, item, det_future, key, refs, str(out_path), include_identifiers,
+            f = client.submit(task or score_on_worker, item, det_future, key, refs, str(out_path), include_identifiers,
                               threads_per_worker, pure=False, retries=2)
             futures[f] = item
         t0 = time.monotonic()
@@ -101,5 +102,6 @@ def run_worklist(root: str, detectors: dict[str, tuple[Any, str, list[dict]]], o
         client.close()
         if cluster is not None:
             cluster.close()
+        clean_partials(out_path)  # what an attempt on a worker that died left; its retry wrote the series
     write_worklist(out_path, rows)
     return rows
