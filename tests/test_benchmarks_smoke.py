@@ -142,3 +142,11 @@ def test_engine_perf(tmp_path):
     assert m["ratio_score_to_forward"] == m["score_s_per_slice_k4"] / out["forward_s_per_slice"]
     assert out["bank_patches_k16"] > out["bank_patches_k4"] > 0
     assert out["peak_memory_mb"] > 0
+
+
+def test_batch_scaling(tmp_path):
+    out = run_script("batch_scaling.py", "--series", "2", "--workers", "1", "--input-size", "64", tmp_path=tmp_path,
+                     timeout=300)
+    assert out["series"] == 2 and out["slices"] > 0
+    assert out["one_process"]["series_per_min"] > 0 and out["workers_1"]["series_per_min"] > 0
+    assert out["dask_overhead_1_worker"] == round(out["workers_1"]["seconds"] / out["one_process"]["seconds"] - 1, 3)
