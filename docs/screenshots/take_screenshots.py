@@ -25,6 +25,7 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--budget", type=float, default=20.0, help="adaptation budget (s) for the demo run")
     p.add_argument("--ct", default=str(HERE.parent.parent / "tests" / "data" / "ct-dicom"))
+    p.add_argument("--only-worklist", action="store_true", help="only the worklist screenshot")
     args = p.parse_args()
     data = tempfile.mkdtemp(prefix="medad-shots-")
     os.environ["MEDAD_VIEWER_DATA_DIR"] = data
@@ -63,6 +64,11 @@ def main() -> int:
             time.sleep(0.01)
 
     pump(2.0)
+    if args.only_worklist:
+        worklist(win, pump, shot, wait, data)
+        win.close()
+        pump(0.5)
+        return 0
     shot("empty.png")
     opened: list[str] = []
     win.studyOpened.connect(opened.append)
@@ -92,9 +98,34 @@ def main() -> int:
     shot("overlay.png")
     shutil.copy(HERE / "overlay.png", HERE / "main-window.png")
     reading_room(win, pump, shot, wait)
+    worklist(win, pump, shot, wait, data)
     win.close()
     pump(0.5)
     return 0
+
+
+def worklist(win, pump, shot, wait, data: str) -> None:
+    """`medad-viewer batch` on the sample MR and CT volumes and a broken file, the worklist opened in the window and
+    its top series opened with its scores."""
+    from medad_viewer.cli import main as cli
+
+    repo = HERE.parent.parent
+    root = Path(data) / "archive"
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(repo / "tests" / "data" / "mr-brain" / "brain2_image.nrrd", root / "head.nrrd")
+    shutil.copy(repo / "tests" / "data" / "ct-nifti" / "example_ct_sm.nii.gz", root / "abdomen.nii.gz")
+    (root / "broken.nii.gz").write_bytes(b"not a volume")
+    out = Path(data) / "worklist"
+    cli(["batch", str(root), "--refs", str(repo / "resources" / "demo" / "brain1_image.nrrd") + ":2,5,8,10,18,20,22,24",
+         "--refs", str(repo / "tests" / "data" / "ct-nifti" / "example_ct_sm.nii.gz") + ":3,11,19,26",
+         "--out", str(out), "--workers", "2"])
+    win.worklist.open_folder(out)
+    opened: list[str] = []
+    win.studyOpened.connect(opened.append)
+    win.worklist.panel.table.cellDoubleClicked.emit(0, 0)
+    wait(lambda: opened and win.model.series is not None and win.model.series.uid in win.model.results, 120)
+    pump(1.0)
+    shot("worklist.png")
 
 
 def reading_room(win, pump, shot, wait) -> None:

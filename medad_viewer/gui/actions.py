@@ -43,6 +43,8 @@ def build_actions(win) -> None:
                                         "Open a folder of DICOM files or images", m_file)
     self.act_open_file = _action("Open file…", lambda: self.opening.open_file_dialog(), "Ctrl+Shift+O",
                                       "Open a NIfTI, NRRD, MetaImage, DICOM or image file", m_file)
+    _action("Open worklist…", lambda: self.worklist.open_dialog(), None,
+            "A folder written by medad-viewer batch: its series ranked, opened with their scores", m_file)
     self.recent_menu = m_file.addMenu("Open recent")
     self.recent_menu.aboutToShow.connect(lambda: self.opening.fill_recent_menu())
     _action("Open the demo study", lambda: self.opening.open_demo(), None, "Brain MR with a tumour and saved references",

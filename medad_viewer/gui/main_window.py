@@ -37,6 +37,7 @@ from .slice_viewer import SliceViewer
 from .status_controller import StatusController
 from .study_browser import StudyBrowser
 from .why_panel import attach_why_panel
+from .worklist_controller import WorklistController
 from .worker import Worker
 
 
@@ -72,6 +73,7 @@ class MainWindow(QMainWindow):
         self._save_timer.timeout.connect(self.save_session)
         self._connect_model()
         self.opening = OpeningController(self)
+        self.worklist = WorklistController(self)
         self.references = ReferencesController(self)
         self.exports = ExportController(self)
         self.measure = MeasureController(self)

@@ -62,7 +62,9 @@ def run_record(detector, target: Series, references: list[dict], timings: dict) 
             "threshold_percentile": 99.0,
             "calibration": None if cal is None else {
                 "pixel_value_at": {str(p): cal.pixel_value_at(p) for p in (90, 95, 99, 99.9)},
-                "image_mean": cal.image_mean, "image_std": cal.image_std},
+                "image_mean": cal.image_mean, "image_std": cal.image_std,
+                # the whole normal pixel scale (engine.calibration.QUANTILES), so the window can open these scores
+                "pixel_quantiles": [float(v) for v in cal.pixel_quantiles]},
             "adapt_report": None if rep is None else {"steps": rep.steps, "best_step": rep.best_step,
                                                       "stopped_because": rep.stopped_because},
             "timings": timings}
