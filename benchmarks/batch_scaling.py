@@ -44,12 +44,52 @@ def make_archive(folder: Path, n: int, sample: Path) -> None:
         sitk.WriteImage(out, str(folder / f"study{k:03d}{suffix}"))
 
 
+def kill_trials(n: int, archive: Path, detectors: dict, tmp: Path, series: int) -> dict:
+    """n runs on 2 local workers; 1.5 s into each (series being scored), one worker process is killed with SIGKILL.
+    Counts the runs in which every series ended scored, each exactly once, with no partial folder left."""
+    import signal
+    import threading
+
+    from distributed import Client
+
+    from medad_viewer.batch.run import local_cluster, run_worklist
+
+    ok = 0
+    killed = 0
+    for t in range(n):
+        cluster = local_cluster(2, 1)
+        try:
+            with Client(cluster) as spy:
+                pids = spy.run(os.getpid)
+
+            def kill() -> None:
+                nonlocal killed
+                time.sleep(1.5)
+                os.kill(sorted(pids.values())[t % 2], signal.SIGKILL)
+                killed += 1
+
+            killer = threading.Thread(target=kill)
+            killer.start()
+            out = tmp / f"kill{t}"
+            rows = run_worklist(str(archive), detectors, str(out), scheduler=cluster.scheduler_address,
+                                say=lambda _t: None)
+            killer.join()
+        finally:
+            cluster.close()
+        folders = [p.name for p in (out / "series").iterdir()]
+        once = len(folders) == series and not any(name.endswith(".part") for name in folders)
+        ok += int(once and [r["status"] for r in rows] == ["scored"] * series)
+    return {"trials": n, "workers_killed": killed, "runs_with_every_series_scored_once": ok}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--series", type=int, default=16)
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--input-size", type=int, default=None)
     ap.add_argument("--sample-data", type=Path, default=REPO / "tests" / "data")
+    ap.add_argument("--kill-trials", type=int, default=0,
+                    help="also: this many runs on 2 workers in which one worker is killed with SIGKILL mid-run")
     args = ap.parse_args()
 
     import torch
@@ -99,6 +139,8 @@ def main() -> None:
         if "workers_1" in result and "workers_2" in result:
             result["ratio_2_to_1_workers"] = round(result["workers_2"]["series_per_min"]
                                                    / result["workers_1"]["series_per_min"], 2)
+        if args.kill_trials:
+            result["kill_trials"] = kill_trials(args.kill_trials, archive, detectors, tmp, len(items))
         print(json.dumps(result))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

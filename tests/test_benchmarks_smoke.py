@@ -145,8 +145,9 @@ def test_engine_perf(tmp_path):
 
 
 def test_batch_scaling(tmp_path):
-    out = run_script("batch_scaling.py", "--series", "2", "--workers", "1", "--input-size", "64", tmp_path=tmp_path,
-                     timeout=300)
+    out = run_script("batch_scaling.py", "--series", "2", "--workers", "1", "--input-size", "64", "--kill-trials", "1",
+                     tmp_path=tmp_path, timeout=300)
+    assert out["kill_trials"] == {"trials": 1, "workers_killed": 1, "runs_with_every_series_scored_once": 1}
     assert out["series"] == 2 and out["slices"] > 0
     assert out["one_process"]["series_per_min"] > 0 and out["workers_1"]["series_per_min"] > 0
     assert out["dask_overhead_1_worker"] == round(out["workers_1"]["seconds"] / out["one_process"]["seconds"] - 1, 3)

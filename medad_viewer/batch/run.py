@@ -1,8 +1,8 @@
 """Scoring a worklist on Dask distributed: `distributed.LocalCluster` on this machine by default, or a running
 scheduler by address (a cluster, Kubernetes, SLURM through dask-jobqueue: the same code).
 
-The detectors are fitted here, once per reference set, and broadcast to the workers once (`Client.scatter`); each
-series is one task (`worklist.score_item`), retried on another worker when its worker dies; a series that kills
+The detectors are fitted here, once per reference set, and saved once into the results folder, from which each
+worker process reads each once (a restarted worker again); each series is one task (`worklist.score_item`), retried on another worker when its worker dies; a series that kills
 workers again and again ends as a failed row with the reason. Series already scored with the same references are
 skipped (resume) unless `rescore`. Ctrl+C cancels what is left and writes the worklist of what is done; the next
 run goes on from there. The only module of the app that imports Dask.
@@ -10,20 +10,44 @@ run goes on from there. The only module of the app that imports Dask.
 
 from __future__ import annotations
 
+import pickle
 import time
 from pathlib import Path
 from typing import Any, Callable
 
+from ..io.atomic import atomic_write_bytes
 from .worklist import (SeriesItem, clean_partials, done_row, failed_row, find_series, result_key, score_item,
                        write_worklist)
 
 
-def score_on_worker(item, detector, detector_key, references, out, include_identifiers, threads):
+_DETECTORS: dict[str, Any] = {}  # per worker process: the detectors it has read, by file
+
+
+def worker_detector(path: str):
+    """The fitted detector saved at `path`, read once per worker process (a restarted worker reads it again)."""
+    det = _DETECTORS.get(path)
+    if det is None:
+        with open(path, "rb") as f:
+            det = _DETECTORS[path] = pickle.load(f)
+    return det
+
+
+def score_on_worker(item, detector_path, detector_key, references, out, include_identifiers, threads):
     """A task: torch limited to the worker's share of the cores, then one series scored."""
     import torch
 
     torch.set_num_threads(max(1, int(threads)))
-    return score_item(item, detector, detector_key, references, out, include_identifiers)
+    return score_item(item, worker_detector(detector_path), detector_key, references, out, include_identifiers)
+
+
+def _save_detector(out: Path, detector, key: str) -> Path:
+    """The fitted detector, pickled once into the results folder, which every worker reads anyway (it writes its
+    results there): a worker that dies and restarts reads it again, which data scattered to workers would not
+    survive (a worker killed during a broadcast stopped the whole run)."""
+    path = out / "detectors" / f"{key}.pkl"
+    if not path.is_file():
+        atomic_write_bytes(path, pickle.dumps(detector, protocol=pickle.HIGHEST_PROTOCOL))
+    return path
 
 
 def local_cluster(workers: int, threads_per_worker: int, **kwargs):
@@ -88,11 +112,11 @@ def run_worklist(root: str, detectors: dict[str, tuple[Any, str, list[dict]]], o
     say(f"Dask dashboard: {client.dashboard_link}")
     futures = {}
     try:
-        shared = {m: (client.scatter(det, broadcast=True), key, refs) for m, (det, key, refs) in detectors.items()
+        shared = {m: (str(_save_detector(out_path, det, key)), key, refs) for m, (det, key, refs) in detectors.items()
                   if any(mod == m for _, mod in todo)}
         for item, modality in todo:
-            det_future, key, refs = shared[modality]
-            f = client.submit(task or score_on_worker, item, det_future, key, refs, str(out_path), include_identifiers,
+            det_path, key, refs = shared[modality]
+            f = client.submit(task or score_on_worker, item, det_path, key, refs, str(out_path), include_identifiers,
                               threads_per_worker, pure=False, retries=2)
             futures[f] = item
         t0 = time.monotonic()
