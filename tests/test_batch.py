@@ -92,3 +92,39 @@ def test_a_worker_killed_in_the_middle_loses_nothing(sample_data, tmp_path):
     assert [r["status"] for r in rows] == ["scored", "scored"]
     done = sorted(p.name for p in (out / "series").iterdir())
     assert len(done) == 2 and not any(n.endswith(".part") for n in done)  # each series once, no partial files
+
+
+def test_ctrl_c_stops_cleanly_and_the_next_run_goes_on(sample_data, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    root = tmp_path / "archive"
+    root.mkdir()
+    for k in range(6):
+        shutil.copy(sample_data / "ct-nifti" / "example_ct_sm.nii.gz", root / f"s{k}.nii.gz")
+    out = tmp_path / "results"
+    cmd = [sys.executable, "-m", "medad_viewer.cli", "batch", str(root), "--refs",
+           str(sample_data / "ct-nifti" / "example_ct_sm.nii.gz") + ":3,11,19,26", "--out", str(out),
+           "--input-size", "96"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    said = []
+    for line in proc.stderr:  # interrupted once the first series is scored
+        said.append(line)
+        if line.startswith("[1/"):
+            proc.send_signal(signal.SIGINT)
+            break
+    rest = proc.communicate(timeout=60)[1]
+    assert proc.returncode != 0, "".join(said) + rest
+    rows = json.loads((out / "worklist.json").read_text())["rows"]
+    assert 1 <= len(rows) < 6 and all(r["status"] == "scored" for r in rows)  # what was done is kept
+    assert not list((out / "series").glob(".*.part"))
+    done = len([p for p in (out / "series").iterdir()])  # the worklist's, and any finished while it stopped
+    assert len(rows) <= done < 6
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert f"{6 - done} to score" in again.stderr  # the next run goes on from there
+    final = json.loads((out / "worklist.json").read_text())["rows"]
+    assert len(final) == 6 and all(r["status"] == "scored" for r in final)
