@@ -48,6 +48,8 @@ def test_a_worklist_opens_its_series_with_their_scores(qtbot, tmp_path, sample_d
     assert res.pixel_quantiles is not None  # the batch's normal scale came with the scores
     assert res.value_at(95.0) == pytest.approx(cal["pixel_value_at"]["95"], abs=1e-4)
     assert w.ranking.list.count() == 23
+    rs = w.model.session.reference_set  # the references the batch used, in the tray
+    assert [r.index for r in rs.normals()] == [2, 5, 8, 10, 18, 20] and w.tray.card_count() == 6
     saved = w.model.saving.store.load_scores(w.model.series.uid)
     assert len(saved) == 23  # kept with the study's session: a reopening shows them too
     close_window(qtbot, w)

@@ -1,7 +1,9 @@
 """The worklist's controller (File → Open worklist…): shows a `medad-viewer batch` results folder in the worklist
 panel, and opens a series from it with its scores already there: the study is opened as any other, then the batch's
 scores of that series (scores.csv, maps.npy, run.json with its normal scale) become the series' scores, saved with
-the study's session like the window's own, so review decisions go into the same session as always. No rescoring."""
+the study's session like the window's own, and its references fill an empty reference tray, so review decisions go
+into the same session as always. No rescoring. (The workers of a cluster cannot write the reading room's sessions:
+the results folder is the hand-off, turned into the session here.)"""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDockWidget, QFileDialog
 
 from ..review.events import ScoresReplaced
+from ..review.references import ReferenceSet, ReferenceSlice
 from ..review.results import ScoreResults
 from .worklist_panel import WorklistPanel
 
@@ -90,6 +93,12 @@ class WorklistController:
         store = self.model.saving.store
         if store is not None:
             store.save_scores(results)
+        refs = run.run.get("references") or []
+        if refs and not self.model.session.reference_set.references:
+            # the references the batch scored with, in the tray (and the session), as if picked here
+            self.model.references.replace(ReferenceSet(f"Worklist {self.folder.name}", series.modality, [
+                ReferenceSlice(str(Path(r["source"]).resolve()), r["series_uid"], int(r["index"])) for r in refs]))
+            self.window.references.load_sources()
         self.window.select_series(row)
         self.model.scoring.show(uid)
         self.model.scoring.events.scores.emit(ScoresReplaced(uid))
