@@ -148,6 +148,7 @@ def test_adapted_save_load_gives_identical_maps(tmp_path, mr, effnet):
     again = AnomalyDetector.load(tmp_path / "refs-a", backbone=effnet)
     after = again.score([img[tumour]])[0]
     np.testing.assert_array_equal(before.map, after.map)
+    assert again.adapt_report == det.adapt_report  # how it adapted, for the record (run.json of a batch run)
     assert before.score == after.score and before.percentile == after.percentile
     sidecar = (tmp_path / "refs-a.json").read_text()
     assert "efficientnet-lite2" in sidecar and "ImageNet" in sidecar and len(det.reference_hashes) == 4

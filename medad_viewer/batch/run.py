@@ -10,12 +10,10 @@ run goes on from there. The only module of the app that imports Dask.
 
 from __future__ import annotations
 
-import pickle
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..io.atomic import atomic_write_bytes
 from .worklist import (SeriesItem, clean_partials, done_row, failed_row, find_series, result_key, score_item,
                        write_worklist)
 
@@ -24,11 +22,13 @@ _DETECTORS: dict[str, Any] = {}  # per worker process: the detectors it has read
 
 
 def worker_detector(path: str):
-    """The fitted detector saved at `path`, read once per worker process (a restarted worker reads it again)."""
+    """The fitted detector saved at `path` (AnomalyDetector.save), read once per worker process (a restarted worker
+    reads it again)."""
     det = _DETECTORS.get(path)
     if det is None:
-        with open(path, "rb") as f:
-            det = _DETECTORS[path] = pickle.load(f)
+        from ..engine.detector import AnomalyDetector
+
+        det = _DETECTORS[path] = AnomalyDetector.load(path)
     return det
 
 
@@ -41,12 +41,13 @@ def score_on_worker(item, detector_path, detector_key, references, out, include_
 
 
 def _save_detector(out: Path, detector, key: str) -> Path:
-    """The fitted detector, pickled once into the results folder, which every worker reads anyway (it writes its
-    results there): a worker that dies and restarts reads it again, which data scattered to workers would not
-    survive (a worker killed during a broadcast stopped the whole run)."""
-    path = out / "detectors" / f"{key}.pkl"
+    """The fitted detector, saved once (AnomalyDetector.save: safetensors and JSON, as the adaptation cache keeps
+    them) into the results folder, which every worker reads anyway (it writes its results there): a worker that dies
+    and restarts reads it again, which data scattered to workers would not survive (a worker killed during a
+    broadcast stopped the whole run)."""
+    path = out / "detectors" / f"{key}.json"
     if not path.is_file():
-        atomic_write_bytes(path, pickle.dumps(detector, protocol=pickle.HIGHEST_PROTOCOL))
+        detector.save(path.with_suffix(""))
     return path
 
 

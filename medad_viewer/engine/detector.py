@@ -611,6 +611,9 @@ class AnomalyDetector:
         det.reference_hashes = sidecar["reference_hashes"]
         det.kind = sidecar.get("kind")
         det.timings = sidecar.get("timings", {})
+        rep = sidecar.get("adapt_report")
+        if rep:  # kept for the record (run.json, the batch's results): how the adaptation went
+            det.adapt_report = AdaptReport(**{**rep, "history": [tuple(h) for h in rep.get("history", [])]})
         return det
 
 
