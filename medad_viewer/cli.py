@@ -132,6 +132,34 @@ def _stderr_progress(prefix: str = ""):
     return report
 
 
+def reference_slices(specs: Sequence[str]) -> list:
+    """--refs SOURCE[:SLICES] specs -> engine.pipeline.SliceRef of the first series of each source (a source given
+    twice is read once); an unreadable source or a bad slice list ends the command with a plain error."""
+    from .engine.pipeline import SliceRef
+    from .engine.series_scores import parse_slices, split_reference_spec
+    from .io import load_study
+
+    studies: dict[str, object] = {}
+    out = []
+    for spec in specs:
+        source, slices = split_reference_spec(spec)
+        key = str(Path(source).resolve())
+        if key not in studies:
+            studies[key] = load_study(source)
+        series = _pick_series(studies[key], None, source)
+        try:
+            idx = parse_slices(slices, series.num_slices)
+        except ValueError as exc:
+            raise SystemExit(f"error: --refs {spec}: {exc}")
+        out.extend(SliceRef(series, i) for i in idx)
+    return out
+
+
+def reference_records(references) -> list[dict]:
+    """What run.json records of each reference slice."""
+    return [{"source": str(r.series.source), "series_uid": r.series.uid, "index": int(r.index)} for r in references]
+
+
 def _pick_series(study, selector: str | None, what: str):
     if not study.series:
         detail = "; ".join(f"{e.path}: {e.message}" for e in study.errors[:3]) or "no images found"
@@ -176,8 +204,8 @@ def cmd_score(args) -> int:
 
     from .engine.backbones import WeightsUnavailable, describe_device, load_backbone, resolve_device
     from .engine.detector import DetectorSettings
-    from .engine.pipeline import SliceRef, fit_and_score
-    from .engine.series_scores import parse_slices, split_reference_spec
+    from .engine.pipeline import fit_and_score
+    from .engine.series_scores import parse_slices
     from .io import load_study, series_sequence
     from .report.score_dir import ScoreRun, run_record, write_score_dir
 
@@ -188,21 +216,8 @@ def cmd_score(args) -> int:
         indices = parse_slices(args.slices, target.num_slices)
     except ValueError as exc:
         raise SystemExit(f"error: --slices: {exc}")
-    studies = {}
-    references, ref_records = [], []
-    for spec in args.refs:
-        source, slices = split_reference_spec(spec)
-        key = str(Path(source).resolve())
-        if key not in studies:
-            studies[key] = load_study(source)
-        series = _pick_series(studies[key], None, source)
-        try:
-            idx = parse_slices(slices, series.num_slices)
-        except ValueError as exc:
-            raise SystemExit(f"error: --refs {spec}: {exc}")
-        for i in idx:
-            references.append(SliceRef(series, i))
-            ref_records.append({"source": str(series.source), "series_uid": series.uid, "index": int(i)})
+    references = reference_slices(args.refs)
+    ref_records = reference_records(references)
     if not 1 <= len(references) <= 64:
         raise SystemExit(f"error: {len(references)} reference slices; pick between 1 and 16 normal slices (64 at most)")
     try:
@@ -320,9 +335,9 @@ def _json_safe(o):
 
 
 def _add_batch_parser(sub) -> None:
-    from .cli_batch import _add_batch_parser as add
+    from .cli_batch import add_batch_parser
 
-    add(sub)
+    add_batch_parser(sub)
 
 
 def _add_report_parser(sub) -> None:

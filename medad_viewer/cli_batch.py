@@ -18,7 +18,7 @@ from pathlib import Path
 from .engine.defaults import DEFAULT_METHOD
 
 
-def _add_batch_parser(sub) -> None:
+def add_batch_parser(sub) -> None:
     p = sub.add_parser("batch", help="score every series under a folder on Dask and write a ranked worklist",
                        description=__doc__.split("\n\n")[0])
     p.add_argument("root", help="folder (or archive folder) of studies: DICOM folders, volumes, images")
@@ -39,9 +39,10 @@ def _add_batch_parser(sub) -> None:
 
 
 def reference_groups(specs: list[str]) -> dict[str, list]:
-    """--refs specs -> modality -> [engine.pipeline.SliceRef]; each spec's series decides its modality."""
+    """--refs specs -> modality -> [engine.pipeline.SliceRef]; each spec's series decides its modality. A spec is
+    `score`'s SOURCE[:SLICES] (cli.reference_slices) or a reference set saved from the window (.json)."""
+    from .cli import reference_slices
     from .engine.pipeline import SliceRef
-    from .engine.series_scores import parse_slices, split_reference_spec
     from .io import load_study
     from .review.references import ReferenceSet, resolve_series
 
@@ -58,16 +59,8 @@ def reference_groups(specs: list[str]) -> dict[str, list]:
                     raise SystemExit(f"error: --refs {spec}: slice {r.index + 1} of {r.source} was not found")
                 groups.setdefault((series.modality or "OT").upper(), []).append(SliceRef(series, r.index))
             continue
-        source, slices = split_reference_spec(spec)
-        study = load_study(source)
-        if not study.series:
-            raise SystemExit(f"error: --refs {spec}: nothing could be read from {source}")
-        series = study.series[0]
-        try:
-            idx = parse_slices(slices, series.num_slices)
-        except ValueError as exc:
-            raise SystemExit(f"error: --refs {spec}: {exc}")
-        groups.setdefault((series.modality or "OT").upper(), []).extend(SliceRef(series, i) for i in idx)
+        for ref in reference_slices([spec]):
+            groups.setdefault((ref.series.modality or "OT").upper(), []).append(ref)
     return groups
 
 
@@ -77,6 +70,7 @@ def fit_groups(groups: dict[str, list], args) -> dict[str, tuple]:
 
     from .engine.backbones import load_backbone, resolve_device
     from .engine.detector import DetectorSettings, pixels_hash
+    from .cli import reference_records
     from .engine.pipeline import fit_detector, read_references
     from .io import series_sequence
 
@@ -91,8 +85,7 @@ def fit_groups(groups: dict[str, list], args) -> dict[str, tuple]:
         det = fit_detector(normals, settings, backbone, device)
         key = hashlib.sha256(json.dumps({"pixels": [pixels_hash(im) for im in normals], "weights": backbone.weights_id,
                                          "settings": settings.to_dict()}, sort_keys=True).encode()).hexdigest()[:16]
-        records = [{"source": str(r.series.source), "series_uid": r.series.uid, "index": int(r.index)} for r in refs]
-        out[modality] = (det, key, records)
+        out[modality] = (det, key, reference_records(refs))
         print(f"{modality}: fitted on {len(normals)} references ({backbone.name}, {backbone.weights})",
               file=sys.stderr)
     return out

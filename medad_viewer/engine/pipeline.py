@@ -88,9 +88,10 @@ class ImageFolder:
         return self._read(self.items[i], 0)
 
 
-def fit_detector(references: Sequence[np.ndarray], settings: DetectorSettings | None = None, backbone: Backbone | None = None,
-        device: torch.device | str = "cpu", progress: Progress = no_progress, cancel: CancelToken | None = None,
-        abnormal: Sequence[tuple[np.ndarray, np.ndarray]] = ()) -> AnomalyDetector:
+def fit_detector(references: Sequence[np.ndarray], settings: DetectorSettings | None = None,
+                 backbone: Backbone | None = None, device: torch.device | str = "cpu",
+                 progress: Progress = no_progress, cancel: CancelToken | None = None,
+                 abnormal: Sequence[tuple[np.ndarray, np.ndarray]] = ()) -> AnomalyDetector:
     """A detector fitted on normal reference slices already in [0, 1] (`read_references`), the backbone loaded
     when not given."""
     settings = settings or DetectorSettings()
