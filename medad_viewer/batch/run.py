@@ -51,7 +51,7 @@ def _save_detector(out: Path, detector, key: str) -> Path:
     return path
 
 
-def local_cluster(workers: int, threads_per_worker: int, **kwargs):
+def local_cluster(workers: int, threads_per_worker: int):
     """A LocalCluster of `workers` processes, each given `threads_per_worker` threads for torch, OpenCV and BLAS.
 
     Dask starts workers with MALLOC_TRIM_THRESHOLD_ set, which turns off glibc's adaptive mmap threshold: every large
@@ -64,13 +64,13 @@ def local_cluster(workers: int, threads_per_worker: int, **kwargs):
     threads = str(max(1, int(threads_per_worker)))
     environ = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads}
     with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
-        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0", **kwargs)
+        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
 
 
 def run_worklist(root: str, detectors: dict[str, tuple[Any, str, list[dict]]], out: str, *,
                  scheduler: str | None = None, workers: int = 1, threads_per_worker: int = 1, rescore: bool = False,
                  include_identifiers: bool = False, say: Callable[[str], None] = print,
-                 cluster_kwargs: dict | None = None, task: Callable | None = None) -> list[dict]:
+                 task: Callable | None = None) -> list[dict]:
     """Score every series under `root`. `detectors`: modality -> (fitted detector, its key, its references as
     records); "*" stands for every modality without its own. Returns the worklist's rows (also written to `out`).
     `task`: what runs a series on a worker (default `score_on_worker`; the tests wrap it to kill a worker)."""
@@ -108,7 +108,7 @@ def run_worklist(root: str, detectors: dict[str, tuple[Any, str, list[dict]]], o
     if scheduler:
         client = Client(scheduler)
     else:
-        cluster = local_cluster(workers, threads_per_worker, **(cluster_kwargs or {}))
+        cluster = local_cluster(workers, threads_per_worker)
         client = Client(cluster)
     say(f"Dask dashboard: {client.dashboard_link}")
     futures = {}

@@ -57,11 +57,10 @@ class Normalised:
         return self.normalizer(series)(series.slice(index))
 
 
-def read_references(references: Sequence[SliceRef], normalised: Normalised | None = None
-                    ) -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
+def read_references(references: Sequence[SliceRef]) -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
     """The normal references and the abnormal examples ((slice, mask as float32) pairs; an example whose mask is
     empty or of another shape is left out), in [0, 1]."""
-    read = normalised or Normalised()
+    read = Normalised()
     normals, abnormal = [], []
     for ref in references:
         img = read(ref.series, ref.index)
