@@ -129,13 +129,13 @@ def test_same_study_protocol(tmp_path):
 
 
 def test_engine_perf(tmp_path):
-    out = run_script("engine_perf.py", "--size", "96", "--slices", "4", "--no-adapted", "--json",
+    out = run_script("engine_perf.py", "--size", "96", "--slices", "4", "--rounds", "1", "--no-adapted", "--json",
                      tmp_path=tmp_path, timeout=300)
     assert out["slices"] == 4 and out["size"] == 96 and "efficientnet-lite2" in out["backbone"]
     assert out["forward_s_per_slice"] > 0
     m = out["memory"]
     for key in ("score_s_per_slice_k4", "score_s_per_slice_k16", "score_s_per_slice_no_mirror",
-                "score_s_per_slice_flair", "score_s_per_slice_mirror_features", "series_s_per_slice_through_plane",
+                "score_s_per_slice_flair", "score_s_per_slice_mirror_image", "series_s_per_slice_through_plane",
                 "series_s_per_slice_plain"):
         assert 0 < m[key] < 5.0, (key, m)
     assert m["ratio_through_plane_to_plain"] == m["series_s_per_slice_through_plane"] / m["series_s_per_slice_plain"]

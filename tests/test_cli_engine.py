@@ -99,3 +99,29 @@ def test_eval_json_on_a_bmad_layout(tmp_path, sample_data, capsys):
     rc = main(["eval", str(fold), "--k", "2", "--seeds", "0", "--method", "memory", "--input-size", "96", "--json"])
     out = json.loads(capsys.readouterr().out)
     assert out["pixel_auroc"] is None and out["aupro"] is None and out["image_auroc"] is not None
+
+
+def test_the_demo_flags_its_tumour_and_colours_it_at_the_default_thresholds(tmp_path, sample_data):
+    """Issue 19: the demo study scored from its own 8 reference slices at the defaults (as `medad-viewer --demo`
+    and Adapt & score): the tumour's slices flagged (6 of 7; the seventh, with a sliver of tumour, is not), no
+    normal slice, and most of the tumour's pixels coloured at the 99th percentile of normal, few others."""
+    from medad_viewer.io import load_study
+    demo = REPO / "resources" / "demo"
+    refs = json.loads((demo / "reference_set.json").read_text())
+    picks = sorted(r["index"] for r in refs["references"])
+    out = tmp_path / "demo"
+    assert main(["score", str(demo / "brain1_image.nrrd"), "--refs",
+                 f"{demo / 'brain1_image.nrrd'}:{','.join(map(str, picks))}", "--out", str(out)]) == 0
+    run = read_score_dir(out)
+    label = load_study(str(demo / "brain1_label.nrrd")).series[0]
+    lab = np.stack([np.asarray(label.slice(z)) > 0 for z in range(label.num_slices)])
+    pct = dict(zip(run.indices, run.percentiles))
+    tumour = [z for z in range(lab.shape[0]) if lab[z].any()]
+    normal = [z for z in run.indices if z not in tumour and z not in picks]
+    flagged = [z for z in tumour if pct[z] >= 95]
+    assert len(flagged) >= 6 and not [z for z in normal if pct[z] >= 95], pct
+    colour = run.run["calibration"]["pixel_value_at"]["99"]
+    maps = dict(zip(run.indices, run.maps))
+    for z in flagged:
+        coloured = maps[z] >= colour
+        assert coloured[lab[z]].mean() >= 0.7 and coloured[~lab[z]].mean() <= 0.01, z

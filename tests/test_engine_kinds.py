@@ -126,6 +126,83 @@ def test_midline_of_a_head_is_near_its_centre_and_reflection_is_an_involution(he
     assert np.abs(back - p.image)[inner].mean() < 0.02
 
 
+def test_reflection_matrix_fixes_its_axis_and_is_its_own_inverse():
+    from medad_viewer.engine.symmetry import Midline, reflection_matrix
+    for axis in (Midline(30.0, 40.0, 0.0, 1.0), Midline(12.5, 80.0, 17.0, 1.0), Midline(64.0, 3.0, -9.5, 1.0)):
+        m = np.vstack([reflection_matrix(axis), [0, 0, 1]])
+        np.testing.assert_allclose(m @ m, np.eye(3), atol=1e-12)
+        t = np.deg2rad(axis.angle)
+        for step in (-30.0, 0.0, 25.0):  # points along the axis stay where they are
+            pt = np.array([axis.cx + step * np.sin(t), axis.cy + step * np.cos(t), 1.0])
+            np.testing.assert_allclose(m @ pt, pt, atol=1e-9)
+        off = np.array([axis.cx + 10 * np.cos(t), axis.cy - 10 * np.sin(t), 1.0])  # 10 px off the axis, across it
+        np.testing.assert_allclose(m @ off, [axis.cx - 10 * np.cos(t), axis.cy + 10 * np.sin(t), 1.0], atol=1e-9)
+        half = reflection_matrix(axis, scale=0.5)
+        np.testing.assert_allclose(half[:, :2], m[:2, :2]) and np.testing.assert_allclose(half[:, 2], m[:2, 2] / 2)
+
+
+def test_midline_follows_a_tilted_head(head):
+    """The head rotated about its centre: the axis turns with it (within the search's 1.6-degree last step) and
+    still passes through the middle."""
+    img, _ = head
+    p = prepare(img[10], 256)
+    axis = midline(p.image, p.body)
+    ys, xs = np.nonzero(p.body)
+    for tilt in (8.0, -12.0):
+        rot = cv2.getRotationMatrix2D((float(xs.mean()), float(ys.mean())), tilt, 1.0)
+        tilted = cv2.warpAffine(p.image, rot, (256, 256), flags=cv2.INTER_LINEAR)
+        body = cv2.warpAffine(p.body.astype(np.float32), rot, (256, 256)) > 0.5
+        again = midline(tilted, body)
+        assert again is not None and abs(again.angle - axis.angle - tilt) < 1.6, (tilt, axis, again)
+        assert again.quality > 0.5
+        # the rotation centre lies on the axis: its distance across the axis is small
+        t = np.deg2rad(again.angle)
+        across = (xs.mean() - again.cx) * np.cos(t) - (ys.mean() - again.cy) * np.sin(t)
+        assert abs(across) < 4, across
+
+
+def test_neighbourhood_distance_is_the_best_match_within_the_radius():
+    """Against a brute-force loop: 1 - the best cosine similarity among the other map's cells within `radius`
+    (off the grid: similarity 0), with the intensity term."""
+    from medad_viewer.engine.memory_bank import neighbourhood_distance
+    g = torch.Generator().manual_seed(1)
+    q, o = torch.randn(2, 5, 6, 6, generator=g), torch.randn(2, 5, 6, 6, generator=g)
+    for radius, w in ((1, 0.0), (2, 0.0), (1, 3.0)):
+        got = neighbourhood_distance(q, o, radius, w)
+        want = torch.zeros(2, 6, 6)
+        for b in range(2):
+            for y in range(6):
+                for x in range(6):
+                    best = -np.inf
+                    for dy in range(-radius, radius + 1):
+                        for dx in range(-radius, radius + 1):
+                            yy, xx = y + dy, x + dx
+                            if 0 <= yy < 6 and 0 <= xx < 6:
+                                feats = q[b, :-1, y, x] if w else q[b, :, y, x]
+                                other = o[b, :-1, yy, xx] if w else o[b, :, yy, xx]
+                                sim = float(torch.nn.functional.cosine_similarity(feats, other, dim=0))
+                                oi = float(o[b, -1, yy, xx])
+                            else:
+                                sim, oi = 0.0, 0.0
+                            if w:
+                                sim -= 0.5 * w * w * (oi - float(q[b, -1, y, x])) ** 2
+                            best = max(best, sim)
+                    want[b, y, x] = max(1.0 - best, 0.0)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def test_memory_bank_scores_the_same_in_any_block_size():
+    from medad_viewer.engine.memory_bank import MemoryBank
+    g = torch.Generator().manual_seed(2)
+    bank = MemoryBank().fit(torch.randn(3, 8, 10, 10, generator=g), torch.arange(3))
+    test = torch.randn(2, 8, 10, 10, generator=g)
+    where = torch.rand(2, 10, 10, generator=g) > 0.3
+    ref = bank.score(test, where=where, chunk=10_000)
+    for chunk in (None, 7, 64):
+        torch.testing.assert_close(bank.score(test, where=where, chunk=chunk), ref)
+    assert (ref[~where] == 0).all() and (ref[where] > 0).all()
+
+
 def test_the_mirror_lights_a_one_sided_change_that_the_references_explain(head, effnet):
     """A bright blob on one side, where the references have bright tissue elsewhere: the bank alone finds a close
     match (cosine is blind to where), the slice's own mirror does not (its other side is normal)."""
@@ -151,43 +228,85 @@ def test_the_mirror_lights_a_one_sided_change_that_the_references_explain(head, 
 
 def test_flip_map_recovers_exchanged_channels():
     """Synthetic features whose flipped copy has channels exchanged (as a CNN's oriented filters are): the fitted
-    map is that exchange, and reflect_patches with it gives the flipped copy's features."""
+    convolution's centre is that exchange and its other taps are zero, and reflect_patches with it gives the
+    flipped copy's features."""
     from medad_viewer.engine.detector import fit_flip_map, reflect_patches
     g = torch.Generator().manual_seed(0)
     x = torch.randn(3, 6, 8, 8, generator=g)
     perm = torch.tensor([1, 0, 3, 2, 4, 5])
     flipped = torch.flip(x, dims=[-1])[:, perm]  # the flipped slice's features: flipped, channels exchanged
     keep = torch.ones(3, 8, 8, dtype=torch.bool)
-    a, b = fit_flip_map(x, flipped, keep, intensity=False)
-    assert torch.allclose(a, torch.eye(6)[perm], atol=5e-3) and b.abs().max() < 5e-3  # (ridge: 0.999)
+    w, b = fit_flip_map(x, flipped, keep, intensity=False, ridge=1e-4)
+    assert w.shape == (6, 6, 3, 3)
+    assert torch.allclose(w[:, :, 1, 1], torch.eye(6)[perm], atol=5e-3) and b.abs().max() < 5e-3
+    w[:, :, 1, 1] = 0
+    assert w.abs().max() < 5e-3
     # an axis through the middle of the image: its mirror image is the plain flip
     from medad_viewer.engine.symmetry import Midline
-    out = reflect_patches(x, [Midline(32.0, 32.0, 0.0, 1.0)] * 3, 64, (a, b), intensity=False)
+    w, b = fit_flip_map(x, flipped, keep, intensity=False, ridge=1e-4)
+    out = reflect_patches(x, [Midline(32.0, 32.0, 0.0, 1.0)] * 3, 64, (w, b), intensity=False)
     assert torch.allclose(out, flipped, atol=2e-2)
+    assert torch.equal(reflect_patches(x, [None] * 3, 64, (w, b), intensity=False), x)  # no axis: itself
 
 
-def test_flip_map_of_the_backbone_beats_a_plain_reflection_on_a_held_out_slice(head, effnet):
+def test_flip_map_of_the_backbone_predicts_a_held_out_slice_from_each_cells_neighbourhood(head, effnet):
     """Real features: fitted on 4 slices and their flipped copies, the map predicts a fifth slice's flipped features
-    far better than reflecting its features alone; a detector saved and loaded keeps it."""
+    far better than reflecting its features alone, and better from each cell's 3 x 3 neighbourhood than from the
+    cell alone."""
     from medad_viewer.engine.detector import fit_flip_map
     img, lab = head
     normal = [z for z in range(6, 20) if not lab[z].any()]
     det = fit_detector([img[z] for z in normal[:4]], DetectorSettings(input_size=128, modality="MR",
                                                                       mirror_pass="features"), backbone=effnet)
-    assert det.flip_map is not None
+    assert det.flip_map is not None and det.flip_map[0].shape[-1] == 3
+
+    def patches(slices):
+        with torch.no_grad():
+            return det._patches(det._features(slices).seg, slices)
+
+    refs = [det._prepare(img[z]) for z in normal[:4]]
+    pr, qr = patches(refs), patches([det._mirrored(p) for p in refs])
+    keep = torch.from_numpy(np.stack([p.region for p in refs]))
+    keep = torch.nn.functional.interpolate(keep[:, None].float(), size=pr.shape[-1])[:, 0] > 0.5
     p = det._prepare(img[normal[5]])
-    q = det._mirrored(p)
-    with torch.no_grad():
-        pa = det._patches(det._features([p]).seg, [p])
-        pb = det._patches(det._features([q]).seg, [q])
+    pa, pb = patches([p]), patches([det._mirrored(p)])
     target = torch.flip(pb, dims=[-1])[0]
     inside = torch.from_numpy(p.region)
     inside = torch.nn.functional.interpolate(inside[None, None].float(), size=pa.shape[-1])[0, 0] > 0.5
-    a, b = det.flip_map
-    mapped = torch.einsum("dc,chw->dhw", a, pa[0]) + b.view(-1, 1, 1)
-    err_map = (mapped - target)[:, inside].norm(dim=0).mean()
-    err_plain = (pa[0] - target)[:, inside].norm(dim=0).mean()
-    assert err_map < 0.7 * err_plain, (float(err_map), float(err_plain))
+
+    def error(w, b):
+        mapped = torch.nn.functional.conv2d(pa, w, b, padding=w.shape[-1] // 2)[0]
+        return float((mapped - target)[:, inside].norm(dim=0).mean())
+
+    err_plain = float((pa[0] - target)[:, inside].norm(dim=0).mean())
+    err3 = error(*det.flip_map)
+    err1 = error(*fit_flip_map(pr, qr, keep, intensity=False, kernel=1))
+    assert err3 < 0.5 * err_plain, (err3, err_plain)
+    assert err3 < 0.85 * err1, (err3, err1)
+
+
+def test_each_reference_is_calibrated_with_a_flip_map_fitted_without_it(head, effnet):
+    """As the bank hides a reference's copies from its calibration, the mirror of a calibration slice is made by a
+    flip map fitted on the other references: the map fitted on it would predict its mirror too well, and the
+    normal scale would come out too low (normal slices flagged too often)."""
+    from medad_viewer.engine.jobs import CancelToken
+    img, lab = head
+    normal = [z for z in range(6, 20) if not lab[z].any()]
+    settings = DetectorSettings(input_size=128, modality="MR")
+    assert settings.mirror_pass == "features"  # the default
+    det = fit_detector([img[z] for z in normal[:4]], settings, backbone=effnet)
+    loo = det.calibration_flip_maps
+    assert loo is not None and len(loo) == 4
+    assert all(not torch.allclose(w, det.flip_map[0]) for w, _ in loo)
+    scale = det.component_scale["bank"]
+    det.calibration_flip_maps = None  # the same references calibrated with the map that saw them
+    det._calibrate([det._prepare(img[z]) for z in normal[:4]] + [det._mirrored(det._prepare(img[z]))
+                                                                  for z in normal[:4]], 4, CancelToken())
+    med, spread = det.component_scale["bank"]
+    # the normal pixels' median and 99th percentile: both higher with the maps that did not see the slice
+    assert scale[0] > med * 1.03 and scale[0] + scale[1] > med + spread, (scale, (med, spread))
+    one = fit_detector([img[normal[0]]], settings, backbone=effnet)
+    assert one.flip_map is not None and one.calibration_flip_maps is None  # nothing to leave out
 
 
 def test_a_saved_detector_keeps_its_flip_map(head, effnet, tmp_path):

@@ -51,15 +51,18 @@ def neighbourhood_distance(query: torch.Tensor, other: torch.Tensor, radius: int
     qf, qi = split_intensity(query.float(), intensity_weight)
     of, oi = split_intensity(other.float(), intensity_weight)
     q = F.normalize(qf, dim=1)
-    o = F.normalize(of, dim=1)
-    b, c, g, _ = q.shape
-    k = 2 * radius + 1
-    cols = F.unfold(o, k, padding=radius).view(b, c, k * k, g * g)
-    sim = (cols * q.view(b, c, 1, g * g)).sum(1)
-    if qi is not None:
-        icol = F.unfold(oi.unsqueeze(1), k, padding=radius).view(b, k * k, g * g)
-        sim = sim - 0.5 * intensity_weight ** 2 * (icol - qi.reshape(b, 1, g * g)) ** 2
-    return (1.0 - sim.amax(1)).clamp_min(0.0).view(b, g, g)
+    r = radius
+    o = F.pad(F.normalize(of, dim=1), (r, r, r, r))  # off the grid: zero features (and zero intensity)
+    oi = None if oi is None else F.pad(oi, (r, r, r, r))
+    g = q.shape[-1]
+    best = None
+    for dy in range(2 * r + 1):  # one shifted product per offset: no (B, C * (2r + 1)², g²) unfolded copy
+        for dx in range(2 * r + 1):
+            sim = (q * o[:, :, dy: dy + g, dx: dx + g]).sum(1)
+            if qi is not None:
+                sim = sim - 0.5 * intensity_weight ** 2 * (oi[:, dy: dy + g, dx: dx + g] - qi) ** 2
+            best = sim if best is None else torch.maximum(best, sim)
+    return (1.0 - best).clamp_min(0.0)
 
 
 def greedy_coreset(feats: torch.Tensor, size: int, seed: int = 0, proj_dim: int = 128) -> torch.Tensor:
@@ -145,21 +148,25 @@ class MemoryBank:
         return int(self.features.shape[0])
 
     @torch.no_grad()
-    def score(self, patches: torch.Tensor, exclude_owners: tuple[int, ...] = (), chunk: int = 4096,
+    def score(self, patches: torch.Tensor, exclude_owners: tuple[int, ...] = (), chunk: int | None = None,
               where: torch.Tensor | None = None) -> torch.Tensor:
         """(B, C, g, g) test patch features -> (B, g, g) distances to the nearest kept reference patch.
         `where` (B, g, g) bool: score only these patches (the others are 0); the rest of the image is never read."""
         return self._search(patches, exclude_owners, chunk, where, with_index=False)[0]
 
     @torch.no_grad()
-    def nearest(self, patches: torch.Tensor, exclude_owners: tuple[int, ...] = (), chunk: int = 4096,
+    def nearest(self, patches: torch.Tensor, exclude_owners: tuple[int, ...] = (), chunk: int | None = None,
                 where: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """`score`'s distances, computed the same way, and (B, g, g) the index of the bank entry each patch matched
         (into `features`, `owners`, `cells`; -1 where not scored)."""
         return self._search(patches, exclude_owners, chunk, where, with_index=True)
 
-    def _search(self, patches: torch.Tensor, exclude_owners: tuple[int, ...], chunk: int,
+    def _search(self, patches: torch.Tensor, exclude_owners: tuple[int, ...], chunk: int | None,
                 where: torch.Tensor | None, with_index: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if chunk is None:
+            # On a CPU, queries in blocks whose similarity rows stay in the cache: 512 x 3,166 bank patches takes
+            # 1.4 ms a slice against 4.6-6.1 ms in blocks of 4,096 (2 cores)
+            chunk = 512 if patches.device.type == "cpu" else 8192
         bank = self.features
         bank_i = self.intensity
         entries = None  # bank row -> entry index, when some owners are hidden
