@@ -43,7 +43,7 @@ from .memory_bank import MemoryBank, neighbourhood_distance, patch_features
 from .model import AnomalyModel, LevelFeatures, class_text_embeddings
 from .preprocess import RADIOGRAPH_MODALITIES, PreparedSlice, image_kind, prepare, restore
 from .records import SliceScore
-from .symmetry import midline, reflect, reflection_matrix
+from .symmetry import midline, on_grid, reflect, reflection_matrix
 
 METHODS = ("adapted", "memory", "zero")
 DETECTOR_FORMAT = "medad-viewer-detector/5"  # 3: image kind, mirror, intensity term; 4: hyperintensity gate;
@@ -707,7 +707,7 @@ def reflect_patches(patches: torch.Tensor, axes: Sequence, size: int, flip_map: 
         if axis is None:  # no axis: the slice is its own mirror, as the second forward pass would see it
             sx, sy = xx, yy
         else:
-            m = torch.from_numpy(reflection_matrix(axis, scale=g / float(size))).to(patches.device)
+            m = torch.from_numpy(reflection_matrix(on_grid(axis, g / float(size), centre=0.5))).to(patches.device)
             # cv2.warpAffine's destination p reads the source at M^-1 p; a reflection is its own inverse. Centres.
             sx = m[0, 0] * xx + m[0, 1] * yy + m[0, 2]
             sy = m[1, 0] * xx + m[1, 1] * yy + m[1, 2]

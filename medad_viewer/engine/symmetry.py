@@ -38,15 +38,20 @@ def reflection_matrix(axis: Midline, scale: float = 1.0) -> np.ndarray:
                      [s2, c2, cy - s2 * cx - c2 * cy]], dtype=np.float64)
 
 
+def on_grid(axis: Midline, scale: float, centre: float = 0.0) -> Midline:
+    """`axis` (pixel centres at integers, as cv2) on a coarser grid of `scale` cells per pixel, cell j covering pixels
+    [j / scale, (j + 1) / scale), in coordinates where cell j's centre sits at j + `centre` (0: cv2's convention; 0.5:
+    torch's grid_sample without aligned corners)."""
+    return Midline((axis.cx + 0.5) * scale - 0.5 + centre, (axis.cy + 0.5) * scale - 0.5 + centre, axis.angle,
+                   axis.quality)
+
+
 def reflect(img: np.ndarray, axis: Midline, interpolation: int = cv2.INTER_LINEAR,
             grid_scale: float | None = None) -> np.ndarray:
     """`img` reflected about `axis`: on the grid of the slice the axis was found on, or (`grid_scale`, cells per
-    pixel of that slice) on a coarser grid of cells whose centres sit at (j + 0.5) / grid_scale pixels."""
+    pixel of that slice) on a coarser grid (`on_grid`)."""
     h, w = img.shape[:2]
-    m = reflection_matrix(axis)
-    if grid_scale is not None:  # u = p * scale - 0.5 in cells: u' = R u + (R - I) 0.5 + t * scale
-        r, t = m[:, :2], m[:, 2]
-        m = np.hstack([r, ((r - np.eye(2)) @ np.full(2, 0.5) + t * grid_scale)[:, None]])
+    m = reflection_matrix(axis if grid_scale is None else on_grid(axis, grid_scale))
     return cv2.warpAffine(np.ascontiguousarray(img), m, (w, h), flags=interpolation, borderMode=cv2.BORDER_CONSTANT,
                           borderValue=0)
 
@@ -61,7 +66,7 @@ def _ncc(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> float:
     return float((da * db).sum() / den) if den > 1e-12 else -1.0
 
 
-def midline(img: np.ndarray, body: np.ndarray, max_angle: float = 20.0, work: int = 48) -> Midline | None:
+def midline(img: np.ndarray, body: np.ndarray, max_angle: float = 20.0, work: int = 48, points: int = 5, rounds: int = 3, shrink: float = 2.5) -> Midline | None:
     """The left-right symmetry axis of a slice windowed to [0, 1] with its body mask, or None when there is no body.
 
     Coarse-to-fine search over the axis's angle (within `max_angle` of vertical) and horizontal position (within a
@@ -114,15 +119,16 @@ def midline(img: np.ndarray, body: np.ndarray, max_angle: float = 20.0, work: in
 
     best = (float(costs([(cx0, 0.0)])[0]), cx0, 0.0)
     span_x, span_a = 0.1 * width, max_angle
-    for _ in range(3):  # 5 x 5 grid, then shrink around the best
-        cxs = best[1] + np.linspace(-span_x, span_x, 5)
-        angs = np.clip(best[2] + np.linspace(-span_a, span_a, 5), -max_angle, max_angle)
+    for _ in range(rounds):  # 5 x 5 grid, then shrink around the best
+        cxs = best[1] + np.linspace(-span_x, span_x, points)
+        angs = np.clip(best[2] + np.linspace(-span_a, span_a, points), -max_angle, max_angle)
         grid = [(float(cx), float(ang)) for cx in cxs for ang in angs]
         c = costs(grid)
         j = int(np.argmin(c))  # the first of equal costs, as a scan in this order keeps it
         if c[j] < best[0]:
             best = (float(c[j]), *grid[j])
-        span_x, span_a = span_x / 2.5, span_a / 2.5
+        span_x, span_a = span_x / shrink, span_a / shrink
     _, cx, ang = best
     ref, rb = reflected(cx, ang)
-    return Midline(cx / s, cy / s, ang, _ncc(small, ref, np.maximum(bf, rb)))
+    # back to the slice's pixels: the work copy's pixel i spans the slice's [i / s, (i + 1) / s)
+    return Midline((cx + 0.5) / s - 0.5, (cy + 0.5) / s - 0.5, ang, _ncc(small, ref, np.maximum(bf, rb)))
