@@ -66,15 +66,15 @@ def _ncc(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> float:
     return float((da * db).sum() / den) if den > 1e-12 else -1.0
 
 
-def midline(img: np.ndarray, body: np.ndarray, max_angle: float = 20.0, work: int = 48, points: int = 5, rounds: int = 3, shrink: float = 2.5) -> Midline | None:
+def midline(img: np.ndarray, body: np.ndarray, max_angle: float = 20.0, work: int = 48) -> Midline | None:
     """The left-right symmetry axis of a slice windowed to [0, 1] with its body mask, or None when there is no body.
 
     Coarse-to-fine search over the axis's angle (within `max_angle` of vertical) and horizontal position (within a
     tenth of the body's width of its centroid), on a `work`-pixel copy, minimising the median absolute difference
     of the slice and its reflection over the union of the body and its reflection, plus the outlines' mismatch.
-    `quality` is their normalised correlation there. A 48-pixel copy takes half the time of a 64-pixel one (3.9
-    against 7.3 ms a slice) and moves the axis by 0.6 px (median; at most 2.3 px) of a 256-pixel slice, a
-    fraction of the 8-pixel patch grid the mirror is compared on."""
+    `quality` is their normalised correlation there. A 48-pixel copy takes half the time of a 64-pixel one and
+    moves the axis by 0.6 px (median; at most 2.3 px) of a 256-pixel slice, a fraction of the 8-pixel patch grid
+    the mirror is compared on."""
     a = np.asarray(img, dtype=np.float32)
     b = np.asarray(body, dtype=bool)
     if b.sum() < 50:
@@ -119,15 +119,18 @@ def midline(img: np.ndarray, body: np.ndarray, max_angle: float = 20.0, work: in
 
     best = (float(costs([(cx0, 0.0)])[0]), cx0, 0.0)
     span_x, span_a = 0.1 * width, max_angle
-    for _ in range(rounds):  # 5 x 5 grid, then shrink around the best
-        cxs = best[1] + np.linspace(-span_x, span_x, points)
-        angs = np.clip(best[2] + np.linspace(-span_a, span_a, points), -max_angle, max_angle)
+    # A 3 x 3 grid, halved around the best five times (46 candidates): the last steps as fine as three rounds of a
+    # 5 x 5 grid shrunk 2.5 x (76), at two thirds of the time; on 135 MR slices the axes differ by 0.25 degrees
+    # (median; at most 2.5) and 1.5 px at most
+    for _ in range(5):
+        cxs = best[1] + np.linspace(-span_x, span_x, 3)
+        angs = np.clip(best[2] + np.linspace(-span_a, span_a, 3), -max_angle, max_angle)
         grid = [(float(cx), float(ang)) for cx in cxs for ang in angs]
         c = costs(grid)
         j = int(np.argmin(c))  # the first of equal costs, as a scan in this order keeps it
         if c[j] < best[0]:
             best = (float(c[j]), *grid[j])
-        span_x, span_a = span_x / shrink, span_a / shrink
+        span_x, span_a = span_x / 2.0, span_a / 2.0
     _, cx, ang = best
     ref, rb = reflected(cx, ang)
     # back to the slice's pixels: the work copy's pixel i spans the slice's [i / s, (i + 1) / s)
