@@ -436,7 +436,7 @@ class AnomalyDetector:
             where = cells_touching(torch.from_numpy(regions).to(self.device), patches.shape[-1], grow=1)
             d = self.bank.score(self.bank_view(patches), exclude_owners=exclude_owners, where=where)
             if self.settings.self_mirror != "off":
-                cancel.raise_if_cancelled()  # the mirror: a second forward pass (mirror_pass "image")
+                cancel.raise_if_cancelled()  # the mirror (with mirror_pass "image", a second forward pass)
                 d = self.join_mirror(d, self.mirror_distance(d, patches, prepared, where, flip_map))
             raw["bank"] = combine_levels([d], self.size)
         if self.model.heads is not None:
@@ -468,15 +468,15 @@ class AnomalyDetector:
                         ) -> torch.Tensor:
         """(B, g, g) each patch's distance to the slice's own mirror image (reflected about its symmetry axis) within
         `mirror_radius` cells of the same place, gated ("*_gated") by how much more unusual the mirrored place is to
-        the bank (`d`: the bank's distances). The mirror's patches come from a second forward pass of the reflected
-        slice (one batch of twice the size is slower on a CPU: 105 against 77 ms a slice on 2 cores), or from the
-        flip map (`mirror_pass` "features")."""
+        the bank (`d`: the bank's distances). The mirror's patches come from the slice's own patches through the flip
+        map (`mirror_pass` "features"; `flip_map`: another than the detector's, for calibration), or from a second
+        forward pass of the reflected slice (one batch of twice the size is slower on a CPU: 105 against 77 ms a
+        slice on 2 cores)."""
         flip_map = self.flip_map if flip_map is None else flip_map
+        axes = [midline(p.image, p.body) for p in prepared]
         if flip_map is not None:
-            axes = [midline(p.image, p.body) for p in prepared]
             mp = reflect_patches(patches, axes, self.size, flip_map, self.settings.intensity_weight > 0)
         else:
-            axes = [midline(p.image, p.body) for p in prepared]
             mirrored = [p.image if a is None else reflect(p.image, a) for p, a in zip(prepared, axes)]
             with torch.no_grad():
                 mp = self._patches(self.model.features(self._to_input(mirrored)).seg, prepared, mirrored)
@@ -526,9 +526,9 @@ class AnomalyDetector:
         regions = np.stack([self.region_of(p) for p in slices])
         raw: dict[str, list[np.ndarray]] = {}
         owners = self._calibration_owners(n)
+        loo = self.calibration_flip_maps
         for i, exclude in enumerate(owners * (len(slices) // max(n, 1))):  # references and mirrors: same owners
             cancel.raise_if_cancelled()
-            loo = self.calibration_flip_maps
             comps = self._component_maps(slices[i: i + 1], regions[i: i + 1],
                                          exclude_owners=exclude if self.bank is not None else (),
                                          flip_map=None if loo is None else loo[i % n])

@@ -134,4 +134,4 @@ def midline(img: np.ndarray, body: np.ndarray, max_angle: float = 20.0, work: in
     _, cx, ang = best
     ref, rb = reflected(cx, ang)
     # back to the slice's pixels: the work copy's pixel i spans the slice's [i / s, (i + 1) / s)
-    return Midline((cx + 0.5) / s - 0.5, (cy + 0.5) / s - 0.5, ang, _ncc(small, ref, np.maximum(bf, rb)))
+    return on_grid(Midline(cx, cy, ang, _ncc(small, ref, np.maximum(bf, rb))), 1.0 / s)

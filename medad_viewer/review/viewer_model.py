@@ -11,7 +11,7 @@ study_changed, loading, loaded, series, slice, plane, layout, crosshair, say.
 Loading: a large DICOM series is shown before all its slices are read (io/fill.py, gui/background_jobs.load_study_job).
 `show_slice` of a slice not read yet asks for it first (Series.request) and the window shows a placeholder; the
 "slice" event comes again when it arrives. Adapt & score started meanwhile waits for the whole series in its job
-(review/scoring.py; `loading_reason` says so beforehand).
+(review/score_job.py; `loading_reason` says so beforehand).
 
 Planes: every volume can be shown axial, coronal or sagittal (io/planes.py reformats without copying). `index` is
 always the slice of the acquired series (the review, references and scores are per acquired slice); the crosshair
