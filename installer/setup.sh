@@ -28,12 +28,43 @@ PY="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip
-# Pin torch explicitly: an unpinned torch in a constraint-free resolver pulls a second multi-GB build.
-if [ "$(uname -s)" = "Linux" ] && [ "$(uname -m)" = "x86_64" ]; then
-    .venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
+pip() { .venv/bin/python -m pip -q "$@"; }
+pip install --upgrade pip
+# The installed torch's version from its metadata (it does not import before its dependencies are in).
+torch_version() { .venv/bin/python -c "from importlib.metadata import version; print(version('torch'))" 2>/dev/null; }
+# torch first, pinned, so that no resolver pulls a second multi-GB build. TORCH_WHEEL=file.whl or TORCH_INDEX_URL=...
+# choose a site's own build (a CUDA one for NVIDIA GPUs). Otherwise: a build already on this machine's disk (pip's
+# find-links, such as /opt/wheels; the CPU build is about 0.8 GB installed), then PyTorch's CPU index where it is
+# reachable, and only then torch 2.14.1 from the configured index (PyPI's Linux x86_64 build is the CUDA one: about
+# 5.5 GB installed, more than a small disk holds).
+if [ -n "${TORCH_WHEEL:-}" ]; then
+    pip install "$TORCH_WHEEL"
+elif [ -n "${TORCH_INDEX_URL:-}" ]; then
+    pip install "torch>=2.2,<=2.14.1" --index-url "$TORCH_INDEX_URL"
+elif [ -z "$(torch_version)" ]; then
+    if pip install --no-index --no-deps "torch>=2.2,<=2.14.1" 2>/dev/null; then
+        pip install "torch==$(torch_version)"    # its dependencies, from the index
+    elif ! pip install "torch>=2.2,<=2.14.1" --index-url https://download.pytorch.org/whl/cpu --retries 0 --timeout 20 \
+            2>/dev/null; then    # PyTorch's CPU builds, where that index is reachable
+        pip install "torch==2.14.1"
+    fi
 fi
-.venv/bin/python -m pip install -q -e ".[test]"
+pip install -e ".[test]"
+# CLIP backbones (open_clip and the torchvision built for this torch) are optional: the default backbone is
+# EfficientNet-Lite2. PyPI's torchvision is built against PyPI's CUDA torch and does not import beside a CPU build;
+# where it does not, the CLIP backbones are left out, the app says so when one is asked for, and their tests skip.
+tv="$(torch_version)"; no_clip=".venv/.medad-no-clip-$tv"
+if [ ! -e "$no_clip" ] && ! .venv/bin/python -c "import open_clip" 2>/dev/null; then
+    tv_minor="$(echo "$tv" | cut -d. -f2)"; tv_minor=$((tv_minor + 15))    # torch 2.N goes with torchvision 0.(N+15)
+    if pip install "torch==$tv" "torchvision==0.$tv_minor.*" -e ".[clip]" && .venv/bin/python -c "import open_clip" 2>/dev/null; then
+        echo "CLIP backbones installed (open_clip, torchvision $(.venv/bin/python -c 'import torchvision; print(torchvision.__version__)'))"
+    else
+        pip uninstall -y open_clip_torch timm torchvision >/dev/null 2>&1 || true
+        touch "$no_clip"
+        echo "Note: no torchvision that imports beside torch $tv was found, so the optional CLIP backbones are not" \
+             "installed; the default EfficientNet-Lite2 backbone does not need them."
+    fi
+fi
 
 case "$mode" in
     --demo) exec .venv/bin/medad-viewer --demo ;;

@@ -319,9 +319,10 @@ def _open_clip():
         import open_clip
     except Exception as exc:  # noqa: BLE001 - ImportError, or a torchvision that does not match torch
         raise WeightsUnavailable(
-            "CLIP backbones need the open_clip and torchvision packages, which this installation does not have (the "
-            "app bundle carries only the offline EfficientNet-Lite2 backbone). Install MedAD Viewer from source "
-            f"(installer/setup.sh) to use them. ({type(exc).__name__}: {exc})") from None
+            "CLIP backbones need the optional open_clip and torchvision packages, which this installation does not "
+            "have; the default EfficientNet-Lite2 backbone does not need them. To add them, install the `clip` extra "
+            "(pip install -e \".[clip]\" in a source checkout) with the torchvision built for this torch "
+            f"(PyPI's torchvision matches only PyPI's CUDA torch). ({type(exc).__name__}: {exc})") from None
     return open_clip
 
 
