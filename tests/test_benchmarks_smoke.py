@@ -136,8 +136,9 @@ def test_engine_perf(tmp_path):
     m = out["memory"]
     for key in ("score_s_per_slice_k4", "score_s_per_slice_k16", "score_s_per_slice_no_mirror",
                 "score_s_per_slice_flair", "score_s_per_slice_mirror_image", "series_s_per_slice_through_plane",
-                "series_s_per_slice_plain"):
+                "series_s_per_slice_plain", "score_s_per_slice_images", "volume_angle_s"):
         assert 0 < m[key] < 5.0, (key, m)
+    assert m["ratio_images_to_forward"] == m["score_s_per_slice_images"] / out["forward_s_per_slice"]
     assert m["ratio_through_plane_to_plain"] == m["series_s_per_slice_through_plane"] / m["series_s_per_slice_plain"]
     assert m["ratio_score_to_forward"] == m["score_s_per_slice_k4"] / out["forward_s_per_slice"]
     assert out["bank_patches_k16"] > out["bank_patches_k4"] > 0

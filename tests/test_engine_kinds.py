@@ -442,6 +442,7 @@ class _ScriptedDetector:
     its percentile the score itself."""
 
     kind = "section"
+    bank = None  # no slice's own mirror: no volume axis to find
 
     def __init__(self, scores, through_plane="auto", references=()):
         from medad_viewer.engine.detector import pixels_hash
@@ -449,7 +450,7 @@ class _ScriptedDetector:
         self.settings = DetectorSettings(through_plane=through_plane)
         self.reference_hashes = [pixels_hash(np.full((4, 4), i / 100, np.float32)) for i in references]
 
-    def score(self, images, batch_size=8, cancel=None):
+    def score(self, images, batch_size=8, cancel=None, midline_angle=None):
         from medad_viewer.engine.records import SliceScore
         out = []
         for j, im in enumerate(images):
@@ -569,3 +570,36 @@ def test_the_memory_bank_calibrates_on_the_references_and_their_mirrors_each_wit
     plain = fit_detector(normal[:3], DetectorSettings(input_size=128, modality="MR", bank_flip=False),
                          backbone=effnet)
     assert len(plain.calibration.image_scores) == 3
+
+
+def test_local_aggregate_is_the_mean_over_the_neighbours_inside_the_grid():
+    """The shifted-sum box equals avg_pool2d without padded counts (PatchCore's aggregation), borders and grids
+    smaller than the kernel included; unit_channels equals F.normalize over the channels."""
+    from medad_viewer.engine.memory_bank import local_aggregate, unit_channels
+    g = torch.Generator().manual_seed(2)
+    for shape, kernel in (((2, 3, 7, 5), 3), ((1, 4, 6, 6), 5), ((1, 2, 2, 1), 3), ((1, 1, 1, 1), 3)):
+        x = torch.randn(*shape, generator=g)
+        want = torch.nn.functional.avg_pool2d(x, kernel, stride=1, padding=kernel // 2, count_include_pad=False)
+        torch.testing.assert_close(local_aggregate(x, kernel), want, rtol=1e-5, atol=1e-6)
+    x = torch.randn(2, 6, 4, 4, generator=g)
+    x[0, :, 0, 0] = 0  # a zero vector stays zero
+    torch.testing.assert_close(unit_channels(x), torch.nn.functional.normalize(x, dim=1), rtol=1e-5, atol=1e-7)
+
+
+def test_midline_at_a_given_angle_searches_only_the_position(head):
+    """A volume's slices get its axis angle (`volume_midline_angle`): the axis keeps that angle and is placed where the
+    free search puts it; a shifted head moves it by the shift."""
+    from medad_viewer.engine.symmetry import Midline, series_angle
+    img, _ = head
+    p = prepare(img[10], 256)
+    free = midline(p.image, p.body)
+    fixed = midline(p.image, p.body, angle=free.angle)
+    assert fixed.angle == free.angle and abs(fixed.cx - free.cx) < 1.0
+    shift = np.float32([[1, 0, 9], [0, 1, 0]])
+    moved = midline(cv2.warpAffine(p.image, shift, (256, 256)),
+                    cv2.warpAffine(p.body.astype(np.float32), shift, (256, 256)) > 0.5, angle=free.angle)
+    assert moved.angle == free.angle and abs(moved.cx - free.cx - 9) < 1.5, (free, moved)
+    assert midline(p.image, p.body, angle=-7.0).angle == -7.0
+    # the volume's angle: the median of those found (slices without a body found none)
+    mk = lambda a: Midline(0.0, 0.0, a, 1.0)  # noqa: E731
+    assert series_angle([mk(2.0), None, mk(-1.0), mk(14.0)]) == 2.0 and series_angle([None]) is None

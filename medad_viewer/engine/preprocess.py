@@ -89,6 +89,9 @@ class PreparedSlice:
     region: np.ndarray  # (S, S) bool: where anomalies are looked for (the inside of the skull on head MR, else body)
     original_shape: tuple[int, int]
     pad: tuple[int, int, int, int]  # top, bottom, left, right, in original pixels, before resizing
+    # A slice of a volume: its volume's symmetry-axis angle (`engine.series_scores.volume_midline_angle`), so that
+    # the slice's own mirror searches only the axis's position; None: the slice's own angle is searched too
+    midline_angle: float | None = None
 
 
 def prepare(pixels01: np.ndarray, size: int, modality: str = "OT", kind: str | None = None) -> PreparedSlice:

@@ -7,10 +7,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+import numpy as np
+
 from .detector import AnomalyDetector, pixels_hash, resolved_settings
 from .jobs import CancelToken, no_progress
 from .preprocess import IntensityNormalizer, normalizer_for_series
 from .records import SliceScore
+from .symmetry import midline, series_angle
 
 
 def parse_slices(spec: str, num_slices: int) -> list[int]:
@@ -51,6 +54,7 @@ def split_reference_spec(spec: str) -> tuple[str, str]:
 class SeriesScores:
     results: dict[int, SliceScore] = field(default_factory=dict)
     seconds: float = 0.0
+    midline_angle: float | None = None  # the volume's symmetry-axis angle its slices were scored with, if any
 
     def ranked(self) -> list[SliceScore]:
         return sorted(self.results.values(), key=lambda r: r.score, reverse=True)
@@ -80,6 +84,34 @@ def through_plane_score(own: float, neighbours: Sequence[float]) -> float:
     return min(own, max(neighbours)) if len(neighbours) else own
 
 
+VOLUME_MIDLINE_SLICES = 9
+
+
+def volume_midline_angle(detector: AnomalyDetector, series, normalizer: IntensityNormalizer | None = None
+                         ) -> float | None:
+    """The symmetry-axis angle that `detector` gives every slice of `series` (`DetectorSettings.volume_midline`), or
+    None where each slice searches its own: not a volume, no slice's own mirror (radiographs), or no body on the
+    slices sampled. The median of the angles found on 9 slices spread over 10-90 % of the volume (its first and
+    last slices, skull base and vertex, are the least symmetric), each prepared as scoring prepares it; the same
+    slices whichever of them are scored, so a slice's map does not depend on which others were asked for."""
+    settings = resolved_settings(detector.settings, detector.kind)
+    if not (settings.volume_midline and getattr(series, "is_volume", False) and detector.bank is not None
+            and settings.self_mirror != "off"):
+        return None
+    n = int(series.num_slices)
+    if n < 3:
+        return None
+    norm = normalizer or normalizer_for_series(series)
+    picks = np.unique(np.linspace(0.1 * (n - 1), 0.9 * (n - 1), min(VOLUME_MIDLINE_SLICES, n)).round().astype(int))
+    axes = []
+    for i in picks:
+        if hasattr(series, "is_loaded") and not series.is_loaded(int(i)):
+            continue
+        p = detector._prepare(norm(series.slice(int(i))))
+        axes.append(midline(p.image, p.body))
+    return series_angle(axes)
+
+
 def score_series(detector: AnomalyDetector, series, indices: Sequence[int] | None = None,
                  normalizer: IntensityNormalizer | None = None, batch_size: int = 8,
                  progress: Callable[[float, str], None] = no_progress, cancel: CancelToken | None = None,
@@ -105,6 +137,7 @@ def score_series(detector: AnomalyDetector, series, indices: Sequence[int] | Non
     held: dict[int, SliceScore] = {}  # scored, waiting for a neighbour
     done = 0
     t0 = time.monotonic()
+    out.midline_angle = angle = volume_midline_angle(detector, series, norm)
 
     def deliver(i: int, r: SliceScore, score: float, percentile: float) -> None:
         s = r.with_score(score, percentile, index=i)
@@ -127,7 +160,7 @@ def score_series(detector: AnomalyDetector, series, indices: Sequence[int] | Non
             cancel.raise_if_cancelled()
             chunk = idx[start: start + batch_size]
             imgs = [norm(series.slice(i)) for i in chunk]
-            scored: list[SliceScore] = detector.score(imgs, batch_size=batch_size, cancel=cancel)
+            scored: list[SliceScore] = detector.score(imgs, batch_size=batch_size, cancel=cancel, midline_angle=angle)
             for i, img, r in zip(chunk, imgs, scored):
                 done += 1
                 if not through:

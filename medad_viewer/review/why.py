@@ -102,6 +102,7 @@ class WhyExplainer:
         self.cache = cache
         self._loaded: tuple[str, Any] | None = None
         self._normalizers: dict[str, Any] = {}
+        self._angles: dict[tuple, float | None] = {}  # (series uid, what of the detector decides it): axis angle
 
     def request(self, model, row: int, column: int, plane: str | None = None) -> WhyRequest | str:
         """A click at (row, column) of the main view's slice (of `plane`, the model's by default) -> a request, or
@@ -166,6 +167,17 @@ class WhyExplainer:
             norm = self._normalizers[series.uid] = normalizer_for_series(series)
         return norm
 
+    def midline_angle(self, det, series) -> float | None:
+        """The volume's symmetry-axis angle, as scoring gave its slices (engine.series_scores.volume_midline_angle:
+        the same slices read the same way give the same angle)."""
+        from ..engine.series_scores import volume_midline_angle
+
+        st = det.settings
+        key = (series.uid, det.size, det.kind, st.modality, st.volume_midline, st.self_mirror, det.bank is None)
+        if key not in self._angles:
+            self._angles[key] = volume_midline_angle(det, series, self.normalizer(series))
+        return self._angles[key]
+
     def explain(self, req: WhyRequest) -> WhyAnswer:
         """Off the UI thread: features of one slice, one nearest-entry search, two crops."""
         import time
@@ -180,7 +192,8 @@ class WhyExplainer:
             ans.message = NOT_AVAILABLE
             return ans
         raw = np.asarray(s.slice(req.index), dtype=np.float32)
-        e = ans.explanation = explain_point(det, self.normalizer(s)(raw), req.row, req.column)
+        e = ans.explanation = explain_point(det, self.normalizer(s)(raw), req.row, req.column,
+                                            self.midline_angle(det, s))
         ans.query = crop_around(raw, e.box)
         ans.message = e.missing
         if e.reference is not None:
