@@ -603,3 +603,55 @@ def test_midline_at_a_given_angle_searches_only_the_position(head):
     # the volume's angle: the median of those found (slices without a body found none)
     mk = lambda a: Midline(0.0, 0.0, a, 1.0)  # noqa: E731
     assert series_angle([mk(2.0), None, mk(-1.0), mk(14.0)]) == 2.0 and series_angle([None]) is None
+
+
+def test_filters_on_the_regions_box_equal_the_whole_image():
+    """The masked blur, the guided filter and the local-max image score are computed on each region's bounding box
+    grown by their radius (`region_box`): the same values as on the whole image, for regions inside the image,
+    touching its border, or empty."""
+    from medad_viewer.engine.image_score import image_scores
+    from medad_viewer.engine.maps import masked_blur_np
+
+    def blur_whole(maps, masks, sigma):
+        k = 2 * int(round(3 * sigma)) + 1
+        out = np.zeros(maps.shape, np.float32)
+        for i in range(len(maps)):
+            w = masks[i].astype(np.float32)
+            num = cv2.GaussianBlur(maps[i] * w, (k, k), sigma, borderType=cv2.BORDER_REFLECT_101)
+            den = cv2.GaussianBlur(w, (k, k), sigma, borderType=cv2.BORDER_REFLECT_101)
+            out[i] = np.where(masks[i], num / np.maximum(den, 1e-6), 0.0)
+        return out
+
+    def guided_whole(maps, guides, regions, radius, eps):
+        k = (2 * radius + 1, 2 * radius + 1)
+        out = np.zeros(maps.shape, np.float32)
+        for i in range(len(maps)):
+            w = regions[i].astype(np.float32)
+            n = np.maximum(cv2.boxFilter(w, -1, k, normalize=True, borderType=cv2.BORDER_CONSTANT), 1e-6)
+            mean = lambda x: cv2.boxFilter(np.float32(x * w), -1, k, borderType=cv2.BORDER_CONSTANT) / n  # noqa: E731
+            g, m = guides[i], maps[i]
+            mg, mm = mean(g), mean(m)
+            a = (mean(g * m) - mg * mm) / (mean(g * g) - mg * mg + eps)
+            b = mm - a * mg
+            inside = regions[i]
+            if inside.any():
+                out[i] = np.where(inside, np.clip(mean(a) * g + mean(b), m[inside].min(), m[inside].max()), 0.0)
+        return out
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:96, :96]
+    regions = np.stack([((yy - 48) ** 2 + (xx - 40) ** 2) < 20 ** 2,  # inside
+                        ((yy - 5) ** 2 + (xx - 90) ** 2) < 15 ** 2,  # over the top-right corner
+                        np.zeros((96, 96), bool),  # empty
+                        np.ones((96, 96), bool)])  # everything
+    maps = rng.random((4, 96, 96)).astype(np.float32)
+    guides = cv2.GaussianBlur(rng.random((96, 96, 4)).astype(np.float32), (0, 0), 2).transpose(2, 0, 1).copy()
+    np.testing.assert_allclose(masked_blur_np(maps, regions, 2.0), blur_whole(maps, regions, 2.0), atol=1e-6)
+    np.testing.assert_allclose(guided_within(maps, guides, regions, 8, 1e-3),
+                               guided_whole(maps, guides, regions, 8, 1e-3), atol=1e-5)
+    want = []
+    for m, r in zip(maps, regions):
+        num = cv2.blur(m * r, (13, 13), borderType=cv2.BORDER_CONSTANT)
+        den = cv2.blur(r.astype(np.float32), (13, 13), borderType=cv2.BORDER_CONSTANT)
+        want.append(float(np.where(r, num / np.maximum(den, 1e-6), -np.inf).max()) if r.any() else 0.0)
+    np.testing.assert_allclose(image_scores(maps, regions, "local_max", 13.0, 0.0), want, atol=1e-6)

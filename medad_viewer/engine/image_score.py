@@ -6,6 +6,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .foreground import region_box
+
 
 def image_scores(maps: np.ndarray, regions: np.ndarray, how: str = "local_max", window_px: float = 13.0,
                  contrast: float = 1.0, top: float = 0.01) -> list[float]:
@@ -32,9 +34,11 @@ def image_scores(maps: np.ndarray, regions: np.ndarray, how: str = "local_max", 
         if how == "max" or win <= 1:
             top = float(m[r].max())
         else:
-            rf = r.astype(np.float32)
-            num = cv2.blur(m * rf, (win, win), borderType=cv2.BORDER_CONSTANT)
+            box = region_box(r, 0)  # the same windows as on the whole image: they read zeros outside r
+            rb = r[box]
+            rf = rb.astype(np.float32)
+            num = cv2.blur(m[box] * rf, (win, win), borderType=cv2.BORDER_CONSTANT)
             den = cv2.blur(rf, (win, win), borderType=cv2.BORDER_CONSTANT)
-            top = float(np.where(r, num / np.maximum(den, 1e-6), -np.inf).max())
+            top = float(np.where(rb, num / np.maximum(den, 1e-6), -np.inf).max())
         out.append(top - lam * max(float(np.median(m[r])), 0.0) if lam else top)
     return out
