@@ -106,24 +106,28 @@ def body_mask_volume(vol: np.ndarray, **kwargs) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------------------------
 # The inside of the skull on head MR
 
-def _window(n: int, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """(rays, n) bool: True at lo <= index <= hi, per ray."""
-    idx = np.arange(n)[None, :]
-    return (idx >= lo[:, None]) & (idx <= hi[:, None])
+def _windowed(p: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per ray, p at lo, lo + 1, ... (as many as the widest window [lo, hi] holds): (values, inside [lo, hi],
+    indices), each (rays, span). The windows are a few dozen samples of rays of a few hundred: reading only them
+    took a third of the time of masking whole rays."""
+    span = max(int((hi - lo).max()) + 1, 1)
+    idx = lo[:, None] + np.arange(span)[None, :]
+    return p[np.arange(p.shape[0])[:, None], np.minimum(idx, p.shape[1] - 1)], idx <= hi[:, None], idx
 
 
 def _arg_in(p: np.ndarray, lo: np.ndarray, hi: np.ndarray, largest: bool) -> np.ndarray:
-    """Per ray, the index of the largest (or smallest) value of p within [lo, hi]; the first such index, as argmax."""
-    fill = -np.inf if largest else np.inf
-    q = np.where(_window(p.shape[1], lo, hi), p, fill)
-    return q.argmax(1) if largest else q.argmin(1)
+    """Per ray, the index of the largest (or smallest) value of p within [lo, hi]; the first such index, as argmax
+    (0 where the window is empty, as argmax of nothing but the fill)."""
+    vals, inside, _ = _windowed(p, lo, hi)
+    q = np.where(inside, vals, -np.inf if largest else np.inf)
+    k = q.argmax(1) if largest else q.argmin(1)
+    return np.where(hi >= lo, lo + k, 0)
 
 
 def _last_at_least(p: np.ndarray, lo: np.ndarray, hi: np.ndarray, level: float) -> np.ndarray:
     """Per ray, the largest index in [lo, hi] where p >= level, or -1."""
-    hit = _window(p.shape[1], lo, hi) & (p >= level)
-    idx = np.where(hit, np.arange(p.shape[1])[None, :], -1)
-    return idx.max(1)
+    vals, inside, idx = _windowed(p, lo, hi)
+    return np.where(inside & (vals >= level), idx, -1).max(1)
 
 
 def _ray_brain_edges(prof: np.ndarray, e: np.ndarray, med: float, scalp_depth: int, valley_depth: int,
