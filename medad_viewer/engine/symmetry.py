@@ -122,23 +122,25 @@ def midline(img: np.ndarray, body: np.ndarray, max_angle: float = 20.0, work: in
 
     a0 = 0.0 if angle is None else float(angle)
     best = (float(costs([(cx0, a0)])[0]), cx0, a0)
-    span_x, span_a = 0.1 * width, (max_angle if angle is None else 0.0)
-    # A 3 x 3 grid, halved around the best five times (46 candidates; 11 at a given angle): the last steps as fine as three rounds of a
-    # 5 x 5 grid shrunk 2.5 x (76), at two thirds of the time; on 135 MR slices the axes differ by 0.25 degrees
-    # (median; at most 2.5) and 1.5 px at most
+    span_x, span_a = 0.1 * width, max_angle
+    # Coordinate descent, both steps halved each round: the position on either side at the best angle, then the
+    # angle on either side at the best position (21 candidates in five rounds; 11, the position alone, at a given
+    # angle). A 3 x 3 grid of both, halved five times (41 candidates), took 2.3 ms a slice against 1.5 and found the
+    # same axis on most slices (LGG, BRATS: angle within 1.25 degrees and position within 3 px on 9 slices in 10);
+    # LGG other-patient 0.860 (0.784) and BRATS FLAIR 0.956 either way.
+    def step(grid: list[tuple[float, float]]) -> None:
+        nonlocal best
+        grid = [c for c in dict.fromkeys(grid) if c != best[1:]]  # an angle clipped at the limit is asked once
+        if grid:
+            c = costs(grid)
+            j = int(np.argmin(c))  # the first of equal costs
+            if c[j] < best[0]:
+                best = (float(c[j]), *grid[j])
+
     for _ in range(5):
-        cxs = best[1] + np.linspace(-span_x, span_x, 3)
-        angs = (np.clip(best[2] + np.linspace(-span_a, span_a, 3), -max_angle, max_angle) if angle is None
-                else [a0])
-        # the grid's centre is the best so far, whose cost is known; angles clipped at the limit are asked once
-        grid = [(float(cx), float(ang)) for cx in cxs for ang in angs]
-        grid = [c for c in dict.fromkeys(grid) if c != best[1:]]
-        if not grid:
-            break
-        c = costs(grid)
-        j = int(np.argmin(c))  # the first of equal costs, as a scan in this order keeps it
-        if c[j] < best[0]:
-            best = (float(c[j]), *grid[j])
+        step([(float(best[1] + d), best[2]) for d in (-span_x, span_x)])
+        if angle is None:
+            step([(best[1], float(np.clip(best[2] + d, -max_angle, max_angle))) for d in (-span_a, span_a)])
         span_x, span_a = span_x / 2.0, span_a / 2.0
     _, cx, ang = best
     ref, rb = reflected(cx, ang)
@@ -150,6 +152,6 @@ def series_angle(axes: Sequence[Midline | None]) -> float | None:
     """One axis angle for the slices of a volume, from the axes found on some of them (`midline`), or None when none
     was found. The head's plane of symmetry cuts parallel slices along parallel lines, so the angle is the volume's
     (only the position moves from level to level); one slice's angle is thrown off by a one-sided lesion or the
-    skull base, their median is not. With it, each slice searches the position alone: 11 candidates, not 46."""
+    skull base, their median is not. With it, each slice searches the position alone: 11 candidates, not 21."""
     found = [a.angle for a in axes if a is not None]
     return float(np.median(found)) if found else None
