@@ -187,3 +187,18 @@ def test_fast_on_256(ct_slice: np.ndarray, mr_slice: np.ndarray) -> None:
         per_call_ms = (time.perf_counter() - t) / 20 * 1000
         # Budget is 10 ms; the margin absorbs a loaded CI machine.
         assert per_call_ms < 10.0, per_call_ms
+
+
+def test_median_of_equals_numpys_median():
+    """The histogram-guided median of the skull search is np.median's value exactly: odd and even counts, ties,
+    values on the bins' edges, and np.median itself outside [0, 1] or with NaN."""
+    from medad_viewer.engine.foreground import median_of
+    rng = np.random.default_rng(0)
+    cases = [rng.random(n).astype(np.float32) for n in (1, 2, 3, 4, 101, 4096, 32301)]
+    cases += [(rng.integers(0, 5, 1000) / 4).astype(np.float32),  # ties, on the bins' edges, 0 and 1 included
+              np.where(rng.random(999) < 0.5, 0.0, 1.0).astype(np.float32),
+              np.array([0.25, 0.75], np.float32), np.array([1.5, -0.2, 0.3, 0.9], np.float32),
+              rng.random(10)]  # float64: np.median itself
+    for v in cases:
+        assert median_of(v) == float(np.median(v)), v[:6]
+    assert np.isnan(median_of(np.array([0.5, np.nan, 0.2], np.float32)))

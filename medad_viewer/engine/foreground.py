@@ -49,7 +49,8 @@ def body_mask(img: np.ndarray, min_component_frac: float = 0.01, threshold: floa
     empty = np.zeros((h, w), dtype=bool)
     if a.size == 0:
         return empty
-    a = np.nan_to_num(a, nan=0.0, posinf=1.0, neginf=0.0)
+    if not np.isfinite(a).all():  # a check costs a fifth of the copy
+        a = np.nan_to_num(a, nan=0.0, posinf=1.0, neginf=0.0)
     lo, hi = float(a.min()), float(a.max())
     if hi - lo < _MIN_RANGE:
         return empty
@@ -83,9 +84,12 @@ def body_mask(img: np.ndarray, min_component_frac: float = 0.01, threshold: floa
     order = np.argsort(areas)[::-1]
     min_area = min_component_frac * h * w
     keep = [int(order[0]) + 1] + [int(i) + 1 for i in order[1:] if areas[i] >= min_area]
-    lut = np.zeros(n, np.uint8)
-    lut[keep] = 1
-    mask = lut[labels]
+    if len(keep) == 1:  # the usual case: one body (a comparison, not a lookup)
+        mask = (labels == keep[0]).astype(np.uint8)
+    else:
+        lut = np.zeros(n, np.uint8)
+        lut[keep] = 1
+        mask = lut[labels]
 
     close_r = max(1, radius // 2)
     mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, _ellipse(close_r))
@@ -186,7 +190,7 @@ def head_interior(img: np.ndarray, body: np.ndarray | None = None, n_rays: int =
     h, w = a.shape
     diam = 2.0 * np.sqrt(area / np.pi)
     sm = cv2.GaussianBlur(a, (0, 0), 1.0)
-    med = float(np.median(sm[body]))
+    med = median_of(sm[body])
     if med <= 1e-3:
         return None
     # The body's centroid and bounding box from its moments (the same values as from np.nonzero, a fifth the time)
@@ -223,7 +227,7 @@ def head_interior(img: np.ndarray, body: np.ndarray | None = None, n_rays: int =
                   np.tile(edge[ok], 3).astype(np.float64))
     k = 8  # circular median over 17 rays (34 degrees), then a 5-ray mean
     ext = np.concatenate([r[-k:], r, r[:k]])
-    r = np.median(np.lib.stride_tricks.sliding_window_view(ext, 2 * k + 1), axis=1)
+    r = np.sort(np.lib.stride_tricks.sliding_window_view(ext, 2 * k + 1), axis=1)[:, k]  # the median of 2k + 1
     r = np.convolve(np.concatenate([r[-2:], r, r[:2]]), np.ones(5) / 5, mode="valid")
     pts = np.stack([cx + np.cos(theta) * r, cy + np.sin(theta) * r], 1).round().astype(np.int32)
     mask = np.zeros((h, w), np.uint8)
@@ -259,3 +263,26 @@ def region_box(mask: np.ndarray, margin: int) -> tuple[slice, slice] | None:
         return None
     return (slice(max(y - margin, 0), min(y + h + margin, mask.shape[0])),
             slice(max(x - margin, 0), min(x + w + margin, mask.shape[1])))
+
+
+def median_of(v: np.ndarray, bins: int = 1024) -> float:
+    """np.median of a 1-D array of values in [0, 1] (float32), the same value at about a third of the time on a
+    slice's tens of thousands of pixels: a histogram finds the bins that hold the middle values, and only their
+    values are put in order. Values outside [0, 1] or not finite: np.median itself."""
+    v = np.asarray(v)
+    n = v.size
+    if n == 0 or v.dtype != np.float32:
+        return float(np.median(v))
+    if not (v.min() >= 0 and v.max() <= 1):  # outside [0, 1], or NaN
+        return float(np.median(v))
+    b = (v * np.float32(bins)).astype(np.int64)  # exact and in order: a power of two
+    cum = np.cumsum(np.bincount(b, minlength=bins + 1))
+    mids = sorted({(n - 1) // 2, n // 2})  # the ranks of the middle values (one when n is odd)
+    out = []
+    for r in mids:
+        k = int(np.searchsorted(cum, r, side="right"))  # the bin holding rank r
+        below = int(cum[k - 1]) if k else 0
+        out.append(np.partition(v[b == k], r - below)[r - below])
+    if len(out) == 1:
+        return float(out[0])
+    return float(np.mean(np.array(out, dtype=np.float32)))
