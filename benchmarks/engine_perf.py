@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from medad_viewer.engine.backbones import describe_device, load_backbone, resolve_device  # noqa: E402
 from medad_viewer.engine.detector import AnomalyDetector, DetectorSettings  # noqa: E402
 from medad_viewer.engine.preprocess import normalizer_for_series  # noqa: E402
+from medad_viewer.engine.series_scores import volume_midline_angle  # noqa: E402
 from medad_viewer.io import load_study  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -153,8 +154,6 @@ def main() -> None:
             "no_mirror": _fit("memory", backbone, device, refs4, args.size, self_mirror="off")[0],
             "flair": _fit("memory", backbone, device, refs4, args.size, sequence="FLAIR")[0],
             "mirror_image": _fit("memory", backbone, device, refs4, args.size, mirror_pass="image")[0]}
-    from medad_viewer.engine.series_scores import volume_midline_angle
-
     series = _demo_series()
     norm = normalizer_for_series(series)
     volume_midline_angle(mem4, series, norm)  # warm-up

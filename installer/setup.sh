@@ -53,15 +53,15 @@ pip install -e ".[test]"
 # CLIP backbones (open_clip and the torchvision built for this torch) are optional: the default backbone is
 # EfficientNet-Lite2. PyPI's torchvision is built against PyPI's CUDA torch and does not import beside a CPU build;
 # where it does not, the CLIP backbones are left out, the app says so when one is asked for, and their tests skip.
-tv="$(torch_version)"; no_clip=".venv/.medad-no-clip-$tv"
+torch_v="$(torch_version)"; no_clip=".venv/.medad-no-clip-$torch_v"
 if [ ! -e "$no_clip" ] && ! .venv/bin/python -c "import open_clip" 2>/dev/null; then
-    tv_minor="$(echo "$tv" | cut -d. -f2)"; tv_minor=$((tv_minor + 15))    # torch 2.N goes with torchvision 0.(N+15)
-    if pip install "torch==$tv" "torchvision==0.$tv_minor.*" -e ".[clip]" && .venv/bin/python -c "import open_clip" 2>/dev/null; then
+    tv_minor="$(echo "$torch_v" | cut -d. -f2)"; tv_minor=$((tv_minor + 15))    # torch 2.N goes with torchvision 0.(N+15)
+    if pip install "torch==$torch_v" "torchvision==0.$tv_minor.*" -e ".[clip]" && .venv/bin/python -c "import open_clip" 2>/dev/null; then
         echo "CLIP backbones installed (open_clip, torchvision $(.venv/bin/python -c 'import torchvision; print(torchvision.__version__)'))"
     else
         pip uninstall -y open_clip_torch timm torchvision >/dev/null 2>&1 || true
         touch "$no_clip"
-        echo "Note: no torchvision that imports beside torch $tv was found, so the optional CLIP backbones are not" \
+        echo "Note: no torchvision that imports beside torch $torch_v was found, so the optional CLIP backbones are not" \
              "installed; the default EfficientNet-Lite2 backbone does not need them."
     fi
 fi

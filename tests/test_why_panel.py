@@ -10,6 +10,7 @@ from PySide6.QtCore import QPointF, QSettings, Qt
 
 from medad_viewer.engine.detector import DetectorSettings
 from medad_viewer.engine.explain import explain_point
+from medad_viewer.engine.series_scores import volume_midline_angle
 from medad_viewer.engine.preprocess import normalizer_for_series
 from medad_viewer.gui.main_window import MainWindow
 from medad_viewer.review.why import SCORE_FIRST
@@ -78,9 +79,11 @@ def test_click_explains_the_point_as_the_engine_does(qtbot, tmp_path):
 
     # The same point through the engine, with the run's own detector and references.
     s = w.model.series
-    e = explain_point(outcome.fitted, normalizer_for_series(s)(s.slice(top)), r, c)
+    norm = normalizer_for_series(s)
+    e = explain_point(outcome.fitted, norm(s.slice(top)), r, c, volume_midline_angle(outcome.fitted, s, norm))
     ref = outcome.normals[e.reference]
     assert ans.explanation.entry == e.entry and ans.reference_slice_number == ref.index + 1
+    assert ans.explanation.map_value == pytest.approx(e.map_value, abs=1e-6)  # with the volume's axis angle
     p = why.panel
     assert f"reference slice {ref.index + 1}" in p.reference_caption.text()
     assert f"{e.distance:.3f}" in p.distance.text()

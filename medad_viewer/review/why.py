@@ -6,6 +6,7 @@ panel (gui/why_panel.py) to show at the viewer's window; and the panel's texts, 
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -102,7 +103,8 @@ class WhyExplainer:
         self.cache = cache
         self._loaded: tuple[str, Any] | None = None
         self._normalizers: dict[str, Any] = {}
-        self._angles: dict[tuple, float | None] = {}  # (series uid, what of the detector decides it): axis angle
+        # per detector (while it lives), per series uid: the volume's axis angle
+        self._angles: weakref.WeakKeyDictionary[Any, dict[str, float | None]] = weakref.WeakKeyDictionary()
 
     def request(self, model, row: int, column: int, plane: str | None = None) -> WhyRequest | str:
         """A click at (row, column) of the main view's slice (of `plane`, the model's by default) -> a request, or
@@ -172,11 +174,10 @@ class WhyExplainer:
         the same slices read the same way give the same angle)."""
         from ..engine.series_scores import volume_midline_angle
 
-        st = det.settings
-        key = (series.uid, det.size, det.kind, st.modality, st.volume_midline, st.self_mirror, det.bank is None)
-        if key not in self._angles:
-            self._angles[key] = volume_midline_angle(det, series, self.normalizer(series))
-        return self._angles[key]
+        angles = self._angles.setdefault(det, {})
+        if series.uid not in angles:
+            angles[series.uid] = volume_midline_angle(det, series, self.normalizer(series))
+        return angles[series.uid]
 
     def explain(self, req: WhyRequest) -> WhyAnswer:
         """Off the UI thread: features of one slice, one nearest-entry search, two crops."""
